@@ -1,0 +1,3 @@
+"""recsight: LLM-assisted user-behavior analysis and recommendation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,212 @@
+"""In-memory views over the store for models: id indexes and interaction arrays.
+
+`Interactions` is what every model's `fit` receives: plain numpy arrays in one integer id space
+owned by the store, plus the `IdIndex` objects that translate back to the user's own string ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recsight.errors import InputError, NeedsTimestampsError
+
+#: Default event weights for implicit-feedback matrices; "value" means use the event's value.
+DEFAULT_WEIGHTS: dict[str, float | str] = {
+    "view": 1.0,
+    "click": 2.0,
+    "cart": 3.0,
+    "fav": 3.0,
+    "purchase": 5.0,
+    "rating": "value",
+}
+
+
+class IdIndex:
+    """A bijection between external string ids and contiguous integer indices 0..n-1."""
+
+    def __init__(self, ids: Iterable[str]):
+        self.ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=object)
+        self._index = pd.Index(self.ids)
+        if not self._index.is_unique:
+            raise ValueError("IdIndex ids must be unique")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, external_id: object) -> bool:
+        return str(external_id) in self._index
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IdIndex) and np.array_equal(self.ids, other.ids)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def index_of(self, ids: Iterable[object] | object, missing: str = "raise") -> np.ndarray:
+        """Indices of external ids (any type; compared as strings). Unknown ids raise
+        `InputError` or, with ``missing="ignore"``, map to -1."""
+        scalar = isinstance(ids, (str, int, np.integer))
+        arr = [str(ids)] if scalar else [str(x) for x in ids]  # type: ignore[union-attr]
+        idx = self._index.get_indexer(arr)
+        if missing == "raise" and (idx < 0).any():
+            unknown = [a for a, i in zip(arr, idx, strict=True) if i < 0][:5]
+            raise InputError(f"unknown id(s): {', '.join(unknown)}")
+        return idx.astype(np.int64)
+
+    def ids_of(self, idx: Iterable[int] | np.ndarray) -> np.ndarray:
+        """External string ids of integer indices."""
+        return self.ids[np.asarray(idx, dtype=np.int64)]
+
+
+@dataclass
+class Interactions:
+    """Events as aligned arrays over the store's id space.
+
+    `timestamp` holds epoch seconds (float64, NaN where unknown) or is None when the log has no
+    timestamps at all; `seq` is the ingest order, used to break timestamp ties.
+    """
+
+    user_idx: np.ndarray
+    item_idx: np.ndarray
+    value: np.ndarray
+    event_type: np.ndarray
+    event_types: tuple[str, ...]
+    seq: np.ndarray
+    users: IdIndex
+    items: IdIndex
+    timestamp: np.ndarray | None = None
+    item_features: pd.DataFrame | None = field(default=None, repr=False)
+    user_features: pd.DataFrame | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.user_idx)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def has_timestamps(self) -> bool:
+        return self.timestamp is not None and not np.isnan(self.timestamp).all()
+
+    def require_timestamps(self, what: str) -> np.ndarray:
+        """The timestamp array, or a clear error naming the operation that needs it."""
+        if not self.has_timestamps:
+            raise NeedsTimestampsError(
+                f"{what} needs event timestamps, but this data has none; use a split or "
+                "analysis that does not depend on time (e.g. random or user_random)"
+            )
+        assert self.timestamp is not None
+        return self.timestamp
+
+    def subset(self, mask_or_index: np.ndarray) -> Interactions:
+        """The events selected by a boolean mask or index array, in the same id space."""
+        sel = mask_or_index
+
+        def take(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[sel]
+
+        return replace(
+            self,
+            user_idx=self.user_idx[sel],
+            item_idx=self.item_idx[sel],
+            value=self.value[sel],
+            event_type=self.event_type[sel],
+            seq=self.seq[sel],
+            timestamp=take(self.timestamp),
+        )
+
+    def type_mask(self, types: Iterable[str]) -> np.ndarray:
+        """Boolean mask of events whose canonical type is in `types`."""
+        codes = [i for i, t in enumerate(self.event_types) if t in set(types)]
+        return np.isin(self.event_type, codes)
+
+    def weights(self, weights: Mapping[str, float | str] | None = None) -> np.ndarray:
+        """Per-event weight: a number per event type, or "value" to use the event's value
+        (events whose value is missing then weigh 1). Types not listed weigh 0."""
+        weights = DEFAULT_WEIGHTS if weights is None else weights
+        w = np.zeros(len(self), dtype=np.float32)
+        for code, name in enumerate(self.event_types):
+            rule = weights.get(name, 0.0)
+            mask = self.event_type == code
+            if rule == "value":
+                v = self.value[mask]
+                w[mask] = np.where(np.isnan(v), 1.0, v)
+            else:
+                w[mask] = float(rule)
+        return w
+
+    def to_csr(
+        self,
+        weights: Mapping[str, float | str] | None = None,
+        aggregate: str = "sum",
+        binary: bool = False,
+    ) -> sp.csr_matrix:
+        """User x item matrix over the full id space.
+
+        `aggregate` combines repeated (user, item) events: "sum", "max" or "last" (latest by
+        time, then ingest order; what explicit-rating models want). `binary` sets every
+        stored entry to 1.
+        """
+        w = self.weights(weights)
+        keep = w != 0
+        u, i, w = self.user_idx[keep], self.item_idx[keep], w[keep]
+        shape = (self.n_users, self.n_items)
+        if aggregate == "sum":
+            m = sp.csr_matrix((w, (u, i)), shape=shape, dtype=np.float32)
+            m.sum_duplicates()
+        elif aggregate in ("max", "last"):
+            order = self._time_order(keep) if aggregate == "last" else np.argsort(w, kind="stable")
+            u, i, w = u[order], i[order], w[order]
+            key = u.astype(np.int64) * self.n_items + i
+            # keep the final occurrence of each (user, item) in the chosen order
+            _, first_rev = np.unique(key[::-1], return_index=True)
+            last = len(key) - 1 - first_rev
+            m = sp.csr_matrix((w[last], (u[last], i[last])), shape=shape, dtype=np.float32)
+        else:
+            raise ValueError(f"aggregate must be sum, max or last, not {aggregate!r}")
+        m.eliminate_zeros()
+        if binary:
+            m.data[:] = 1.0
+        return m
+
+    def _time_order(self, mask: np.ndarray | None = None) -> np.ndarray:
+        seq = self.seq if mask is None else self.seq[mask]
+        if self.timestamp is None:
+            return np.argsort(seq, kind="stable")
+        ts = self.timestamp if mask is None else self.timestamp[mask]
+        return np.lexsort((seq, np.nan_to_num(ts, nan=-np.inf)))
+
+    def sequences(self, require_time: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Per-user item sequences ordered by time (ties by ingest order), as CSR-style
+        ``(indptr, items)``: user u's sequence is ``items[indptr[u]:indptr[u+1]]``."""
+        if require_time:
+            ts = self.require_timestamps("ordering per-user sequences")
+            order = np.lexsort((self.seq, ts, self.user_idx))
+        else:
+            order = np.lexsort((self.seq, self.user_idx))
+        items = self.item_idx[order]
+        counts = np.bincount(self.user_idx, minlength=self.n_users)
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        return indptr, items
+
+    def to_frame(self) -> pd.DataFrame:
+        """Events as a pandas frame with external ids."""
+        df = pd.DataFrame({
+            "user_id": self.users.ids_of(self.user_idx),
+            "item_id": self.items.ids_of(self.item_idx),
+            "event_type": np.asarray(self.event_types, dtype=object)[self.event_type],
+            "value": self.value,
+            "seq": self.seq,
+        })  # fmt: skip
+        if self.timestamp is not None:
+            df["timestamp"] = pd.to_datetime(self.timestamp, unit="s")
+        return df

@@ -1,0 +1,618 @@
+"""Ingest: validate, clean and append a behavior log (plus item and user files) to a store.
+
+The ingest contract: every row read is either kept (possibly fixed by an explicit rule) or
+dropped for a named reason, and the report says how many of each with example line numbers.
+Rows are parsed and checked inside DuckDB, so a 10M-row file never becomes Python objects.
+A file that cannot be read at all raises `InputError` before the store is touched, and any
+failure while writing rolls the whole ingest back.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+import zoneinfo
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from recsight.data.readers import (
+    Source,
+    _first_line,
+    _sql_str,
+    open_source,
+    read_side_table,
+)
+from recsight.data.schema import EVENT_TYPE_SYNONYMS, ITEM_COLUMNS, MILLISECONDS_THRESHOLD
+from recsight.data.store import Store
+from recsight.errors import InputError
+
+DEDUPE_POLICIES = ("exact", "none")
+FILL_POLICIES = ("none", "item-mean", "user-mean", "global-mean")
+MAX_EXAMPLES = 5
+
+#: Why a row was dropped, in the order the checks apply (the first failing check names it).
+DROP_REASONS = {
+    "malformed_line": "the line does not split into the header's number of fields",
+    "missing_user_id": "user id is empty",
+    "missing_item_id": "item id is empty",
+    "bad_timestamp": "timestamp is not unix seconds, milliseconds or ISO-8601",
+    "missing_timestamp": "timestamp is empty although the file has a timestamp column",
+    "missing_event_type": "event type is empty",
+    "bad_value": "value is not a number",
+    "rating_out_of_range": "rating outside the declared rating scale",
+    "negative_value": "negative quantity on a non-rating event",
+    "duplicate": "duplicate of an earlier row in this file (same event_id, or all fields)",
+    "duplicate_of_stored": "already in the store (same event_id, or all fields)",
+}
+
+
+@dataclass
+class TableReport:
+    """What an items or users file contributed."""
+
+    source: str
+    rows_read: int
+    kept: int
+    new: int
+    updated: int
+    fixed: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IngestReport:
+    """Rows read, kept, fixed and dropped (by reason, with example line numbers)."""
+
+    source: str
+    format: str
+    timezone: str
+    rows_read: int
+    kept: int
+    fixed: dict[str, int]
+    dropped: dict[str, int]
+    examples: dict[str, list[int]]
+    example_unit: str
+    new_users: int
+    new_items: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+    items: TableReport | None = None
+    users: TableReport | None = None
+
+    @property
+    def n_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    @property
+    def n_fixed(self) -> int:
+        return self.fixed.get("rows", 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["n_dropped"] = self.n_dropped
+        d["n_fixed"] = self.n_fixed
+        return d
+
+
+def _check_options(dedupe: str, fill_rating: str, tz: str | None) -> None:
+    if dedupe not in DEDUPE_POLICIES:
+        raise InputError(f"--dedupe {dedupe!r}: expected one of {', '.join(DEDUPE_POLICIES)}")
+    if fill_rating not in FILL_POLICIES:
+        raise InputError(
+            f"--fill-rating {fill_rating!r}: expected one of {', '.join(FILL_POLICIES)}"
+        )
+    if tz is not None:
+        try:
+            zoneinfo.ZoneInfo(tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise InputError(f"--tz {tz!r}: unknown time zone (e.g. UTC, Asia/Shanghai)") from None
+
+
+def ingest(
+    store: Store,
+    events: str | Path,
+    *,
+    items: str | Path | None = None,
+    users: str | Path | None = None,
+    fmt: str | None = None,
+    mapping: dict[str, str] | None = None,
+    tz: str | None = None,
+    dedupe: str = "exact",
+    fill_rating: str = "none",
+    rating_scale: tuple[float, float] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> IngestReport:
+    """Read `events` (file or folder, format detected unless `fmt`), clean it and append it,
+    with the item and user files found beside it or given explicitly."""
+    t0 = time.perf_counter()
+    step = progress or (lambda _msg: None)
+    _check_options(dedupe, fill_rating, tz)
+    con = store.con
+    step("reading")
+    src = open_source(events, fmt, mapping, con)
+    tz = tz or src.default_tz
+    scale = rating_scale or src.rating_scale
+    items_df = read_side_table(items, key="item_id") if items else src.items
+    users_df = read_side_table(users, key="user_id") if users else src.users
+    items_name = str(items) if items else (str(src.items_path) if src.items_path else None)
+    users_name = str(users) if users else (str(src.users_path) if src.users_path else None)
+
+    con.execute(f"SET TimeZone = {_sql_str(tz)}")
+    try:
+        rejects = _stage(con, src, scale)
+        step("checking")
+        _mark_duplicates(con, src, dedupe, store_has_events=store.count("events") > 0)
+        if fill_rating != "none":
+            _fill_ratings(con, fill_rating)
+        report = _summarise(con, src, rejects, tz)
+        step("writing")
+        con.execute("BEGIN TRANSACTION")
+        try:
+            report.new_users, report.new_items = _write_events(con, src, report)
+            if items_df is not None:
+                report.items = _merge_side(con, "item", items_df, items_name or "items")
+            if users_df is not None:
+                report.users = _merge_side(con, "user", users_df, users_name or "users")
+            if store.meta("timezone") is None:
+                store.set_meta("timezone", tz)
+            elif store.meta("timezone") != tz:
+                report.notes.append(
+                    f"timestamps read in {tz}; the store's declared time zone stays "
+                    f"{store.meta('timezone')}"
+                )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.execute("DROP TABLE IF EXISTS _stage")
+        con.execute("SET TimeZone = 'UTC'")
+    report.seconds = round(time.perf_counter() - t0, 3)
+    return report
+
+
+# -- staging: parse every field and name the first problem of each row --------------------
+
+
+def _types(con: duckdb.DuckDBPyConnection, scan: str) -> dict[str, str]:
+    return {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()}
+
+
+def _text(col: str, typ: str) -> str:
+    """SQL for a source column as trimmed text (NULL when empty); integral floats lose '.0'."""
+    if typ in ("FLOAT", "DOUBLE"):
+        return (f"CASE WHEN {col} = floor({col}) THEN CAST(CAST({col} AS BIGINT) AS VARCHAR) "
+                f"ELSE CAST({col} AS VARCHAR) END")  # fmt: skip
+    return f"NULLIF(trim(CAST({col} AS VARCHAR)), '')"
+
+
+def _epoch(num: str) -> str:
+    # Unix seconds or milliseconds by magnitude; out-of-range numbers give NULL (bad_timestamp).
+    return (
+        f"CASE WHEN abs({num}) < {MILLISECONDS_THRESHOLD} "
+        f"THEN make_timestamp(CAST({num} * 1000000 AS BIGINT)) "
+        f"WHEN abs({num}) < {MILLISECONDS_THRESHOLD * 1000} "
+        f"THEN make_timestamp(CAST({num} * 1000 AS BIGINT)) END"
+    )
+
+
+def _timestamp(col: str, typ: str) -> str:
+    """SQL turning a source timestamp of any type into naive UTC. Naive inputs are read in the
+    session time zone, which `ingest` sets to the declared one."""
+    if typ.startswith("TIMESTAMP WITH TIME ZONE"):
+        return f"timezone('UTC', {col})"
+    if typ.startswith("TIMESTAMP") or typ == "DATE":
+        return f"timezone('UTC', CAST({col} AS TIMESTAMPTZ))"
+    if typ in ("VARCHAR", "JSON"):
+        txt = f"NULLIF(trim(CAST({col} AS VARCHAR)), '')"
+        num = f"TRY_CAST({txt} AS DOUBLE)"
+        return (f"CASE WHEN {num} IS NOT NULL THEN {_epoch(num)} "
+                f"ELSE timezone('UTC', TRY_CAST({txt} AS TIMESTAMPTZ)) END")  # fmt: skip
+    return _epoch(f"CAST({col} AS DOUBLE)")
+
+
+def _event_type_case(raw: str) -> str:
+    whens = " ".join(f"WHEN {_sql_str(k)} THEN {_sql_str(v)}" for k, v in EVENT_TYPE_SYNONYMS.items())
+    return f"CASE lower({raw}) {whens} ELSE lower({raw}) END"
+
+
+def _stage(con: duckdb.DuckDBPyConnection, src: Source, scale: tuple[float, float] | None) -> dict:
+    """Create the temp table `_stage`: one row per data row read, typed, with `_reason` set
+    for rows to drop. Returns the malformed lines DuckDB's reader rejected."""
+    con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans")
+    cols = src.columns
+    picks = [f"{_q(c)} AS {_q('r_' + canon)}" for canon, c in cols.items()]
+    if src.event_type_fallback:
+        picks.append(f"{_q(src.event_type_fallback)} AS r_event_type_fallback")
+    if src.row_number_column:
+        picks.append(f"{src.row_number_column} AS _rownum")
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _raw AS SELECT {', '.join(picks)} "
+                    f"FROM {src.scan_sql}")  # fmt: skip
+    except duckdb.Error as exc:
+        raise InputError(f"{src.path}: cannot read as {src.format} ({_first_line(exc)})") from None
+    rejects = _rejects(con)
+    types = _types(con, "_raw")
+    n_raw = int(con.execute("SELECT count(*) FROM _raw").fetchone()[0])
+    if n_raw == 0:
+        con.execute("DROP TABLE _raw")
+        if rejects["lines"]:
+            raise InputError(
+                f"{src.path}: no line could be read as {src.format}: e.g. line "
+                f"{rejects['lines'][0]}: {rejects['first_error']}"
+            )
+        raise InputError(f"{src.path}: no data rows, expected events")
+
+    def r(canon: str) -> str:
+        return _q("r_" + canon)
+
+    user = _text(r("user_id"), types[r("user_id").strip('"')])
+    item = _text(r("item_id"), types[r("item_id").strip('"')])
+    has_ts = "timestamp" in cols
+    ts_raw = f"NULLIF(trim(CAST({r('timestamp')} AS VARCHAR)), '')" if has_ts else "NULL"
+    ts = _timestamp(r("timestamp"), types["r_timestamp"]) if has_ts else "NULL::TIMESTAMP"
+    if "event_type" in cols:
+        raw_type = f"NULLIF(trim(CAST({r('event_type')} AS VARCHAR)), '')"
+        etype = _event_type_case(
+            f"coalesce({raw_type}, r_event_type_fallback)" if src.event_type_fallback else raw_type
+        )
+    else:
+        default = src.constants.get("event_type") or ("rating" if "value" in cols else "view")
+        raw_type, etype = "NULL::VARCHAR", _sql_str(default)
+        if "event_type" not in src.constants:
+            src.notes.append(f"no event type column: every row is a '{default}' event")
+    if "value" in cols:
+        vtype = types["r_value"]
+        value_txt = f"NULLIF(trim(CAST({r('value')} AS VARCHAR)), '')"
+        value = (f"TRY_CAST({value_txt} AS DOUBLE)" if vtype in ("VARCHAR", "JSON")
+                 else f"CAST({r('value')} AS DOUBLE)")  # fmt: skip
+    else:
+        value_txt, value = "NULL", "NULL::DOUBLE"
+    opt = {
+        c: (_text(r(c), types["r_" + c]) if c in cols else "NULL::VARCHAR")
+        for c in ("event_id", "session_id", "category")
+    }
+    pos = "_rownum" if src.row_number_column else "rowid - (SELECT min(rowid) FROM _raw)"
+    lo, hi = scale if scale else (None, None)
+    out_of_range = (f"event_type = 'rating' AND value IS NOT NULL AND (value < {lo} OR value > {hi})"
+                    if scale else "false")  # fmt: skip
+    trimmed = (
+        f"(CAST({r('user_id')} AS VARCHAR) <> trim(CAST({r('user_id')} AS VARCHAR)) OR "
+        f"CAST({r('item_id')} AS VARCHAR) <> trim(CAST({r('item_id')} AS VARCHAR)))"
+    )
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _stage AS
+        WITH typed AS (
+            SELECT CAST({pos} AS BIGINT) AS _pos,
+                   {user} AS user_id, {item} AS item_id,
+                   {ts_raw} AS _ts_raw, {ts} AS ts,
+                   {raw_type} AS raw_event_type, {etype} AS event_type,
+                   {value_txt} AS _value_raw, {value} AS value,
+                   {opt["event_id"]} AS event_id, {opt["session_id"]} AS session_id,
+                   {opt["category"]} AS category,
+                   coalesce({trimmed}, false) AS _fix_trim
+            FROM _raw
+        )
+        SELECT * EXCLUDE (_ts_raw, _value_raw),
+               CASE
+                 WHEN user_id IS NULL THEN 'missing_user_id'
+                 WHEN item_id IS NULL THEN 'missing_item_id'
+                 WHEN _ts_raw IS NOT NULL AND ts IS NULL THEN 'bad_timestamp'
+                 WHEN {str(has_ts).lower()} AND _ts_raw IS NULL THEN 'missing_timestamp'
+                 WHEN event_type IS NULL THEN 'missing_event_type'
+                 WHEN _value_raw IS NOT NULL AND value IS NULL THEN 'bad_value'
+                 WHEN {out_of_range} THEN 'rating_out_of_range'
+                 WHEN event_type <> 'rating' AND value < 0 THEN 'negative_value'
+               END AS _reason,
+               false AS _fix_fill
+        FROM typed
+    """)
+    con.execute("DROP TABLE _raw")
+    return rejects
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _rejects(con: duckdb.DuckDBPyConnection) -> dict:
+    try:
+        rows = con.execute(
+            "SELECT line, any_value(error_message) FROM reject_errors GROUP BY line ORDER BY line"
+        ).fetchall()
+    except duckdb.CatalogException:
+        rows = []
+    return {
+        "lines": [int(r[0]) for r in rows],
+        "first_error": rows[0][1] if rows else None,
+    }
+
+
+_DEDUPE_FIELDS = ("user_id", "item_id", "ts", "event_type", "raw_event_type", "value", "session_id")
+
+
+def _mark_duplicates(
+    con: duckdb.DuckDBPyConnection, src: Source, dedupe: str, store_has_events: bool
+) -> None:
+    if dedupe == "none":
+        return
+    # Rows with an event_id are keyed by it alone; rows without one by all their fields.
+    key = ", ".join(["event_id"] + [f"CASE WHEN event_id IS NULL THEN {f} END" for f in
+                                    _DEDUPE_FIELDS])  # fmt: skip
+    con.execute(f"""
+        UPDATE _stage SET _reason = 'duplicate' WHERE _pos IN (
+            SELECT _pos FROM (
+                SELECT _pos, row_number() OVER (PARTITION BY {key} ORDER BY _pos) AS rn
+                FROM _stage WHERE _reason IS NULL)
+            WHERE rn > 1)
+    """)
+    if not store_has_events:
+        return
+    same = " AND ".join(
+        f"s.{f} IS NOT DISTINCT FROM e.{'timestamp' if f == 'ts' else f}" for f in _DEDUPE_FIELDS
+    )
+    con.execute(f"""
+        UPDATE _stage SET _reason = 'duplicate_of_stored' WHERE _pos IN (
+            SELECT s._pos FROM _stage s JOIN events e ON s.event_id = e.event_id
+            WHERE s._reason IS NULL
+            UNION ALL
+            SELECT s._pos FROM _stage s JOIN events e
+              ON s.user_id = e.user_id AND s.item_id = e.item_id AND {same}
+            WHERE s._reason IS NULL AND s.event_id IS NULL)
+    """)
+
+
+def _fill_ratings(con: duckdb.DuckDBPyConnection, policy: str) -> None:
+    """Fill missing rating values from the mean over stored and newly kept ratings."""
+    key = {"item-mean": "item_id", "user-mean": "user_id", "global-mean": None}[policy]
+    ratings = ("SELECT user_id, item_id, value FROM _stage WHERE _reason IS NULL AND "
+               "event_type = 'rating' AND value IS NOT NULL UNION ALL SELECT user_id, item_id, "
+               "value FROM events WHERE event_type = 'rating' AND value IS NOT NULL")  # fmt: skip
+    glob = f"(SELECT avg(value) FROM ({ratings}))"
+    if key:
+        fill = (f"coalesce((SELECT avg(r.value) FROM ({ratings}) r WHERE r.{key} = _stage.{key}), "
+                f"{glob})")  # fmt: skip
+    else:
+        fill = glob
+    con.execute(f"""
+        UPDATE _stage SET value = {fill}, _fix_fill = true
+        WHERE _reason IS NULL AND event_type = 'rating' AND value IS NULL AND {glob} IS NOT NULL
+    """)
+
+
+def _summarise(con: duckdb.DuckDBPyConnection, src: Source, rejects: dict, tz: str) -> IngestReport:
+    n_rows, kept, fix_trim, fix_fill = con.execute(
+        "SELECT count(*), count(*) FILTER (_reason IS NULL), "
+        "count(*) FILTER (_reason IS NULL AND _fix_trim), "
+        "count(*) FILTER (_reason IS NULL AND _fix_fill) FROM _stage"
+    ).fetchone()
+    rows = con.execute(
+        "SELECT _reason, count(*), list(_pos ORDER BY _pos)[1:5] FROM _stage "
+        "WHERE _reason IS NOT NULL GROUP BY 1"
+    ).fetchall()
+    dropped: dict[str, int] = {}
+    examples: dict[str, list[int]] = {}
+    reject_lines = rejects["lines"]
+    if reject_lines:
+        dropped["malformed_line"] = len(reject_lines)
+        examples["malformed_line"] = reject_lines[:MAX_EXAMPLES]
+    order = list(DROP_REASONS)
+    for reason, count, positions in sorted(rows, key=lambda r: order.index(r[0])):
+        dropped[reason] = int(count)
+        examples[reason] = [_line_of(src, int(p), reject_lines) for p in positions]
+    fixed: dict[str, int] = {}
+    if fix_trim:
+        fixed["id_whitespace_trimmed"] = int(fix_trim)
+    if fix_fill:
+        fixed["rating_filled"] = int(fix_fill)
+    if fixed:
+        fixed["rows"] = int(con.execute(
+            "SELECT count(*) FROM _stage WHERE _reason IS NULL AND (_fix_trim OR _fix_fill)"
+        ).fetchone()[0])  # fmt: skip
+    return IngestReport(
+        source=str(src.path),
+        format=src.format,
+        timezone=tz,
+        rows_read=int(n_rows) + len(reject_lines),
+        kept=int(kept),
+        fixed=fixed,
+        dropped=dropped,
+        examples=examples,
+        example_unit="row" if src.row_number_column else "line",
+        new_users=0,
+        new_items=0,
+        seconds=0.0,
+        notes=list(src.notes),
+    )
+
+
+def _line_of(src: Source, pos: int, reject_lines: list[int]) -> int:
+    """1-based file line (text formats) or row number (Parquet) of a staged row."""
+    if src.row_number_column:
+        return pos + 1
+    line = pos + 1 + src.header_lines
+    # rejected lines were skipped by the reader: shift past each one at or before this line
+    shift = 0
+    while True:
+        n = bisect.bisect_right(reject_lines, line + shift)
+        if n == shift:
+            return line + shift
+        shift = n
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+def _add_ids(con: duckdb.DuckDBPyConnection, kind: str, source_sql: str) -> int:
+    """Give every id in `source_sql` (columns: id, first) not yet mapped the next free index,
+    in order of first appearance. Returns how many were added."""
+    idx, col = f"{kind}_idx", f"{kind}_id"
+    before = con.execute(f"SELECT count(*) FROM {kind}_map").fetchone()[0]
+    con.execute(f"""
+        INSERT INTO {kind}_map
+        SELECT (SELECT coalesce(max({idx}), -1) FROM {kind}_map)
+               + row_number() OVER (ORDER BY first, n.{col}), n.{col}
+        FROM ({source_sql}) n ANTI JOIN {kind}_map m ON n.{col} = m.{col}
+    """)
+    return int(con.execute(f"SELECT count(*) FROM {kind}_map").fetchone()[0] - before)
+
+
+def _write_events(con: duckdb.DuckDBPyConnection, src: Source, report: IngestReport) -> tuple:
+    new_users = _add_ids(con, "user", "SELECT user_id, min(_pos) AS first FROM _stage "
+                         "WHERE _reason IS NULL GROUP BY user_id")  # fmt: skip
+    new_items = _add_ids(con, "item", "SELECT item_id, min(_pos) AS first FROM _stage "
+                         "WHERE _reason IS NULL GROUP BY item_id")  # fmt: skip
+    con.execute("""
+        INSERT INTO events
+        SELECT (SELECT coalesce(max(seq), -1) FROM events) + 1 + s._pos,
+               s.user_id, s.item_id, um.user_idx, im.item_idx, s.ts, s.event_type,
+               s.raw_event_type, s.value, s.event_id, s.session_id
+        FROM _stage s JOIN user_map um ON s.user_id = um.user_id
+                      JOIN item_map im ON s.item_id = im.item_id
+        WHERE s._reason IS NULL
+        ORDER BY s._pos
+    """)
+    if "category" in src.columns:
+        _categories_from_events(con, report)
+    return new_users, new_items
+
+
+def _categories_from_events(con: duckdb.DuckDBPyConnection, report: IngestReport) -> None:
+    """Items named with a category in the events get it; an item seen with several keeps the
+    most frequent (ties: first seen), and the report says how many had more than one."""
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _cats AS
+        SELECT item_id, arg_max(category, n * 1e12 - first) AS category,
+               count(*) AS n_categories
+        FROM (SELECT item_id, category, count(*) AS n, min(_pos) AS first FROM _stage
+              WHERE _reason IS NULL AND category IS NOT NULL GROUP BY 1, 2)
+        GROUP BY item_id
+    """)
+    n_conflict, example = con.execute(
+        "SELECT count(*) FILTER (n_categories > 1), min(item_id) FILTER (n_categories > 1) "
+        "FROM _cats"
+    ).fetchone()
+    if n_conflict:
+        report.notes.append(
+            f"{n_conflict} item(s) appear with more than one category; kept the most frequent "
+            f"(e.g. item {example})"
+        )
+    con.execute("""
+        UPDATE items SET category = c.category FROM _cats c
+        WHERE items.item_id = c.item_id AND items.category IS NULL
+    """)
+    con.execute("""
+        INSERT INTO items (item_id, item_idx, category)
+        SELECT c.item_id, m.item_idx, c.category FROM _cats c
+        JOIN item_map m ON c.item_id = m.item_id
+        ANTI JOIN items i ON c.item_id = i.item_id
+    """)
+    con.execute("DROP TABLE _cats")
+
+
+def _normalise_side(df: pd.DataFrame, kind: str, name: str) -> tuple[pd.DataFrame, TableReport]:
+    key = f"{kind}_id"
+    rep = TableReport(source=name, rows_read=len(df), kept=0, new=0, updated=0)
+    df = df.copy()
+    df.columns = [str(c).strip() for c in df.columns]
+    ids = df[key].astype("string").str.strip()
+    ids = ids.where(ids != "", None)
+    missing = ids.isna()
+    if missing.any():
+        rep.dropped[f"missing_{key}"] = int(missing.sum())
+    df[key] = ids
+    df = df[~missing]
+    if kind == "item":
+        if "tags" in df.columns:
+            df["tags"] = [_as_tags(t) for t in df["tags"]]
+        if "price" in df.columns:
+            price = pd.to_numeric(df["price"], errors="coerce")
+            bad = price.isna() & df["price"].notna()
+            if bad.any():
+                rep.fixed["bad_price_set_null"] = int(bad.sum())
+            df["price"] = price
+        for col in ("title", "description", "category", "text"):
+            if col in df.columns:
+                df[col] = df[col].astype("string")
+    for col in df.columns:
+        if col in (key, "tags") or col in ITEM_COLUMNS:
+            continue
+        if df[col].dtype == object or str(df[col].dtype) == "string":
+            num = pd.to_numeric(df[col], errors="coerce")
+            if num.notna().sum() == df[col].notna().sum() and df[col].notna().any():
+                df[col] = num
+    dup = df[key].duplicated(keep=False)
+    if dup.any():
+        n_dup = int(df[key].duplicated().sum())
+        rep.dropped[f"duplicate_{key}"] = n_dup
+        if "category" in df.columns:
+            conflicts = df[dup].groupby(key)["category"].nunique()
+            if (conflicts > 1).any():
+                rep.notes.append(
+                    f"{int((conflicts > 1).sum())} {kind}(s) listed with more than one category; "
+                    "kept the most frequent"
+                )
+            mode = df[dup].groupby(key)["category"].agg(
+                lambda s: s.value_counts().index[0] if s.notna().any() else None)  # fmt: skip
+        df = df.groupby(key, sort=False, as_index=False).last()
+        if "category" in df.columns:
+            df.loc[df[key].isin(mode.index), "category"] = df[key].map(mode)
+    rep.kept = len(df)
+    return df.reset_index(drop=True), rep
+
+
+def _as_tags(value: object) -> list[str] | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [str(v) for v in value]
+    text = str(value)
+    sep = "|" if "|" in text else ","
+    return [t.strip() for t in text.split(sep) if t.strip()]
+
+
+def _merge_side(con: duckdb.DuckDBPyConnection, kind: str, df: pd.DataFrame, name: str) -> TableReport:
+    """Upsert an items/users frame: new ids get an index; known ids get non-null fields
+    updated; columns the table lacks are added."""
+    df, rep = _normalise_side(df, kind, name)
+    table, key = f"{kind}s", f"{kind}_id"
+    con.register("_incoming_df", df)
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE _incoming AS SELECT * FROM _incoming_df")
+    finally:
+        con.unregister("_incoming_df")
+    have = {r[0]: r[1] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+    incoming = {r[0]: r[1] for r in con.execute("DESCRIBE _incoming").fetchall()}
+    for col, typ in incoming.items():
+        if col not in have:
+            typ = "VARCHAR" if typ == "NULL" else typ
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {_q(col)} {typ}")
+            have[col] = typ
+    cols = [c for c in incoming if c != key]
+    _add_ids(con, kind, f"SELECT {key}, rowid AS first FROM _incoming")
+    rep.updated = int(con.execute(
+        f"SELECT count(*) FROM _incoming i SEMI JOIN {table} t ON i.{key} = t.{key}"
+    ).fetchone()[0])  # fmt: skip
+    if cols:
+        sets = ", ".join(
+            f"{_q(c)} = coalesce(TRY_CAST(i.{_q(c)} AS {have[c]}), {table}.{_q(c)})" for c in cols
+        )
+        con.execute(f"UPDATE {table} SET {sets} FROM _incoming i WHERE {table}.{key} = i.{key}")
+    col_list = ", ".join(_q(c) for c in cols)
+    casts = ", ".join(f"TRY_CAST(i.{_q(c)} AS {have[c]})" for c in cols)
+    con.execute(f"""
+        INSERT INTO {table} ({key}, {kind}_idx{', ' + col_list if cols else ''})
+        SELECT i.{key}, m.{kind}_idx{', ' + casts if cols else ''}
+        FROM _incoming i JOIN {kind}_map m ON i.{key} = m.{key}
+        ANTI JOIN {table} t ON i.{key} = t.{key}
+    """)
+    rep.new = rep.kept - rep.updated
+    con.execute("DROP TABLE _incoming")
+    return rep

@@ -1,0 +1,254 @@
+"""The event store: one DuckDB database file with events, items, users and the id maps.
+
+DuckDB allows one writing process per database file at a time; readers in other processes
+need `read_only=True` and cannot open the file while a writer holds it. A running
+`recsight serve` is therefore the only writer; other processes read its Parquet snapshots.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from recsight.data.dataset import IdIndex, Interactions
+from recsight.errors import InputError
+
+DEFAULT_DB = "recsight.duckdb"
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS user_map (user_idx INTEGER PRIMARY KEY, user_id VARCHAR UNIQUE);
+CREATE TABLE IF NOT EXISTS item_map (item_idx INTEGER PRIMARY KEY, item_id VARCHAR UNIQUE);
+CREATE TABLE IF NOT EXISTS events (
+    seq BIGINT,
+    user_id VARCHAR NOT NULL,
+    item_id VARCHAR NOT NULL,
+    user_idx INTEGER NOT NULL,
+    item_idx INTEGER NOT NULL,
+    "timestamp" TIMESTAMP,
+    event_type VARCHAR NOT NULL,
+    raw_event_type VARCHAR,
+    value DOUBLE,
+    event_id VARCHAR,
+    session_id VARCHAR
+);
+CREATE TABLE IF NOT EXISTS items (
+    item_id VARCHAR NOT NULL, item_idx INTEGER NOT NULL, title VARCHAR, description VARCHAR,
+    category VARCHAR, tags VARCHAR[], "text" VARCHAR, price DOUBLE
+);
+CREATE TABLE IF NOT EXISTS users (user_id VARCHAR NOT NULL, user_idx INTEGER NOT NULL);
+"""
+
+
+@dataclass
+class StoreInfo:
+    """Summary of a store, as printed by `recsight info` (the keys of its JSON)."""
+
+    db: str
+    n_events: int
+    n_users: int
+    n_items: int
+    n_catalog_items: int
+    n_catalog_users: int
+    event_types: dict[str, int]
+    raw_event_types: dict[str, int]
+    time_range: dict[str, str | None]
+    sparsity: float | None
+    rating_histogram: dict[str, int]
+    timezone: str
+    has_timestamps: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_memory_limit() -> str:
+    """DuckDB's buffer limit: RECSIGHT_MEMORY_LIMIT or 1.5 GB, so big ingests spill to disk
+    instead of growing the process past a laptop's comfort."""
+    return os.environ.get("RECSIGHT_MEMORY_LIMIT", "1536MB")
+
+
+class Store:
+    """A recsight store on a DuckDB file (created on first write).
+
+    Use as a context manager or call `close()`. `con` is the DuckDB connection for callers
+    that need SQL; the id maps are owned here, so callers never map ids by hand.
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_DB, read_only: bool = False):
+        self.path = Path(path)
+        self.read_only = read_only
+        if read_only and not self.path.exists():
+            raise InputError(f"{self.path}: no such store; create it with `recsight ingest`")
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            raise InputError(
+                f"{self.path}: cannot open the store ({str(exc).splitlines()[0]}). DuckDB allows "
+                "one writing process: if `recsight serve` or another ingest is running, stop it "
+                "or read a snapshot instead"
+            ) from None
+        self.con.execute(f"SET memory_limit='{default_memory_limit()}'")
+        self.con.execute("SET preserve_insertion_order=true")
+        if not read_only:
+            self.con.execute(_SCHEMA)
+            if self.meta("schema_version") is None:
+                self.set_meta("schema_version", SCHEMA_VERSION)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- metadata -------------------------------------------------------------------------
+    def meta(self, key: str) -> str | None:
+        row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+
+    @property
+    def timezone(self) -> str:
+        """The declared time zone for local-time figures (hour of day, day of week)."""
+        return self.meta("timezone") or "UTC"
+
+    # -- id maps --------------------------------------------------------------------------
+    def user_index(self) -> IdIndex:
+        ids = self.con.execute("SELECT user_id FROM user_map ORDER BY user_idx").fetchnumpy()
+        return IdIndex(ids["user_id"].astype(object))
+
+    def item_index(self) -> IdIndex:
+        ids = self.con.execute("SELECT item_id FROM item_map ORDER BY item_idx").fetchnumpy()
+        return IdIndex(ids["item_id"].astype(object))
+
+    # -- summaries ------------------------------------------------------------------------
+    def count(self, table: str) -> int:
+        return int(self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+    def info(self) -> StoreInfo:
+        """Counts, time range, event types, sparsity and the rating histogram."""
+        q = self.con.execute
+        n_events, n_users, n_items, n_pairs = q(
+            "SELECT count(*), count(DISTINCT user_idx), count(DISTINCT item_idx), "
+            "count(DISTINCT (user_idx, item_idx)) FROM events"
+        ).fetchone()
+        types = dict(q("SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC")
+                     .fetchall())  # fmt: skip
+        raw = dict(q("SELECT coalesce(raw_event_type, '(none)'), count(*) FROM events "
+                     "GROUP BY 1 ORDER BY 2 DESC").fetchall())  # fmt: skip
+        lo, hi, n_ts = q('SELECT min("timestamp"), max("timestamp"), count("timestamp") '
+                         "FROM events").fetchone()  # fmt: skip
+        hist = q("SELECT value, count(*) FROM events WHERE event_type = 'rating' AND value IS "
+                 "NOT NULL GROUP BY 1 ORDER BY 1").fetchall()  # fmt: skip
+        sparsity = 1.0 - n_pairs / (n_users * n_items) if n_users and n_items else None
+        return StoreInfo(
+            db=str(self.path),
+            n_events=int(n_events),
+            n_users=int(n_users),
+            n_items=int(n_items),
+            n_catalog_items=self.count("items"),
+            n_catalog_users=self.count("users"),
+            event_types={k: int(v) for k, v in types.items()},
+            raw_event_types={k: int(v) for k, v in raw.items()},
+            time_range={
+                "min": None if lo is None else lo.isoformat() + "Z",
+                "max": None if hi is None else hi.isoformat() + "Z",
+            },
+            sparsity=None if sparsity is None else round(float(sparsity), 6),
+            rating_histogram={_fmt_num(v): int(c) for v, c in hist},
+            timezone=self.timezone,
+            has_timestamps=bool(n_ts),
+        )
+
+    # -- views for models -----------------------------------------------------------------
+    def interactions(
+        self,
+        event_types: list[str] | None = None,
+        with_features: bool = True,
+    ) -> Interactions:
+        """All events (optionally of some canonical types) as `Interactions` arrays."""
+        where = ""
+        params: list[Any] = []
+        if event_types:
+            where = "WHERE event_type IN (" + ", ".join("?" * len(event_types)) + ")"
+            params = list(event_types)
+        types = [r[0] for r in self.con.execute(
+            "SELECT DISTINCT event_type FROM events ORDER BY 1").fetchall()]  # fmt: skip
+        cols = self.con.execute(
+            f"""SELECT user_idx, item_idx, coalesce(value, 'NaN'::DOUBLE) AS value,
+                       event_type, seq, epoch_us("timestamp") AS ts
+                FROM events {where} ORDER BY seq""",
+            params,
+        ).fetchnumpy()
+        et = pd.Categorical(cols["event_type"], categories=types).codes.astype(np.int8)
+        ts_raw = cols["ts"]
+        if hasattr(ts_raw, "mask") and np.ma.getmaskarray(ts_raw).all():
+            ts = None
+        else:
+            ts = np.ma.filled(np.ma.asarray(ts_raw).astype(np.float64), np.nan) / 1e6
+        data = Interactions(
+            user_idx=np.asarray(cols["user_idx"], dtype=np.int32),
+            item_idx=np.asarray(cols["item_idx"], dtype=np.int32),
+            value=np.asarray(cols["value"], dtype=np.float32),
+            event_type=et,
+            event_types=tuple(types),
+            seq=np.asarray(cols["seq"], dtype=np.int64),
+            users=self.user_index(),
+            items=self.item_index(),
+            timestamp=ts,
+        )
+        if with_features:
+            data.item_features = self.items_frame().set_index("item_idx").sort_index()
+            data.user_features = self.users_frame().set_index("user_idx").sort_index()
+        return data
+
+    def events_frame(self, limit: int | None = None) -> pd.DataFrame:
+        """Events as a pandas frame (external ids, UTC timestamps), in ingest order."""
+        lim = f" LIMIT {int(limit)}" if limit else ""
+        return self.con.execute(
+            "SELECT * EXCLUDE (user_idx, item_idx) FROM events ORDER BY seq" + lim
+        ).df()
+
+    def items_frame(self) -> pd.DataFrame:
+        return self.con.execute("SELECT * FROM items ORDER BY item_idx").df()
+
+    def users_frame(self) -> pd.DataFrame:
+        return self.con.execute("SELECT * FROM users ORDER BY user_idx").df()
+
+    # -- snapshots ------------------------------------------------------------------------
+    def export_parquet(self, out_dir: str | Path) -> dict[str, str]:
+        """Write events/items/users Parquet files that `recsight ingest DIR` reads back."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        files = {}
+        queries = {
+            "events": "SELECT seq, user_id, item_id, timezone('UTC', \"timestamp\") AS "
+            '"timestamp", event_type, raw_event_type, value, event_id, session_id '
+            "FROM events ORDER BY seq",
+            "items": "SELECT * EXCLUDE (item_idx) FROM items ORDER BY item_idx",
+            "users": "SELECT * EXCLUDE (user_idx) FROM users ORDER BY user_idx",
+        }
+        for name, sql in queries.items():
+            path = out / f"{name}.parquet"
+            tmp = path.with_suffix(".parquet.tmp")
+            self.con.execute(f"COPY ({sql}) TO '{tmp}' (FORMAT parquet)")
+            os.replace(tmp, path)  # readers never see a half-written snapshot
+            files[name] = str(path)
+        return files
+
+
+def _fmt_num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
