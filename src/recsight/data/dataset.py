@@ -200,13 +200,15 @@ class Interactions:
 
     def to_frame(self) -> pd.DataFrame:
         """Events as a pandas frame with external ids."""
-        df = pd.DataFrame({
-            "user_id": self.users.ids_of(self.user_idx),
-            "item_id": self.items.ids_of(self.item_idx),
-            "event_type": np.asarray(self.event_types, dtype=object)[self.event_type],
-            "value": self.value,
-            "seq": self.seq,
-        })  # fmt: skip
+        df = pd.DataFrame(
+            {
+                "user_id": self.users.ids_of(self.user_idx),
+                "item_id": self.items.ids_of(self.item_idx),
+                "event_type": np.asarray(self.event_types, dtype=object)[self.event_type],
+                "value": self.value,
+                "seq": self.seq,
+            }
+        )
         if self.timestamp is not None:
             df["timestamp"] = pd.to_datetime(self.timestamp, unit="s")
         return df

@@ -188,8 +188,10 @@ def _types(con: duckdb.DuckDBPyConnection, scan: str) -> dict[str, str]:
 def _text(col: str, typ: str) -> str:
     """SQL for a source column as trimmed text (NULL when empty); integral floats lose '.0'."""
     if typ in ("FLOAT", "DOUBLE"):
-        return (f"CASE WHEN {col} = floor({col}) THEN CAST(CAST({col} AS BIGINT) AS VARCHAR) "
-                f"ELSE CAST({col} AS VARCHAR) END")  # fmt: skip
+        return (
+            f"CASE WHEN {col} = floor({col}) THEN CAST(CAST({col} AS BIGINT) AS VARCHAR) "
+            f"ELSE CAST({col} AS VARCHAR) END"
+        )
     return f"NULLIF(trim(CAST({col} AS VARCHAR)), '')"
 
 
@@ -213,13 +215,17 @@ def _timestamp(col: str, typ: str) -> str:
     if typ in ("VARCHAR", "JSON"):
         txt = f"NULLIF(trim(CAST({col} AS VARCHAR)), '')"
         num = f"TRY_CAST({txt} AS DOUBLE)"
-        return (f"CASE WHEN {num} IS NOT NULL THEN {_epoch(num)} "
-                f"ELSE timezone('UTC', TRY_CAST({txt} AS TIMESTAMPTZ)) END")  # fmt: skip
+        return (
+            f"CASE WHEN {num} IS NOT NULL THEN {_epoch(num)} "
+            f"ELSE timezone('UTC', TRY_CAST({txt} AS TIMESTAMPTZ)) END"
+        )
     return _epoch(f"CAST({col} AS DOUBLE)")
 
 
 def _event_type_case(raw: str) -> str:
-    whens = " ".join(f"WHEN {_sql_str(k)} THEN {_sql_str(v)}" for k, v in EVENT_TYPE_SYNONYMS.items())
+    whens = " ".join(
+        f"WHEN {_sql_str(k)} THEN {_sql_str(v)}" for k, v in EVENT_TYPE_SYNONYMS.items()
+    )
     return f"CASE lower({raw}) {whens} ELSE lower({raw}) END"
 
 
@@ -234,8 +240,9 @@ def _stage(con: duckdb.DuckDBPyConnection, src: Source, scale: tuple[float, floa
     if src.row_number_column:
         picks.append(f"{src.row_number_column} AS _rownum")
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _raw AS SELECT {', '.join(picks)} "
-                    f"FROM {src.scan_sql}")  # fmt: skip
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _raw AS SELECT {', '.join(picks)} FROM {src.scan_sql}"
+        )
     except duckdb.Error as exc:
         raise InputError(f"{src.path}: cannot read as {src.format} ({_first_line(exc)})") from None
     rejects = _rejects(con)
@@ -271,8 +278,11 @@ def _stage(con: duckdb.DuckDBPyConnection, src: Source, scale: tuple[float, floa
     if "value" in cols:
         vtype = types["r_value"]
         value_txt = f"NULLIF(trim(CAST({r('value')} AS VARCHAR)), '')"
-        value = (f"TRY_CAST({value_txt} AS DOUBLE)" if vtype in ("VARCHAR", "JSON")
-                 else f"CAST({r('value')} AS DOUBLE)")  # fmt: skip
+        value = (
+            f"TRY_CAST({value_txt} AS DOUBLE)"
+            if vtype in ("VARCHAR", "JSON")
+            else f"CAST({r('value')} AS DOUBLE)"
+        )
     else:
         value_txt, value = "NULL", "NULL::DOUBLE"
     opt = {
@@ -281,8 +291,11 @@ def _stage(con: duckdb.DuckDBPyConnection, src: Source, scale: tuple[float, floa
     }
     pos = "_rownum" if src.row_number_column else "rowid - (SELECT min(rowid) FROM _raw)"
     lo, hi = scale if scale else (None, None)
-    out_of_range = (f"event_type = 'rating' AND value IS NOT NULL AND (value < {lo} OR value > {hi})"
-                    if scale else "false")  # fmt: skip
+    out_of_range = (
+        f"event_type = 'rating' AND value IS NOT NULL AND (value < {lo} OR value > {hi})"
+        if scale
+        else "false"
+    )
     trimmed = (
         f"(CAST({r('user_id')} AS VARCHAR) <> trim(CAST({r('user_id')} AS VARCHAR)) OR "
         f"CAST({r('item_id')} AS VARCHAR) <> trim(CAST({r('item_id')} AS VARCHAR)))"
@@ -344,8 +357,9 @@ def _mark_duplicates(
     if dedupe == "none":
         return
     # Rows with an event_id are keyed by it alone; rows without one by all their fields.
-    key = ", ".join(["event_id"] + [f"CASE WHEN event_id IS NULL THEN {f} END" for f in
-                                    _DEDUPE_FIELDS])  # fmt: skip
+    key = ", ".join(
+        ["event_id"] + [f"CASE WHEN event_id IS NULL THEN {f} END" for f in _DEDUPE_FIELDS]
+    )
     con.execute(f"""
         UPDATE _stage SET _reason = 'duplicate' WHERE _pos IN (
             SELECT _pos FROM (
@@ -372,13 +386,17 @@ def _mark_duplicates(
 def _fill_ratings(con: duckdb.DuckDBPyConnection, policy: str) -> None:
     """Fill missing rating values from the mean over stored and newly kept ratings."""
     key = {"item-mean": "item_id", "user-mean": "user_id", "global-mean": None}[policy]
-    ratings = ("SELECT user_id, item_id, value FROM _stage WHERE _reason IS NULL AND "
-               "event_type = 'rating' AND value IS NOT NULL UNION ALL SELECT user_id, item_id, "
-               "value FROM events WHERE event_type = 'rating' AND value IS NOT NULL")  # fmt: skip
+    ratings = (
+        "SELECT user_id, item_id, value FROM _stage WHERE _reason IS NULL AND "
+        "event_type = 'rating' AND value IS NOT NULL UNION ALL SELECT user_id, item_id, "
+        "value FROM events WHERE event_type = 'rating' AND value IS NOT NULL"
+    )
     glob = f"(SELECT avg(value) FROM ({ratings}))"
     if key:
-        fill = (f"coalesce((SELECT avg(r.value) FROM ({ratings}) r WHERE r.{key} = _stage.{key}), "
-                f"{glob})")  # fmt: skip
+        fill = (
+            f"coalesce((SELECT avg(r.value) FROM ({ratings}) r WHERE r.{key} = _stage.{key}), "
+            f"{glob})"
+        )
     else:
         fill = glob
     con.execute(f"""
@@ -413,9 +431,11 @@ def _summarise(con: duckdb.DuckDBPyConnection, src: Source, rejects: dict, tz: s
     if fix_fill:
         fixed["rating_filled"] = int(fix_fill)
     if fixed:
-        fixed["rows"] = int(con.execute(
-            "SELECT count(*) FROM _stage WHERE _reason IS NULL AND (_fix_trim OR _fix_fill)"
-        ).fetchone()[0])  # fmt: skip
+        fixed["rows"] = int(
+            con.execute(
+                "SELECT count(*) FROM _stage WHERE _reason IS NULL AND (_fix_trim OR _fix_fill)"
+            ).fetchone()[0]
+        )
     return IngestReport(
         source=str(src.path),
         format=src.format,
@@ -465,10 +485,16 @@ def _add_ids(con: duckdb.DuckDBPyConnection, kind: str, source_sql: str) -> int:
 
 
 def _write_events(con: duckdb.DuckDBPyConnection, src: Source, report: IngestReport) -> tuple:
-    new_users = _add_ids(con, "user", "SELECT user_id, min(_pos) AS first FROM _stage "
-                         "WHERE _reason IS NULL GROUP BY user_id")  # fmt: skip
-    new_items = _add_ids(con, "item", "SELECT item_id, min(_pos) AS first FROM _stage "
-                         "WHERE _reason IS NULL GROUP BY item_id")  # fmt: skip
+    new_users = _add_ids(
+        con,
+        "user",
+        "SELECT user_id, min(_pos) AS first FROM _stage WHERE _reason IS NULL GROUP BY user_id",
+    )
+    new_items = _add_ids(
+        con,
+        "item",
+        "SELECT item_id, min(_pos) AS first FROM _stage WHERE _reason IS NULL GROUP BY item_id",
+    )
     con.execute("""
         INSERT INTO events
         SELECT (SELECT coalesce(max(seq), -1) FROM events) + 1 + s._pos,
@@ -559,8 +585,11 @@ def _normalise_side(df: pd.DataFrame, kind: str, name: str) -> tuple[pd.DataFram
                     f"{int((conflicts > 1).sum())} {kind}(s) listed with more than one category; "
                     "kept the most frequent"
                 )
-            mode = df[dup].groupby(key)["category"].agg(
-                lambda s: s.value_counts().index[0] if s.notna().any() else None)  # fmt: skip
+            mode = (
+                df[dup]
+                .groupby(key)["category"]
+                .agg(lambda s: s.value_counts().index[0] if s.notna().any() else None)
+            )
         df = df.groupby(key, sort=False, as_index=False).last()
         if "category" in df.columns:
             df.loc[df[key].isin(mode.index), "category"] = df[key].map(mode)
@@ -578,7 +607,9 @@ def _as_tags(value: object) -> list[str] | None:
     return [t.strip() for t in text.split(sep) if t.strip()]
 
 
-def _merge_side(con: duckdb.DuckDBPyConnection, kind: str, df: pd.DataFrame, name: str) -> TableReport:
+def _merge_side(
+    con: duckdb.DuckDBPyConnection, kind: str, df: pd.DataFrame, name: str
+) -> TableReport:
     """Upsert an items/users frame: new ids get an index; known ids get non-null fields
     updated; columns the table lacks are added."""
     df, rep = _normalise_side(df, kind, name)
@@ -597,9 +628,11 @@ def _merge_side(con: duckdb.DuckDBPyConnection, kind: str, df: pd.DataFrame, nam
             have[col] = typ
     cols = [c for c in incoming if c != key]
     _add_ids(con, kind, f"SELECT {key}, rowid AS first FROM _incoming")
-    rep.updated = int(con.execute(
-        f"SELECT count(*) FROM _incoming i SEMI JOIN {table} t ON i.{key} = t.{key}"
-    ).fetchone()[0])  # fmt: skip
+    rep.updated = int(
+        con.execute(
+            f"SELECT count(*) FROM _incoming i SEMI JOIN {table} t ON i.{key} = t.{key}"
+        ).fetchone()[0]
+    )
     if cols:
         sets = ", ".join(
             f"{_q(c)} = coalesce(TRY_CAST(i.{_q(c)} AS {have[c]}), {table}.{_q(c)})" for c in cols
@@ -608,8 +641,8 @@ def _merge_side(con: duckdb.DuckDBPyConnection, kind: str, df: pd.DataFrame, nam
     col_list = ", ".join(_q(c) for c in cols)
     casts = ", ".join(f"TRY_CAST(i.{_q(c)} AS {have[c]})" for c in cols)
     con.execute(f"""
-        INSERT INTO {table} ({key}, {kind}_idx{', ' + col_list if cols else ''})
-        SELECT i.{key}, m.{kind}_idx{', ' + casts if cols else ''}
+        INSERT INTO {table} ({key}, {kind}_idx{", " + col_list if cols else ""})
+        SELECT i.{key}, m.{kind}_idx{", " + casts if cols else ""}
         FROM _incoming i JOIN {kind}_map m ON i.{key} = m.{key}
         ANTI JOIN {table} t ON i.{key} = t.{key}
     """)

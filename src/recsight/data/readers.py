@@ -22,16 +22,49 @@ FORMATS: tuple[str, ...] = ("movielens-100k", "movielens-1m", "taobao", "csv", "
 _TAOBAO_BEHAVIORS = {"pv", "buy", "cart", "fav"}
 _ML1M_RATING_NAMES = ("ratings.dat",)
 _ML1M_OCCUPATIONS = (
-    "other", "academic/educator", "artist", "clerical/admin", "college/grad student",
-    "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
-    "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
-    "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
-)  # fmt: skip
+    "other",
+    "academic/educator",
+    "artist",
+    "clerical/admin",
+    "college/grad student",
+    "customer service",
+    "doctor/health care",
+    "executive/managerial",
+    "farmer",
+    "homemaker",
+    "K-12 student",
+    "lawyer",
+    "programmer",
+    "retired",
+    "sales/marketing",
+    "scientist",
+    "self-employed",
+    "technician/engineer",
+    "tradesman/craftsman",
+    "unemployed",
+    "writer",
+)
 _ML100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance",
-    "Sci-Fi", "Thriller", "War", "Western",
-)  # fmt: skip
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 
 
 @dataclass
@@ -89,7 +122,7 @@ def _head_lines(head: bytes, encoding: str = "utf-8", n: int = 50) -> list[str]:
     return lines[:n]
 
 
-def detect_delimiter(lines: list[str]) -> str:
+def detect_delimiter(lines: list[str], path: Path | None = None) -> str:
     """Pick the delimiter that splits the sample lines into the same number (>1) of fields.
 
     Written by hand because DuckDB's sniffer can pick a wrong delimiter when some rows are
@@ -97,8 +130,12 @@ def detect_delimiter(lines: list[str]) -> str:
     """
     best, best_score = None, 0.0
     for delim in ("::", "\t", ",", ";", "|"):
-        counts = [len(next(csv.reader([ln], delimiter=delim))) if len(delim) == 1 else
-                  len(ln.split(delim)) for ln in lines]  # fmt: skip
+        counts = [
+            len(next(csv.reader([ln], delimiter=delim)))
+            if len(delim) == 1
+            else len(ln.split(delim))
+            for ln in lines
+        ]
         if not counts:
             continue
         mode = max(set(counts), key=counts.count)
@@ -108,8 +145,9 @@ def detect_delimiter(lines: list[str]) -> str:
         if score > best_score:
             best, best_score = delim, score
     if best is None:
+        where = f"{path}: " if path else ""
         raise InputError(
-            "could not detect a delimiter: every sample line has a single field; expected "
+            f"{where}could not detect a delimiter: every sample line has a single field; expected "
             "columns separated by ',', tab, ';', '|' or '::'"
         )
     return best
@@ -193,7 +231,7 @@ def read_csv_source(
     """A delimited text file, delimiter and header detected."""
     head = _check_readable_text(path)
     lines = _head_lines(head, encoding)
-    delim = detect_delimiter(lines)
+    delim = detect_delimiter(lines, path)
     header = _looks_like_header(lines, delim)
     n_cols = len(_split(lines[0], delim))
     if header:
@@ -201,8 +239,8 @@ def read_csv_source(
         columns = resolve_columns(names, mapping, path)
     else:
         names = [f"column{i}" for i in range(n_cols)]
-        columns = resolve_columns(names, mapping, path) if mapping else _positional_columns(
-            n_cols, path
+        columns = (
+            resolve_columns(names, mapping, path) if mapping else _positional_columns(n_cols, path)
         )
     col_spec = "{" + ", ".join(f"{_sql_str(n)}: 'VARCHAR'" for n in names) + "}"
     scan = (
@@ -223,8 +261,12 @@ def read_parquet_source(path: Path, mapping: dict[str, str] | None, con) -> Sour
     if not path.exists():
         raise InputError(f"{path}: file not found")
     try:
-        names = [r[0] for r in con.execute(
-            f"DESCRIBE SELECT * FROM read_parquet({_sql_str(path)})").fetchall()]  # fmt: skip
+        names = [
+            r[0]
+            for r in con.execute(
+                f"DESCRIBE SELECT * FROM read_parquet({_sql_str(path)})"
+            ).fetchall()
+        ]
     except Exception as exc:  # duckdb raises several error types for a broken file
         raise InputError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
     columns = resolve_columns(names, mapping, path)
@@ -233,17 +275,26 @@ def read_parquet_source(path: Path, mapping: dict[str, str] | None, con) -> Sour
         # a recsight snapshot: re-map the raw types, falling back to the canonical ones
         columns["event_type"], fallback = "raw_event_type", "event_type"
     scan = f"read_parquet({_sql_str(path)}, file_row_number=true)"
-    return Source(path, "parquet", scan, columns, row_number_column="file_row_number",
-                  event_type_fallback=fallback)  # fmt: skip
+    return Source(
+        path,
+        "parquet",
+        scan,
+        columns,
+        row_number_column="file_row_number",
+        event_type_fallback=fallback,
+    )
 
 
 def read_jsonl_source(path: Path, mapping: dict[str, str] | None, con) -> Source:
     """JSON Lines: one object per line; every field read as text so ids stay strings."""
     _check_readable_text(path)
     try:
-        names = [r[0] for r in con.execute(
-            f"DESCRIBE SELECT * FROM read_json({_sql_str(path)}, format='newline_delimited')"
-        ).fetchall()]  # fmt: skip
+        names = [
+            r[0]
+            for r in con.execute(
+                f"DESCRIBE SELECT * FROM read_json({_sql_str(path)}, format='newline_delimited')"
+            ).fetchall()
+        ]
     except Exception as exc:
         raise InputError(f"{path}: not valid JSON Lines ({_first_line(exc)})") from None
     columns = resolve_columns(names, mapping, path)
@@ -268,8 +319,13 @@ def read_taobao_source(path: Path) -> Source:
         f"read_csv({_sql_str(path)}, delim=',', header=false, columns={col_spec}, "
         "ignore_errors=true, store_rejects=true)"
     )
-    columns = {"user_id": "user_id", "item_id": "item_id", "category": "category_id",
-               "event_type": "behavior", "timestamp": "timestamp"}  # fmt: skip
+    columns = {
+        "user_id": "user_id",
+        "item_id": "item_id",
+        "category": "category_id",
+        "event_type": "behavior",
+        "timestamp": "timestamp",
+    }
     return Source(path, "taobao", scan, columns, default_tz="Asia/Shanghai")
 
 
@@ -281,8 +337,9 @@ def _ml_ratings_source(path: Path, delim: str, fmt: str, n_fields: int) -> Sourc
         f"columns={col_spec}, quote='', ignore_errors=true, store_rejects=true)"
     )
     columns = {n: n for n in names}
-    return Source(path, fmt, scan, columns, constants={"event_type": "rating"},
-                  rating_scale=(1.0, 5.0))  # fmt: skip
+    return Source(
+        path, fmt, scan, columns, constants={"event_type": "rating"}, rating_scale=(1.0, 5.0)
+    )
 
 
 def read_movielens_100k(path: Path) -> Source:
@@ -296,27 +353,46 @@ def read_movielens_100k(path: Path) -> Source:
         src.items = _read_ml100k_items(folder / "u.item")
     if (folder / "u.user").exists():
         src.users_path = folder / "u.user"
-        users = pd.read_csv(folder / "u.user", sep="|", header=None, dtype=str,
-                            names=["user_id", "age", "gender", "occupation", "zip_code"])  # fmt: skip
+        users = pd.read_csv(
+            folder / "u.user",
+            sep="|",
+            header=None,
+            dtype=str,
+            names=["user_id", "age", "gender", "occupation", "zip_code"],
+        )
         users["age"] = pd.to_numeric(users["age"], errors="coerce").astype("Int64")
         src.users = users
     return src
 
 
 def _read_ml100k_items(path: Path) -> pd.DataFrame:
-    raw = pd.read_csv(path, sep="|", header=None, dtype=str, encoding="latin-1",
-                      names=["item_id", "title", "release_date", "video_release_date", "imdb_url",
-                             *_ML100K_GENRES])  # fmt: skip
+    raw = pd.read_csv(
+        path,
+        sep="|",
+        header=None,
+        dtype=str,
+        encoding="latin-1",
+        names=[
+            "item_id",
+            "title",
+            "release_date",
+            "video_release_date",
+            "imdb_url",
+            *_ML100K_GENRES,
+        ],
+    )
     flags = raw[list(_ML100K_GENRES)].astype(int).to_numpy().astype(bool)
     genres = [[g for g, f in zip(_ML100K_GENRES, row, strict=True) if f] for row in flags]
-    return pd.DataFrame({
-        "item_id": raw["item_id"],
-        "title": raw["title"],
-        "category": [g[0] if g else None for g in genres],
-        "tags": genres,
-        "release_date": raw["release_date"],
-        "imdb_url": raw["imdb_url"],
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "item_id": raw["item_id"],
+            "title": raw["title"],
+            "category": [g[0] if g else None for g in genres],
+            "tags": genres,
+            "release_date": raw["release_date"],
+            "imdb_url": raw["imdb_url"],
+        }
+    )
 
 
 def _ml1m_candidates(folder: Path) -> list[Path]:
@@ -351,27 +427,37 @@ def read_movielens_1m(path: Path) -> Source:
     folder = path.parent
     if (folder / "movies.dat").exists():
         src.items_path = folder / "movies.dat"
-        rows = [ln.split("::") for ln in
-                (folder / "movies.dat").read_text(encoding="latin-1").splitlines() if ln]  # fmt: skip
+        rows = [
+            ln.split("::")
+            for ln in (folder / "movies.dat").read_text(encoding="latin-1").splitlines()
+            if ln
+        ]
         genres = [r[2].split("|") if len(r) > 2 and r[2] else [] for r in rows]
-        src.items = pd.DataFrame({
-            "item_id": [r[0] for r in rows],
-            "title": [r[1] for r in rows],
-            "category": [g[0] if g else None for g in genres],
-            "tags": genres,
-        })  # fmt: skip
+        src.items = pd.DataFrame(
+            {
+                "item_id": [r[0] for r in rows],
+                "title": [r[1] for r in rows],
+                "category": [g[0] if g else None for g in genres],
+                "tags": genres,
+            }
+        )
     if (folder / "users.dat").exists():
         src.users_path = folder / "users.dat"
-        rows = [ln.split("::") for ln in
-                (folder / "users.dat").read_text(encoding="latin-1").splitlines() if ln]  # fmt: skip
+        rows = [
+            ln.split("::")
+            for ln in (folder / "users.dat").read_text(encoding="latin-1").splitlines()
+            if ln
+        ]
         occ = [int(r[3]) for r in rows]
-        src.users = pd.DataFrame({
-            "user_id": [r[0] for r in rows],
-            "gender": [r[1] for r in rows],
-            "age": pd.array([int(r[2]) for r in rows], dtype="Int64"),
-            "occupation": [_ML1M_OCCUPATIONS[o] if 0 <= o < 21 else str(o) for o in occ],
-            "zip_code": [r[4] for r in rows],
-        })  # fmt: skip
+        src.users = pd.DataFrame(
+            {
+                "user_id": [r[0] for r in rows],
+                "gender": [r[1] for r in rows],
+                "age": pd.array([int(r[2]) for r in rows], dtype="Int64"),
+                "occupation": [_ML1M_OCCUPATIONS[o] if 0 <= o < 21 else str(o) for o in occ],
+                "zip_code": [r[4] for r in rows],
+            }
+        )
         src.notes.append("users.dat age is the MovieLens age-group code (1, 18, 25, ...)")
     return src
 
@@ -411,9 +497,7 @@ def detect_format(path: Path) -> str:
     return "csv"
 
 
-def open_source(
-    path: str | Path, fmt: str | None, mapping: dict[str, str] | None, con
-) -> Source:
+def open_source(path: str | Path, fmt: str | None, mapping: dict[str, str] | None, con) -> Source:
     """Resolve `path` (file or folder) and `fmt` (or detect it) into a `Source`."""
     path = Path(path)
     fmt = fmt or detect_format(path)
@@ -455,10 +539,14 @@ def read_side_table(path: str | Path, key: str | None = None) -> pd.DataFrame:
             df = pd.read_json(path, lines=True, dtype=False)
         else:
             head = _check_readable_text(path)
-            delim = detect_delimiter(_head_lines(head))
+            delim = detect_delimiter(_head_lines(head), path)
             sep = delim if len(delim) == 1 else "::"
-            df = pd.read_csv(io.BytesIO(path.read_bytes()), sep=sep, dtype=str,
-                             engine="python" if len(delim) > 1 else "c")  # fmt: skip
+            df = pd.read_csv(
+                io.BytesIO(path.read_bytes()),
+                sep=sep,
+                dtype=str,
+                engine="python" if len(delim) > 1 else "c",
+            )
     except InputError:
         raise
     except Exception as exc:

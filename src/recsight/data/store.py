@@ -145,14 +145,22 @@ class Store:
             "SELECT count(*), count(DISTINCT user_idx), count(DISTINCT item_idx), "
             "count(DISTINCT (user_idx, item_idx)) FROM events"
         ).fetchone()
-        types = dict(q("SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC")
-                     .fetchall())  # fmt: skip
-        raw = dict(q("SELECT coalesce(raw_event_type, '(none)'), count(*) FROM events "
-                     "GROUP BY 1 ORDER BY 2 DESC").fetchall())  # fmt: skip
-        lo, hi, n_ts = q('SELECT min("timestamp"), max("timestamp"), count("timestamp") '
-                         "FROM events").fetchone()  # fmt: skip
-        hist = q("SELECT value, count(*) FROM events WHERE event_type = 'rating' AND value IS "
-                 "NOT NULL GROUP BY 1 ORDER BY 1").fetchall()  # fmt: skip
+        types = dict(
+            q("SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC").fetchall()
+        )
+        raw = dict(
+            q(
+                "SELECT coalesce(raw_event_type, '(none)'), count(*) FROM events "
+                "GROUP BY 1 ORDER BY 2 DESC"
+            ).fetchall()
+        )
+        lo, hi, n_ts = q(
+            'SELECT min("timestamp"), max("timestamp"), count("timestamp") FROM events'
+        ).fetchone()
+        hist = q(
+            "SELECT value, count(*) FROM events WHERE event_type = 'rating' AND value IS "
+            "NOT NULL GROUP BY 1 ORDER BY 1"
+        ).fetchall()
         sparsity = 1.0 - n_pairs / (n_users * n_items) if n_users and n_items else None
         return StoreInfo(
             db=str(self.path),
@@ -185,8 +193,12 @@ class Store:
         if event_types:
             where = "WHERE event_type IN (" + ", ".join("?" * len(event_types)) + ")"
             params = list(event_types)
-        types = [r[0] for r in self.con.execute(
-            "SELECT DISTINCT event_type FROM events ORDER BY 1").fetchall()]  # fmt: skip
+        types = [
+            r[0]
+            for r in self.con.execute(
+                "SELECT DISTINCT event_type FROM events ORDER BY 1"
+            ).fetchall()
+        ]
         cols = self.con.execute(
             f"""SELECT user_idx, item_idx, coalesce(value, 'NaN'::DOUBLE) AS value,
                        event_type, seq, epoch_us("timestamp") AS ts

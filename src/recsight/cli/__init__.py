@@ -1,0 +1,1 @@
+"""The `recsight` command line: a thin Typer layer over the library."""

@@ -1,0 +1,66 @@
+"""Helpers shared by the CLI modules: consoles, error handling, option parsing."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from recsight.errors import InputError, RecsightError
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+DB_OPTION = typer.Option(Path("recsight.duckdb"), "--db", help="Store (DuckDB file).")
+JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON only.")
+QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(fn: F) -> F:
+    """Turn a `RecsightError` into one clear line on stderr and its exit code (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RecsightError as exc:
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, str]:
+    """`["a=b", "c=d"]` -> `{"a": "b", "c": "d"}`, with a clear error for a malformed pair."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise InputError(f"{option} {pair!r}: expected key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_params(pairs: list[str] | None) -> dict[str, Any]:
+    """`--param key=value`: values parsed as JSON when they parse (2, 1e-3, true, [1,2]),
+    else kept as strings."""
+    params: dict[str, Any] = {}
+    for key, value in parse_pairs(pairs, "--param").items():
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def print_json(obj: Any) -> None:
+    """Print JSON to stdout without Rich markup or wrapping."""
+    typer.echo(json.dumps(obj, indent=2, default=str, ensure_ascii=False))

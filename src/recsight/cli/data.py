@@ -1,0 +1,258 @@
+"""Data commands: generate, ingest, info, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from recsight.cli.common import (
+    DB_OPTION,
+    JSON_OPTION,
+    QUIET_OPTION,
+    console,
+    handle_errors,
+    parse_pairs,
+    print_json,
+)
+from recsight.data.ingest import DROP_REASONS, IngestReport, ingest
+from recsight.data.store import Store, StoreInfo
+from recsight.errors import InputError
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=quiet,
+    )
+
+
+def print_ingest_report(report: IngestReport) -> None:
+    """Rich rendering of an ingest report."""
+    table = Table(title=f"Ingest: {report.source} ({report.format})", show_header=True)
+    table.add_column("")
+    table.add_column("rows", justify="right")
+    table.add_column("reason / example lines")
+    table.add_row("read", f"{report.rows_read:,}", "")
+    table.add_row(
+        "kept",
+        f"{report.kept:,}",
+        f"{report.new_users:,} new users, {report.new_items:,} new items",
+    )
+    for reason, n in report.fixed.items():
+        if reason != "rows":
+            table.add_row("[yellow]fixed[/]", f"{n:,}", reason)
+    for reason, n in report.dropped.items():
+        lines = ", ".join(map(str, report.examples.get(reason, [])))
+        why = DROP_REASONS.get(reason, reason)
+        table.add_row(
+            "[red]dropped[/]", f"{n:,}", f"{reason}: {why} ({report.example_unit}s {lines})"
+        )
+    for side in (report.items, report.users):
+        if side is not None:
+            extra = "; ".join(
+                [f"{k}: {v}" for k, v in {**side.fixed, **side.dropped}.items()] + side.notes
+            )
+            table.add_row(
+                Path(side.source).name,
+                f"{side.kept:,}",
+                f"{side.new:,} new, {side.updated:,} updated {extra}".strip(),
+            )
+    console.print(table)
+    for note in report.notes:
+        console.print(f"[dim]note:[/] {note}")
+    console.print(f"[dim]{report.seconds:.2f} s, timestamps read in {report.timezone}[/]")
+
+
+def print_info(info: StoreInfo) -> None:
+    """Rich rendering of a store summary."""
+    table = Table(title=f"Store {info.db}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("events", f"{info.n_events:,}")
+    table.add_row("users with events", f"{info.n_users:,}")
+    table.add_row("items with events", f"{info.n_items:,}")
+    table.add_row("catalog items / users", f"{info.n_catalog_items:,} / {info.n_catalog_users:,}")
+    table.add_row("event types", ", ".join(f"{k} {v:,}" for k, v in info.event_types.items()))
+    table.add_row("raw types", ", ".join(f"{k} {v:,}" for k, v in info.raw_event_types.items()))
+    tr = info.time_range
+    table.add_row("time range", f"{tr['min']} .. {tr['max']}" if tr["min"] else "no timestamps")
+    table.add_row("sparsity", "-" if info.sparsity is None else f"{info.sparsity:.4%}")
+    if info.rating_histogram:
+        table.add_row("ratings", ", ".join(f"{k}: {v:,}" for k, v in info.rating_histogram.items()))
+    table.add_row("time zone", info.timezone)
+    console.print(table)
+
+
+def run_ingest(
+    db: Path,
+    events: Path,
+    items: Path | None = None,
+    users: Path | None = None,
+    fmt: str | None = None,
+    mapping: dict[str, str] | None = None,
+    tz: str | None = None,
+    dedupe: str = "exact",
+    fill_rating: str = "none",
+    rating_scale: tuple[float, float] | None = None,
+    quiet: bool = False,
+) -> IngestReport:
+    """Ingest with a progress display; a failed ingest leaves no new store file behind."""
+    existed = db.exists()
+    steps = ["reading", "checking", "writing"]
+    try:
+        with _progress(quiet) as progress, Store(db) as store:
+            task = progress.add_task(f"ingest {events}", total=len(steps))
+
+            def step(name: str) -> None:
+                progress.update(task, completed=steps.index(name), description=f"{name} {events}")
+
+            report = ingest(
+                store,
+                events,
+                items=items,
+                users=users,
+                fmt=fmt,
+                mapping=mapping,
+                tz=tz,
+                dedupe=dedupe,
+                fill_rating=fill_rating,
+                rating_scale=rating_scale,
+                progress=step,
+            )
+            progress.update(task, completed=len(steps))
+    except BaseException:
+        if not existed:
+            for leftover in (db, db.with_name(db.name + ".wal")):
+                leftover.unlink(missing_ok=True)
+        raise
+    return report
+
+
+def _parse_scale(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise InputError(f"--rating-scale {text!r}: expected MIN,MAX such as 1,5") from None
+    if lo >= hi:
+        raise InputError(f"--rating-scale {text!r}: MIN must be below MAX")
+    return lo, hi
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @handle_errors
+    def generate(
+        out: Path = typer.Option(..., "--out", help="Folder to write events/items/users to."),
+        users: int = typer.Option(2000, "--users", min=1, help="Number of users."),
+        items: int = typer.Option(500, "--items", min=1, help="Number of items."),
+        days: int = typer.Option(60, "--days", min=1, help="Days the log spans."),
+        seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same data)."),
+        json_out: bool = JSON_OPTION,
+        quiet: bool = QUIET_OPTION,
+    ) -> None:
+        """Generate a synthetic shop log (events.parquet, items, users)."""
+        from recsight.data.generate import generate_shop
+
+        with _progress(quiet or json_out) as progress:
+            task = progress.add_task("generating shop", total=users)
+            summary = generate_shop(
+                out,
+                n_users=users,
+                n_items=items,
+                n_days=days,
+                seed=seed,
+                progress=lambda n: progress.update(task, completed=n),
+            )
+        if json_out:
+            print_json(summary.__dict__)
+        elif not quiet:
+            console.print(
+                f"wrote {summary.n_events:,} events of {summary.n_users:,} users on "
+                f"{summary.n_items:,} items to {out}: "
+                + ", ".join(f"{k} {v:,}" for k, v in summary.event_counts.items())
+            )
+
+    @app.command("ingest")
+    @handle_errors
+    def ingest_cmd(
+        events: Path = typer.Argument(..., help="Events file or folder."),
+        items: Path | None = typer.Option(None, "--items", help="Items file (csv/parquet/jsonl)."),
+        users: Path | None = typer.Option(None, "--users", help="Users file."),
+        fmt: str | None = typer.Option(
+            None,
+            "--format",
+            help="movielens-100k, movielens-1m, taobao, csv, parquet, jsonl "
+            "(detected when omitted).",
+        ),
+        maps: list[str] | None = typer.Option(
+            None, "--map", help="Column mapping canonical=source, e.g. user_id=visitorid."
+        ),
+        tz: str | None = typer.Option(
+            None, "--tz", help="Time zone of naive timestamps (default UTC; Taobao: Asia/Shanghai)."
+        ),
+        dedupe: str = typer.Option("exact", "--dedupe", help="exact or none."),
+        fill_rating: str = typer.Option(
+            "none", "--fill-rating", help="none, item-mean, user-mean or global-mean."
+        ),
+        rating_scale: str | None = typer.Option(
+            None, "--rating-scale", help="MIN,MAX of valid ratings (MovieLens: 1,5)."
+        ),
+        db: Path = DB_OPTION,
+        json_out: bool = JSON_OPTION,
+        quiet: bool = QUIET_OPTION,
+    ) -> None:
+        """Ingest a behavior log into the store and report rows kept, fixed and dropped."""
+        report = run_ingest(
+            db,
+            events,
+            items,
+            users,
+            fmt,
+            parse_pairs(maps, "--map"),
+            tz,
+            dedupe,
+            fill_rating,
+            _parse_scale(rating_scale),
+            quiet=quiet or json_out,
+        )
+        if json_out:
+            print_json(report.to_dict())
+        elif not quiet:
+            print_ingest_report(report)
+
+    @app.command()
+    @handle_errors
+    def info(db: Path = DB_OPTION, json_out: bool = JSON_OPTION) -> None:
+        """Summarise the store: counts, sparsity, time range, event types, ratings."""
+        with Store(db, read_only=True) as store:
+            summary = store.info()
+        if json_out:
+            print_json(summary.to_dict())
+        else:
+            print_info(summary)
+
+    @app.command()
+    @handle_errors
+    def export(
+        out: Path = typer.Option(..., "--out", help="Folder for the Parquet snapshot."),
+        db: Path = DB_OPTION,
+        json_out: bool = JSON_OPTION,
+    ) -> None:
+        """Export the store to a Parquet snapshot (`recsight ingest DIR` reads it back)."""
+        with Store(db, read_only=True) as store:
+            files = store.export_parquet(out)
+        if json_out:
+            print_json(files)
+        else:
+            console.print("wrote " + ", ".join(files.values()))
