@@ -357,16 +357,25 @@ def _mark_duplicates(
     if dedupe == "none":
         return
     # Rows with an event_id are keyed by it alone; rows without one by all their fields.
-    key = ", ".join(
-        ["event_id"] + [f"CASE WHEN event_id IS NULL THEN {f} END" for f in _DEDUPE_FIELDS]
-    )
+    # Hash the key first: a GROUP BY on one integer finds the (usually empty) set of
+    # candidate groups cheaply, and only those rows get the exact window comparison.
+    fields = ["event_id"] + [f"CASE WHEN event_id IS NULL THEN {f} END" for f in _DEDUPE_FIELDS]
+    key = ", ".join(fields)
     con.execute(f"""
-        UPDATE _stage SET _reason = 'duplicate' WHERE _pos IN (
-            SELECT _pos FROM (
-                SELECT _pos, row_number() OVER (PARTITION BY {key} ORDER BY _pos) AS rn
-                FROM _stage WHERE _reason IS NULL)
-            WHERE rn > 1)
+        CREATE OR REPLACE TEMP TABLE _dupe_hashes AS
+        SELECT h FROM (SELECT hash({key}) AS h FROM _stage WHERE _reason IS NULL)
+        GROUP BY h HAVING count(*) > 1
     """)
+    if con.execute("SELECT count(*) FROM _dupe_hashes").fetchone()[0]:
+        con.execute(f"""
+            UPDATE _stage SET _reason = 'duplicate' WHERE _pos IN (
+                SELECT _pos FROM (
+                    SELECT _pos, row_number() OVER (PARTITION BY {key} ORDER BY _pos) AS rn
+                    FROM _stage SEMI JOIN _dupe_hashes d ON hash({key}) = d.h
+                    WHERE _reason IS NULL)
+                WHERE rn > 1)
+        """)
+    con.execute("DROP TABLE _dupe_hashes")
     if not store_has_events:
         return
     same = " AND ".join(
@@ -503,7 +512,6 @@ def _write_events(con: duckdb.DuckDBPyConnection, src: Source, report: IngestRep
         FROM _stage s JOIN user_map um ON s.user_id = um.user_id
                       JOIN item_map im ON s.item_id = im.item_id
         WHERE s._reason IS NULL
-        ORDER BY s._pos
     """)
     if "category" in src.columns:
         _categories_from_events(con, report)
