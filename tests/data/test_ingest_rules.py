@@ -299,3 +299,50 @@ def test_cli_ingest_json_and_info(tmp_path):
 def test_reading_a_missing_store_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="no such store"):
         Store(tmp_path / "none.duckdb", read_only=True)
+
+
+def test_append_events_is_idempotent_and_validated(tmp_path):
+    from datetime import UTC, datetime
+
+    with Store(tmp_path / "s.duckdb") as s:
+        out = s.append_events(
+            [
+                {
+                    "user_id": 7,
+                    "item_id": "a",
+                    "event_type": "pv",
+                    "event_id": "e1",
+                    "timestamp": datetime(2024, 1, 1, 12, tzinfo=UTC),
+                    "request_id": "r1",
+                },
+                {"user_id": "7", "item_id": "b", "event_type": "buy", "value": 2, "event_id": "e1"},
+                {"user_id": "8", "item_id": "a", "event_type": "click"},
+            ]
+        )
+        assert [o["status"] for o in out] == ["stored", "duplicate", "stored"]
+        assert (
+            s.append_events(
+                [{"user_id": "7", "item_id": "a", "event_type": "view", "event_id": "e1"}]
+            )[0]["status"]
+            == "duplicate"
+        )
+        events = s.events_frame()
+        assert list(events["event_type"]) == ["view", "click"]
+        assert (
+            events["request_id"][0] == "r1" and str(events["timestamp"][0]) == "2024-01-01 12:00:00"
+        )
+        assert s.info().n_users == 2
+        for bad, msg in [
+            ({"item_id": "a", "event_type": "view"}, "'user_id' is required"),
+            (
+                {"user_id": "u", "item_id": "a", "event_type": "buy", "value": -1},
+                "must not be negative",
+            ),
+            (
+                {"user_id": "u", "item_id": "a", "event_type": "view", "value": "x"},
+                "must be a number",
+            ),
+        ]:
+            with pytest.raises(InputError, match=msg):
+                s.append_events([{"user_id": "u", "item_id": "z", "event_type": "view"}, bad])
+        assert s.count("events") == 2  # a bad record rejects the whole batch

@@ -28,8 +28,13 @@ from recsight.data.readers import (
     open_source,
     read_side_table,
 )
-from recsight.data.schema import EVENT_TYPE_SYNONYMS, ITEM_COLUMNS, MILLISECONDS_THRESHOLD
-from recsight.data.store import Store
+from recsight.data.schema import (
+    EVENT_COLUMNS,
+    EVENT_TYPE_SYNONYMS,
+    ITEM_COLUMNS,
+    MILLISECONDS_THRESHOLD,
+)
+from recsight.data.store import Store, add_ids
 from recsight.errors import InputError
 
 DEDUPE_POLICIES = ("exact", "none")
@@ -287,7 +292,7 @@ def _stage(con: duckdb.DuckDBPyConnection, src: Source, scale: tuple[float, floa
         value_txt, value = "NULL", "NULL::DOUBLE"
     opt = {
         c: (_text(r(c), types["r_" + c]) if c in cols else "NULL::VARCHAR")
-        for c in ("event_id", "session_id", "category")
+        for c in ("event_id", "session_id", "request_id", "category")
     }
     pos = "_rownum" if src.row_number_column else "rowid - (SELECT min(rowid) FROM _raw)"
     lo, hi = scale if scale else (None, None)
@@ -309,6 +314,7 @@ def _stage(con: duckdb.DuckDBPyConnection, src: Source, scale: tuple[float, floa
                    {raw_type} AS raw_event_type, {etype} AS event_type,
                    {value_txt} AS _value_raw, {value} AS value,
                    {opt["event_id"]} AS event_id, {opt["session_id"]} AS session_id,
+                   {opt["request_id"]} AS request_id,
                    {opt["category"]} AS category,
                    coalesce({trimmed}, false) AS _fix_trim
             FROM _raw
@@ -479,36 +485,22 @@ def _line_of(src: Source, pos: int, reject_lines: list[int]) -> int:
 # -- writing --------------------------------------------------------------------------------
 
 
-def _add_ids(con: duckdb.DuckDBPyConnection, kind: str, source_sql: str) -> int:
-    """Give every id in `source_sql` (columns: id, first) not yet mapped the next free index,
-    in order of first appearance. Returns how many were added."""
-    idx, col = f"{kind}_idx", f"{kind}_id"
-    before = con.execute(f"SELECT count(*) FROM {kind}_map").fetchone()[0]
-    con.execute(f"""
-        INSERT INTO {kind}_map
-        SELECT (SELECT coalesce(max({idx}), -1) FROM {kind}_map)
-               + row_number() OVER (ORDER BY first, n.{col}), n.{col}
-        FROM ({source_sql}) n ANTI JOIN {kind}_map m ON n.{col} = m.{col}
-    """)
-    return int(con.execute(f"SELECT count(*) FROM {kind}_map").fetchone()[0] - before)
-
-
 def _write_events(con: duckdb.DuckDBPyConnection, src: Source, report: IngestReport) -> tuple:
-    new_users = _add_ids(
+    new_users = add_ids(
         con,
         "user",
         "SELECT user_id, min(_pos) AS first FROM _stage WHERE _reason IS NULL GROUP BY user_id",
     )
-    new_items = _add_ids(
+    new_items = add_ids(
         con,
         "item",
         "SELECT item_id, min(_pos) AS first FROM _stage WHERE _reason IS NULL GROUP BY item_id",
     )
-    con.execute("""
-        INSERT INTO events
+    con.execute(f"""
+        INSERT INTO events ({", ".join(_q(c) for c in EVENT_COLUMNS)})
         SELECT (SELECT coalesce(max(seq), -1) FROM events) + 1 + s._pos,
                s.user_id, s.item_id, um.user_idx, im.item_idx, s.ts, s.event_type,
-               s.raw_event_type, s.value, s.event_id, s.session_id
+               s.raw_event_type, s.value, s.event_id, s.session_id, s.request_id
         FROM _stage s JOIN user_map um ON s.user_id = um.user_id
                       JOIN item_map im ON s.item_id = im.item_id
         WHERE s._reason IS NULL
@@ -635,7 +627,7 @@ def _merge_side(
             con.execute(f"ALTER TABLE {table} ADD COLUMN {_q(col)} {typ}")
             have[col] = typ
     cols = [c for c in incoming if c != key]
-    _add_ids(con, kind, f"SELECT {key}, rowid AS first FROM _incoming")
+    add_ids(con, kind, f"SELECT {key}, rowid AS first FROM _incoming")
     rep.updated = int(
         con.execute(
             f"SELECT count(*) FROM _incoming i SEMI JOIN {table} t ON i.{key} = t.{key}"

@@ -31,7 +31,8 @@ EVENT_TYPE_SYNONYMS: dict[str, str] = {
     "rate": "rating",
 }
 
-#: Canonical event columns, in storage order. `seq` is the ingest order (monotone across appends).
+#: Canonical event columns, in storage order. `seq` is the ingest order (monotone across
+#: appends); `request_id` links an event to the recommendation response that showed the item.
 EVENT_COLUMNS: tuple[str, ...] = (
     "seq",
     "user_id",
@@ -44,6 +45,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "value",
     "event_id",
     "session_id",
+    "request_id",
 )
 
 #: Source column names recognised for each canonical field (compared case-insensitively).
@@ -73,6 +75,7 @@ COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
     "value": ("value", "rating", "quantity", "qty", "score"),
     "event_id": ("event_id", "eventid"),
     "session_id": ("session_id", "sessionid", "session"),
+    "request_id": ("request_id",),
     "category": ("category", "category_id", "categoryid", "cat"),
 }
 

@@ -8,7 +8,9 @@ need `read_only=True` and cannot open the file while a writer holds it. A runnin
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from recsight.data.dataset import IdIndex, Interactions
+from recsight.data.schema import canonical_event_type
 from recsight.errors import InputError
 
 DEFAULT_DB = "recsight.duckdb"
@@ -37,7 +40,8 @@ CREATE TABLE IF NOT EXISTS events (
     raw_event_type VARCHAR,
     value DOUBLE,
     event_id VARCHAR,
-    session_id VARCHAR
+    session_id VARCHAR,
+    request_id VARCHAR
 );
 CREATE TABLE IF NOT EXISTS items (
     item_id VARCHAR NOT NULL, item_idx INTEGER NOT NULL, title VARCHAR, description VARCHAR,
@@ -181,6 +185,61 @@ class Store:
             has_timestamps=bool(n_ts),
         )
 
+    # -- the small-batch write path (the service) ----------------------------------------------
+    def append_events(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Validate and persist a batch of events in one transaction; returns, per record,
+        ``{"status": "stored" | "duplicate", "seq": int | None}``.
+
+        Records use the canonical field names (`user_id`, `item_id`, `event_type`, `value`,
+        `timestamp` (datetime; naive means UTC; default now), `event_id`, `session_id`,
+        `request_id`). A record whose `event_id` is already stored, or repeated earlier in the
+        batch, is a duplicate and is not stored again, which makes retries idempotent.
+        """
+        rows = [_event_row(i, r) for i, r in enumerate(records)]
+        if not rows:
+            return []
+        df = pd.DataFrame(rows)
+        df["_pos"] = np.arange(len(df), dtype=np.int64)
+        batch_dupe = df["event_id"].notna() & df["event_id"].duplicated()
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self.con.register("_append_df", df)
+            stored = {
+                r[0]
+                for r in self.con.execute(
+                    "SELECT DISTINCT e.event_id FROM events e "
+                    "SEMI JOIN _append_df a ON e.event_id = a.event_id"
+                ).fetchall()
+            }
+            dupe = batch_dupe | df["event_id"].isin(stored)
+            self.con.unregister("_append_df")
+            fresh = df[~dupe]
+            self.con.register("_append_df", fresh)
+            base = self.con.execute("SELECT coalesce(max(seq), -1) + 1 FROM events").fetchone()[0]
+            for kind in ("user", "item"):
+                add_ids(
+                    self.con,
+                    kind,
+                    f"SELECT {kind}_id, min(_pos) AS first FROM _append_df GROUP BY {kind}_id",
+                )
+            self.con.execute(f"""
+                INSERT INTO events
+                SELECT {base} + a._pos, a.user_id, a.item_id, um.user_idx, im.item_idx,
+                       a."timestamp", a.event_type, a.raw_event_type, a.value, a.event_id,
+                       a.session_id, a.request_id
+                FROM _append_df a JOIN user_map um ON a.user_id = um.user_id
+                                  JOIN item_map im ON a.item_id = im.item_id
+            """)
+            self.con.unregister("_append_df")
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        return [
+            {"status": "duplicate", "seq": None} if d else {"status": "stored", "seq": base + p}
+            for p, d in zip(df["_pos"].tolist(), dupe.tolist(), strict=True)
+        ]
+
     # -- views for models -----------------------------------------------------------------
     def interactions(
         self,
@@ -248,8 +307,8 @@ class Store:
         files = {}
         queries = {
             "events": "SELECT seq, user_id, item_id, timezone('UTC', \"timestamp\") AS "
-            '"timestamp", event_type, raw_event_type, value, event_id, session_id '
-            "FROM events ORDER BY seq",
+            '"timestamp", event_type, raw_event_type, value, event_id, session_id, '
+            "request_id FROM events ORDER BY seq",
             "items": "SELECT * EXCLUDE (item_idx) FROM items ORDER BY item_idx",
             "users": "SELECT * EXCLUDE (user_idx) FROM users ORDER BY user_idx",
         }
@@ -260,6 +319,63 @@ class Store:
             os.replace(tmp, path)  # readers never see a half-written snapshot
             files[name] = str(path)
         return files
+
+
+def _event_row(i: int, rec: Mapping[str, Any]) -> dict[str, Any]:
+    """One validated event row; a bad field raises `InputError` naming the record and field."""
+
+    def text(field: str, required: bool = False) -> str | None:
+        v = rec.get(field)
+        v = None if v is None else str(v).strip() or None
+        if required and v is None:
+            raise InputError(f"event {i}: field {field!r} is required and must not be empty")
+        return v
+
+    raw_type = text("event_type", required=True)
+    assert raw_type is not None
+    value = rec.get("value")
+    if value is not None:
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"event {i}: field 'value' must be a number, got {value!r}") from None
+        if not np.isfinite(value):
+            raise InputError(f"event {i}: field 'value' must be finite")
+    etype = canonical_event_type(raw_type)
+    if value is not None and value < 0 and etype != "rating":
+        raise InputError(f"event {i}: field 'value' must not be negative for {etype!r} events")
+    ts = rec.get("timestamp")
+    if ts is None:
+        ts = datetime.now(UTC)
+    elif not isinstance(ts, datetime):
+        raise InputError(f"event {i}: field 'timestamp' must be a datetime")
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(UTC).replace(tzinfo=None)
+    return {
+        "user_id": text("user_id", required=True),
+        "item_id": text("item_id", required=True),
+        "timestamp": ts,
+        "event_type": etype,
+        "raw_event_type": raw_type,
+        "value": value,
+        "event_id": text("event_id"),
+        "session_id": text("session_id"),
+        "request_id": text("request_id"),
+    }
+
+
+def add_ids(con: duckdb.DuckDBPyConnection, kind: str, source_sql: str) -> int:
+    """Give every id in `source_sql` (columns: `<kind>_id`, `first`) that is not yet mapped
+    the next free index, in order of first appearance. Returns how many were added."""
+    idx, col = f"{kind}_idx", f"{kind}_id"
+    before = con.execute(f"SELECT count(*) FROM {kind}_map").fetchone()[0]
+    con.execute(f"""
+        INSERT INTO {kind}_map
+        SELECT (SELECT coalesce(max({idx}), -1) FROM {kind}_map)
+               + row_number() OVER (ORDER BY first, n.{col}), n.{col}
+        FROM ({source_sql}) n ANTI JOIN {kind}_map m ON n.{col} = m.{col}
+    """)
+    return int(con.execute(f"SELECT count(*) FROM {kind}_map").fetchone()[0] - before)
 
 
 def _fmt_num(v: float) -> str:
