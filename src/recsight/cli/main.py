@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from recsight.cli import data, demo
+from recsight.cli import data, demo, serve
 
 app = typer.Typer(
     name="recsight",
@@ -14,7 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (data, demo):
+for module in (data, serve, demo):
     module.register(app)
 
 

@@ -1,0 +1,5 @@
+"""`python -m recsight` runs the command line."""
+
+from recsight.cli.main import run
+
+run()

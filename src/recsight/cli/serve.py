@@ -1,0 +1,49 @@
+"""`recsight serve`: the HTTP service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from recsight.cli.common import DB_OPTION, console, handle_errors
+from recsight.errors import InputError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @handle_errors
+    def serve(
+        model: Path = typer.Option(..., "--model", help="Trained model or pipeline folder."),
+        db: Path = DB_OPTION,
+        port: int = typer.Option(8000, "--port", help="TCP port."),
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+        snapshot_dir: Path | None = typer.Option(
+            None, "--snapshot-dir", help="Where POST /admin/snapshot writes Parquet files."
+        ),
+        leaderboard: Path | None = typer.Option(
+            None, "--leaderboard", help="leaderboard.json shown on the dashboard."
+        ),
+        llm_url: str | None = typer.Option(None, "--llm-url", help="OpenAI-compatible endpoint."),
+        llm_model: str | None = typer.Option(None, "--llm-model", help="Model name there."),
+        llm_gguf: Path | None = typer.Option(None, "--llm-gguf", help="Local GGUF model file."),
+    ) -> None:
+        """Serve recommendations over HTTP, ingest events in real time, show a dashboard."""
+        import uvicorn
+
+        from recsight.serving.app import API_KEY_ENV, config_from_env, create_app
+
+        if not db.exists():
+            raise InputError(f"{db}: no such store; create it with `recsight ingest`")
+        config = config_from_env(model, db, snapshot_dir=snapshot_dir, leaderboard=leaderboard)
+        if llm_url or llm_gguf:
+            from recsight.llm.generate import make_llm
+
+            config.llm = make_llm(url=llm_url, model=llm_model, gguf=llm_gguf)
+        if not config.api_key:
+            console.print(
+                f"[yellow]{API_KEY_ENV} is not set: POST /events and /admin/* are "
+                "refused until it is[/]"
+            )
+        console.print(f"dashboard: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
+        uvicorn.run(create_app(config), host=host, port=port, log_level="warning")

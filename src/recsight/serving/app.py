@@ -1,0 +1,415 @@
+"""The FastAPI application: real-time events, recommendations with explanations, a dashboard.
+
+The service is the store's only writer while it runs (DuckDB allows one writing process).
+Every write goes through one lock and one transaction, and an event is acknowledged only
+after its transaction committed, so a crash never loses an acknowledged event.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+from recsight.data.schema import canonical_event_type
+from recsight.data.store import Store
+from recsight.errors import InputError, RecsightError
+from recsight.serving.history import HistoryCache
+from recsight.serving.pipeline import History, Pipeline, RecommendationList
+from recsight.serving.schemas import (
+    EventBatch,
+    EventIn,
+    EventsAck,
+    HistoryRequest,
+    RecommendationsOut,
+    ReloadRequest,
+)
+
+log = logging.getLogger("recsight.serving")
+
+API_KEY_ENV = "RECSIGHT_API_KEY"
+DEFAULT_MAX_BODY = 1 << 20  # 1 MiB: a batch of ~5,000 events
+
+
+@dataclass
+class ServiceConfig:
+    model: Path
+    db: Path
+    api_key: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    snapshot_dir: Path | None = None
+    leaderboard: Path | None = None
+    report_dir: Path | None = None
+    history_events: int = 200
+    llm: Any = None  # a recsight.llm generator for reworded explanations, when configured
+
+
+@dataclass
+class Telemetry:
+    """Prometheus metrics of one app instance (own registry, so apps in tests don't clash)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.requests = Counter(
+            "recsight_requests_total",
+            "HTTP requests",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "recsight_request_seconds",
+            "Request latency",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.events = Counter(
+            "recsight_events_ingested_total", "Events persisted", registry=self.registry
+        )
+        self.recommendations = Counter(
+            "recsight_recommendation_lists_total",
+            "Recommendation lists served",
+            ["source"],
+            registry=self.registry,
+        )
+
+
+class ExposureLog:
+    """Buffers served recommendations and writes them in batches (one transaction per flush).
+
+    Exposures are telemetry, not acknowledged data: flushing every `interval` seconds keeps
+    the request path free of disk writes; a crash can lose the last interval's exposures.
+    """
+
+    def __init__(self, write: Callable[[list[tuple]], None], interval: float = 0.5):
+        self._write = write
+        self._rows: list[tuple] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, args=(interval,))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, rows: list[tuple]) -> None:
+        with self._lock:
+            self._rows.extend(rows)
+
+    def flush(self) -> None:
+        with self._lock:
+            rows, self._rows = self._rows, []
+        if rows:
+            self._write(rows)
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.flush()
+            except Exception:  # keep serving; the next flush retries nothing lost twice
+                log.exception("writing exposures failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.flush()
+
+
+class Service:
+    """State shared by the request handlers."""
+
+    def __init__(self, config: ServiceConfig):
+        self.config = config
+        self.store = Store(config.db)
+        self.write_lock = threading.Lock()
+        self.store.con.execute(
+            "CREATE TABLE IF NOT EXISTS exposures (request_id VARCHAR, user_id VARCHAR, "
+            "item_id VARCHAR, position INTEGER, model_version VARCHAR, ts TIMESTAMP)"
+        )
+        self.pipeline = Pipeline.load(config.model, self.store.items_frame())
+        self.histories = HistoryCache(config.history_events)
+        self.histories.load(self.store.con)
+        self.telemetry = Telemetry()
+        self.exposures = ExposureLog(self._write_exposures)
+        self.started = time.time()
+
+    def _write_exposures(self, rows: list[tuple]) -> None:
+        with self.write_lock:
+            self.store.con.executemany("INSERT INTO exposures VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def close(self) -> None:
+        self.exposures.stop()
+        self.store.close()
+
+    def persist(self, events: list[EventIn]) -> EventsAck:
+        records = [e.model_dump() for e in events]
+        with self.write_lock:
+            results = self.store.append_events(records)
+        for rec, res in zip(records, results, strict=True):
+            if res["status"] == "stored":  # the next recommendation sees this event
+                etype = canonical_event_type(rec["event_type"])
+                self.histories.add(rec["user_id"], rec["item_id"], etype, rec["value"])
+        stored = sum(r["status"] == "stored" for r in results)
+        self.telemetry.events.inc(stored)
+        return EventsAck(stored=stored, duplicates=len(results) - stored, results=results)
+
+    def respond(self, user_id: str | None, recs: RecommendationList) -> RecommendationsOut:
+        request_id = uuid.uuid4().hex
+        version = self.pipeline.version
+        now = datetime.now(UTC).replace(tzinfo=None)
+        self.exposures.add(
+            [
+                (request_id, user_id, r.item_id, pos, version, now)
+                for pos, r in enumerate(recs.items)
+            ]
+        )
+        self.telemetry.recommendations.labels(recs.source).inc()
+        return RecommendationsOut(
+            request_id=request_id,
+            user_id=user_id,
+            model_version=version,
+            source=recs.source,
+            recommendations=[r.__dict__ for r in recs.items],
+        )
+
+
+def create_app(config: ServiceConfig) -> FastAPI:
+    """The app for one pipeline and one store (opened at start-up, closed at shutdown)."""
+    from contextlib import asynccontextmanager
+
+    holder: dict[str, Service] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        svc = Service(config)
+        svc.exposures.start()
+        holder["svc"] = svc
+        app.state.service = svc
+        try:
+            yield
+        finally:
+            svc.close()
+
+    app = FastAPI(
+        title="recsight",
+        description="Real-time recommendations with grounded explanations.",
+        version=__import__("recsight").__version__,
+        lifespan=lifespan,
+    )
+
+    def svc() -> Service:
+        return holder["svc"]
+
+    def require_key(request: Request) -> None:
+        expected = config.api_key
+        if not expected:
+            raise _HTTPError(401, f"writes are disabled: start the service with {API_KEY_ENV} set")
+        given = request.headers.get("x-api-key") or ""
+        auth = request.headers.get("authorization") or ""
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise _HTTPError(
+                401, "missing or wrong API key (Authorization: Bearer <key> or X-API-Key)"
+            )
+
+    @app.middleware("http")
+    async def limits_and_metrics(request: Request, call_next):
+        t0 = time.perf_counter()
+        size = request.headers.get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > config.max_body_bytes):
+            response: Response = JSONResponse(
+                {"detail": f"request body over {config.max_body_bytes} bytes"}, status_code=413
+            )
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        if "svc" in holder:
+            tel = holder["svc"].telemetry
+            tel.requests.labels(request.method, path, str(response.status_code)).inc()
+            tel.latency.labels(path).observe(time.perf_counter() - t0)
+        return response
+
+    @app.exception_handler(_HTTPError)
+    async def http_error(_: Request, exc: _HTTPError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    @app.exception_handler(RecsightError)
+    async def recsight_error(_: Request, exc: RecsightError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        msgs = [
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": "; ".join(msgs[:20]), "errors": msgs}, status_code=422)
+
+    @app.post("/events", response_model=EventsAck, dependencies=[Depends(require_key)])
+    def post_events(body: EventIn | EventBatch | list[EventIn]) -> EventsAck:
+        """Persist one event, a list, or ``{"events": [...]}``; acknowledged once durable."""
+        events = (
+            body.events
+            if isinstance(body, EventBatch)
+            else (body if isinstance(body, list) else [body])
+        )
+        if not events:
+            raise _HTTPError(422, "no events in the request")
+        return svc().persist(events)
+
+    @app.get("/recommendations/{user_id}", response_model=RecommendationsOut)
+    def get_recommendations(
+        user_id: str,
+        k: int = Query(10, ge=1, le=1000),
+        exclude_seen: bool = True,
+        category: str | None = None,
+        explain: bool = False,
+    ) -> RecommendationsOut:
+        """Recommendations for a user; an unknown user gets the cold-start path."""
+        s = svc()
+        recs = s.pipeline.recommend(s.histories.get(user_id), k, exclude_seen, category, explain)
+        return s.respond(user_id, recs)
+
+    @app.post("/recommendations", response_model=RecommendationsOut)
+    def post_recommendations(body: HistoryRequest) -> RecommendationsOut:
+        """Cold start: recommendations for an anonymous history and/or a free-text interest."""
+        s = svc()
+        if body.text:
+            recs = _text_recommendations(s, body)
+        else:
+            history = History(
+                body.history, ["view"] * len(body.history), [None] * len(body.history)
+            )
+            recs = s.pipeline.recommend(
+                history, body.k, body.exclude_seen, body.category, body.explain
+            )
+        return s.respond(None, recs)
+
+    @app.get("/items/{item_id}/similar")
+    def similar(item_id: str, k: int = Query(10, ge=1, le=1000)) -> dict[str, Any]:
+        """Items most similar to an item."""
+        items = svc().pipeline.similar_items(item_id, k)
+        return {"item_id": item_id, "similar": [r.__dict__ for r in items]}
+
+    @app.get("/users/{user_id}/profile")
+    def profile(user_id: str) -> dict[str, Any]:
+        """A user's event count, interest profile and summary."""
+        from recsight.analysis.profile import user_profile
+        from recsight.analysis.source import from_store
+
+        s = svc()
+        with s.write_lock:  # the analysis runs on the service's own connection
+            try:
+                prof = user_profile(from_store(s.store), user_id)
+            except InputError:
+                return {
+                    "user_id": user_id,
+                    "n_events": 0,
+                    "known": False,
+                    "summary": "no events yet: recommendations follow popularity",
+                }
+        return {**prof.model_dump(), "known": True}
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        """Liveness plus the manifest of what is served."""
+        s = svc()
+        return {
+            "status": "ok",
+            "uptime_s": round(time.time() - s.started, 1),
+            "manifest": s.pipeline.manifest,
+            "users_in_memory": len(s.histories),
+            "writes_enabled": bool(config.api_key),
+        }
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        """Prometheus text format."""
+        return Response(generate_latest(svc().telemetry.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/admin/snapshot", dependencies=[Depends(require_key)])
+    def snapshot() -> dict[str, Any]:
+        """Export the store to Parquet files that `recsight train` can read meanwhile."""
+        s = svc()
+        out = config.snapshot_dir or Path(config.db).with_suffix("").parent / "snapshot"
+        with s.write_lock:
+            files = s.store.export_parquet(out)
+        return {"snapshot": str(out), "files": files}
+
+    @app.post("/admin/reload", dependencies=[Depends(require_key)])
+    def reload(body: ReloadRequest | None = None) -> dict[str, Any]:
+        """Load a newly trained model or pipeline and swap it in; requests in flight finish
+        on the old one (the swap is one reference assignment)."""
+        s = svc()
+        folder = Path(body.model) if body and body.model else config.model
+        with s.write_lock:
+            items = s.store.items_frame()
+        new = Pipeline.load(folder, items)
+        old_version, s.pipeline = s.pipeline.version, new
+        config.model = folder
+        return {"previous": old_version, "current": new.version, "manifest": new.manifest}
+
+    @app.get("/", response_class=HTMLResponse)
+    def dashboard() -> str:
+        """The dashboard page for people."""
+        from recsight.serving.dashboard import render_dashboard
+
+        return render_dashboard()
+
+    @app.get("/api/dashboard")
+    def dashboard_data() -> dict[str, Any]:
+        """Data behind the dashboard: store overview, leaderboard, live CTR, sample users."""
+        from recsight.serving.dashboard import dashboard_data
+
+        s = svc()
+        s.exposures.flush()  # so live CTR counts what was just served
+        with s.write_lock:
+            return dashboard_data(s, config)
+
+    return app
+
+
+def _text_recommendations(s: Service, body: HistoryRequest) -> RecommendationList:
+    """A free-text interest: served by the first pipeline model that can read text."""
+    for model in [s.pipeline.main, *s.pipeline.fallbacks]:
+        fn = getattr(model, "recommend_for_text", None)
+        if fn is not None:
+            ids, scores = fn(body.text, k=body.k)
+            recs = s.pipeline._build(ids, scores)
+            return RecommendationList(recs, model.name)
+    raise InputError(
+        "free-text interests need a text-aware model in the pipeline (e.g. "
+        "`content`); this pipeline has none"
+    )
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, detail: str):
+        self.status, self.detail = status, detail
+
+
+def config_from_env(model: Path, db: Path, **kwargs: Any) -> ServiceConfig:
+    """A config whose API key comes from RECSIGHT_API_KEY."""
+    return ServiceConfig(model=model, db=db, api_key=os.environ.get(API_KEY_ENV), **kwargs)

@@ -1,0 +1,95 @@
+"""The dashboard page: behavior overview, the leaderboard, live CTR and a "try a user" panel.
+
+One static HTML page; its script fetches `/api/dashboard`, `/users/{id}/profile` and
+`/recommendations/{id}` from the same service, and draws charts with the Plotly bundle the
+page inlines (so it works without internet).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from recsight.serving.app import Service, ServiceConfig
+
+
+def _rows(con, sql: str) -> list[dict[str, Any]]:
+    cur = con.execute(sql)
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, (_plain(v) for v in row), strict=True)) for row in cur.fetchall()]
+
+
+def _plain(v: Any) -> Any:
+    return v.isoformat() if hasattr(v, "isoformat") else v
+
+
+def _leaderboard(config: ServiceConfig) -> Any:
+    candidates = [config.leaderboard] if config.leaderboard else []
+    candidates += [
+        Path(config.model) / "leaderboard.json",
+        Path(config.model).parent / "leaderboard.json",
+    ]
+    for path in candidates:
+        if path and Path(path).is_file():
+            return json.loads(Path(path).read_text())
+    return None
+
+
+def dashboard_data(s: Service, config: ServiceConfig) -> dict[str, Any]:
+    """Aggregates for the dashboard, computed on the service's connection."""
+    con = s.store.con
+    info = s.store.info()
+    per_day = _rows(
+        con,
+        """
+        SELECT CAST("timestamp" AS DATE) AS day, count(*) AS events,
+               count(DISTINCT user_id) AS users
+        FROM events WHERE "timestamp" IS NOT NULL GROUP BY 1 ORDER BY 1""",
+    )
+    top_items = _rows(
+        con,
+        """
+        SELECT e.item_id, any_value(i.title) AS title, count(*) AS events
+        FROM events e LEFT JOIN items i ON e.item_id = i.item_id
+        GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 10""",
+    )
+    users = _rows(
+        con,
+        """
+        SELECT user_id, count(*) AS events FROM events GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 8""",
+    )
+    ctr = _rows(
+        con,
+        """
+        WITH shown AS (SELECT model_version, count(*) AS exposures,
+                              count(DISTINCT request_id) AS lists
+                       FROM exposures GROUP BY 1),
+             clicked AS (SELECT x.model_version, count(DISTINCT (e.request_id, e.item_id)) AS clicks
+                         FROM events e JOIN exposures x
+                           ON e.request_id = x.request_id AND e.item_id = x.item_id
+                         WHERE e.event_type IN ('click', 'cart', 'purchase')
+                         GROUP BY 1)
+        SELECT shown.model_version, lists, exposures, coalesce(clicks, 0) AS clicks,
+               coalesce(clicks, 0) / exposures AS ctr
+        FROM shown LEFT JOIN clicked USING (model_version) ORDER BY 1""",
+    )
+    return {
+        "info": info.to_dict(),
+        "per_day": per_day,
+        "top_items": top_items,
+        "sample_users": users,
+        "live_ctr": ctr,
+        "leaderboard": _leaderboard(config),
+        "manifest": s.pipeline.manifest,
+    }
+
+
+@functools.cache
+def render_dashboard() -> str:
+    from plotly.offline import get_plotlyjs
+
+    page = (Path(__file__).with_name("dashboard.html")).read_text()
+    return page.replace("/*PLOTLY_JS*/", get_plotlyjs())

@@ -1,0 +1,284 @@
+"""What the service serves: a saved pipeline, not a bare model.
+
+candidates -> score -> filter (seen, category, unavailable) -> rank -> explain, with fallbacks
+for histories the main model cannot score (a content model when one is saved, then
+popularity), and a manifest that names what is running (`GET /health` shows it).
+
+A pipeline folder holds ``manifest.json`` and one sub-folder per model. A bare model folder
+(what `recsight train` writes) is served as a pipeline with a popularity fallback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsight import __version__
+from recsight.errors import InputError
+from recsight.models.base import Recommender, read_config
+from recsight.models.registry import load_model
+
+MANIFEST = "manifest.json"
+EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "cart": 3.0, "fav": 3.0, "purchase": 5.0}
+
+
+@dataclass
+class History:
+    """One user's recent events, oldest first (what the scorer folds in)."""
+
+    items: list[str] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    values: list[float | None] = field(default_factory=list)
+
+    def weights(self) -> list[float]:
+        """Per-event weights: ratings count by value, other types by `EVENT_WEIGHTS`."""
+        out = []
+        for t, v in zip(self.types, self.values, strict=True):
+            if t == "rating":
+                out.append(1.0 if v is None or np.isnan(v) else float(v))
+            else:
+                out.append(EVENT_WEIGHTS.get(t, 1.0))
+        return out
+
+
+@dataclass
+class Recommendation:
+    item_id: str
+    score: float
+    title: str | None = None
+    category: str | None = None
+    explanation: str | None = None
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class RecommendationList:
+    items: list[Recommendation]
+    source: str  # which stage answered: "main", a fallback model's name, or "popular"
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*")):
+        if f.is_file():
+            h.update(f.relative_to(path).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def write_manifest(
+    folder: str | Path,
+    main: str,
+    fallbacks: Sequence[str] = (),
+    training_cutoff: str | None = None,
+    config: dict[str, Any] | None = None,
+) -> Path:
+    """Describe a pipeline folder whose sub-folders `main` and `fallbacks` hold saved models."""
+    folder = Path(folder)
+    manifest = {
+        "main": main,
+        "fallbacks": list(fallbacks),
+        "training_cutoff": training_cutoff,
+        "config": config or {},
+        "recsight_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    path = folder / MANIFEST
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+class Pipeline:
+    """A loaded pipeline: main model, fallbacks, item metadata and the manifest."""
+
+    def __init__(
+        self,
+        main: Recommender,
+        fallbacks: Sequence[Recommender] = (),
+        manifest: dict[str, Any] | None = None,
+        items: pd.DataFrame | None = None,
+    ):
+        self.main = main
+        self.fallbacks = list(fallbacks)
+        self.manifest = manifest or {}
+        self.items = items if items is not None else pd.DataFrame(columns=["item_id"])
+        self._index_items()
+
+    @classmethod
+    def load(cls, folder: str | Path, items: pd.DataFrame | None = None) -> Pipeline:
+        """Load a pipeline folder, or wrap a bare saved model folder."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise InputError(f"{folder}: no such model folder")
+        if (folder / MANIFEST).is_file():
+            manifest = json.loads((folder / MANIFEST).read_text())
+            main = load_model(folder / manifest["main"])
+            fallbacks = [load_model(folder / f) for f in manifest.get("fallbacks", [])]
+            model_dir = folder / manifest["main"]
+        else:
+            main, fallbacks, model_dir = load_model(folder), [], folder
+            manifest = {"main": ".", "fallbacks": [], "training_cutoff": None, "config": {}}
+        cfg = read_config(model_dir)
+        manifest = {
+            **manifest,
+            "model": cfg["name"],
+            "params": cfg["params"],
+            "model_version": f"{cfg['name']}-{_digest(model_dir)}",
+            "id_index_version": hashlib.sha256(
+                "\n".join(map(str, main.items_.ids)).encode()
+            ).hexdigest()[:12],
+            "n_items": len(main.items_),
+            "n_users": len(main.users_),
+            "path": str(folder),
+        }
+        return cls(main, fallbacks, manifest, items)
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("model_version", self.main.name))
+
+    def _index_items(self) -> None:
+        items = self.items
+        self._meta = items.set_index("item_id") if "item_id" in items.columns else pd.DataFrame()
+        # items marked unavailable (an `available` column that is false) are never served
+        if "available" in self._meta.columns:
+            flags = self._meta["available"].map(
+                lambda v: str(v).strip().lower() not in {"false", "0", "no"}
+            )
+            self._unavailable = set(self._meta.index[~flags])
+        else:
+            self._unavailable = set()
+
+    def set_items(self, items: pd.DataFrame) -> None:
+        """Replace the item metadata (titles, categories, availability)."""
+        self.items = items
+        self._index_items()
+
+    def title(self, item_id: str) -> str | None:
+        if item_id in self._meta.index and "title" in self._meta.columns:
+            t = self._meta.at[item_id, "title"]
+            return None if pd.isna(t) else str(t)
+        return None
+
+    def category(self, item_id: str) -> str | None:
+        if item_id in self._meta.index and "category" in self._meta.columns:
+            c = self._meta.at[item_id, "category"]
+            return None if pd.isna(c) else str(c)
+        return None
+
+    # -- candidates and filters -----------------------------------------------------------
+    def _candidates(self, model: Recommender, category: str | None) -> list[str] | None:
+        """Allowed item ids for `model`, or None when every item is allowed."""
+        if category is None and not self._unavailable:
+            return None
+        ids = pd.Index(model.items_.ids)
+        keep = ~ids.isin(list(self._unavailable))
+        if category is not None:
+            if "category" not in self._meta.columns:
+                raise InputError("category filter: the items have no category column")
+            cats = self._meta["category"].reindex(ids)
+            keep &= (cats == category).to_numpy()
+        return list(ids[keep])
+
+    # -- the pipeline ---------------------------------------------------------------------
+    def recommend(
+        self,
+        history: History,
+        k: int = 10,
+        exclude_seen: bool = True,
+        category: str | None = None,
+        explain: bool = False,
+    ) -> RecommendationList:
+        """Recommendations for a history (a known user's, an anonymous one, or empty)."""
+        if not 1 <= k <= 1000:
+            raise InputError(f"k must be between 1 and 1000, got {k}")
+        stages: list[tuple[str, Recommender]] = [("main", self.main)]
+        stages += [(m.name, m) for m in self.fallbacks]
+        for source, model in stages:
+            known = model.items_.index_of(history.items, missing="ignore") >= 0
+            if history.items and not known.any():
+                continue  # this model knows none of the history: try the next stage
+            if not history.items and source != "main":
+                continue
+            if not history.items:
+                break  # an empty history: popularity
+            items = [i for i, ok in zip(history.items, known, strict=True) if ok]
+            weights = [w for w, ok in zip(history.weights(), known, strict=True) if ok]
+            ids, scores = model.recommend_for_history(
+                items,
+                k=k,
+                exclude_seen=exclude_seen,
+                candidates=self._candidates(model, category),
+                weights=weights,
+            )
+            recs = self._build(ids, scores)
+            if explain:
+                self._explain(model, items, weights, recs)
+            return RecommendationList(recs, source)
+        return RecommendationList(self._popular(history, k, exclude_seen, category), "popular")
+
+    def _popular(
+        self, history: History, k: int, exclude_seen: bool, category: str | None
+    ) -> list[Recommendation]:
+        pop = self.main.item_popularity_.astype(np.float64).copy()
+        ids = self.main.items_.ids
+        allowed = self._candidates(self.main, category)
+        if allowed is not None:
+            pop[~pd.Index(ids).isin(allowed)] = -np.inf
+        if exclude_seen and history.items:
+            seen = self.main.items_.index_of(history.items, missing="ignore")
+            pop[seen[seen >= 0]] = -np.inf
+        order = np.argsort(-pop, kind="stable")[:k]
+        order = order[np.isfinite(pop[order])]
+        recs = [Recommendation(str(ids[i]), float(pop[i])) for i in order]
+        for r in recs:
+            r.title, r.category = self.title(r.item_id), self.category(r.item_id)
+            r.explanation = "popular with other users" if r.score > 0 else None
+        return recs
+
+    def _build(self, ids: np.ndarray, scores: np.ndarray) -> list[Recommendation]:
+        return [
+            Recommendation(str(i), float(s), self.title(str(i)), self.category(str(i)))
+            for i, s in zip(ids, scores, strict=True)
+            if i is not None
+        ]
+
+    def _explain(
+        self, model: Recommender, items: list[str], weights: list[float], recs: list[Recommendation]
+    ) -> None:
+        """Grounded explanations: only the history items the model's own attribution names."""
+        for r in recs:
+            try:
+                evidence = model.explain_history(items, r.item_id, top=2, weights=weights)
+            except NotImplementedError:
+                evidence = []
+            r.evidence = [
+                {"item_id": i, "title": self.title(i), "contribution": round(c, 6)}
+                for i, c in evidence
+            ]
+            names = [e["title"] or e["item_id"] for e in r.evidence]
+            if names:
+                r.explanation = "because you interacted with " + " and ".join(
+                    f"“{n}”" for n in names
+                )
+            else:
+                r.explanation = "popular with users like you"
+
+    def similar_items(self, item_id: str, k: int = 10) -> list[Recommendation]:
+        """Items most similar to `item_id` under the first model that knows it."""
+        for model in [self.main, *self.fallbacks]:
+            if item_id in model.items_:
+                try:
+                    ids, scores = model.similar_items(item_id, k)
+                except NotImplementedError:
+                    continue  # e.g. popularity has no notion of item similarity
+                return self._build(ids, scores)
+        raise InputError(f"item {item_id!r} is unknown to the served models")

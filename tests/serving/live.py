@@ -1,0 +1,90 @@
+"""Run `recsight serve` as a real process on a free loopback port (for kill and browser tests)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_server(model: Path, db: Path, api_key: str, port: int | None = None) -> Iterator[str]:
+    """Start the service, wait until /health answers, yield its base URL, stop it after."""
+    port = port or free_port()
+    env = {**os.environ, "RECSIGHT_API_KEY": api_key, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "recsight",
+            "serve",
+            "--model",
+            str(model),
+            "--db",
+            str(db),
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("server did not start within 60 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def start_raw(model: Path, db: Path, api_key: str, port: int) -> subprocess.Popen:
+    """Start the service without waiting (the caller kills it)."""
+    env = {**os.environ, "RECSIGHT_API_KEY": api_key, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "recsight",
+            "serve",
+            "--model",
+            str(model),
+            "--db",
+            str(db),
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
