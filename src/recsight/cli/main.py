@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from recsight.cli import data, demo, serve
+from recsight.cli import analysis, data, demo, evaluate, models, serve
 
 app = typer.Typer(
     name="recsight",
@@ -14,7 +14,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (data, serve, demo):
+# the order of the contract table: data, analysis, models, evaluation, serving, the main job
+for module in (data, analysis, models, evaluate, serve, demo):
     module.register(app)
 
 

@@ -1,0 +1,255 @@
+"""Section 8, interests: per-user category profiles with exponential time decay, their entropy
+(diversity), interest drift between a user's early and recent halves, item-item association
+(co-occurrence with lift over each user's recent items) and category transitions."""
+
+from __future__ import annotations
+
+import math
+
+import ibis
+import ibis.expr.types as ir
+import pandas as pd
+from pydantic import BaseModel
+
+from recsight.analysis.overview import Quantiles, count_quantiles
+from recsight.analysis.source import AnalysisSource, NotAvailable, as_int
+from recsight.data.dataset import DEFAULT_WEIGHTS
+
+HALF_LIFE_DAYS = 30.0
+#: Each user's most recent distinct items that enter the co-occurrence count: caps the pairs
+#: per user at cap*(cap-1)/2, so heavy users cannot make association quadratic.
+RECENT_ITEMS_CAP = 20
+MIN_SUPPORT = 3
+DRIFT_MIN_EVENTS = 10
+TOP_TRANSITION_CATEGORIES = 12
+
+
+class CategoryShare(BaseModel):
+    category: str
+    share: float
+
+
+class ItemPair(BaseModel):
+    item_a: str
+    item_b: str
+    title_a: str | None
+    title_b: str | None
+    users: int  # users with both in their recent window
+    lift: float
+
+
+class DriftExample(BaseModel):
+    user_id: str
+    drift: float
+    early_top: str
+    recent_top: str
+
+
+class Interests(BaseModel):
+    half_life_days: float
+    n_categories: int
+    top_categories: list[CategoryShare]  # decayed weight share over all users
+    entropy: Quantiles  # per-user entropy of the category profile, nats
+    normalized_entropy: Quantiles  # entropy / ln(number of categories)
+    drift_users: int  # users with at least DRIFT_MIN_EVENTS events
+    drift: Quantiles | None  # total variation distance, early vs recent half
+    top_drifters: list[DriftExample]
+    recent_items_cap: int
+    associations: list[ItemPair]
+    transition_categories: list[str]  # row/column labels; the last may be "(other)"
+    transitions: list[list[int]]  # [from][to] counts between consecutive different items
+    self_transition_share: float | None
+
+
+def event_weight(e: ir.Table) -> ir.FloatingValue:
+    """The default event-type weights of the data layer (rating: its value; unknown: 1)."""
+    cases = []
+    for name, w in DEFAULT_WEIGHTS.items():
+        val = e.value.fill_null(1.0) if w == "value" else ibis.literal(float(w))
+        cases.append((e.event_type == name, val))
+    return ibis.cases(*cases, else_=ibis.literal(1.0))
+
+
+def decayed(
+    src: AnalysisSource, events: ir.Table, half_life_days: float = HALF_LIFE_DAYS
+) -> ir.Table:
+    """Events with `w`: type weight x 2^(-age / half-life), age up to the log's last event."""
+    w = event_weight(events)
+    rng = src.time_range
+    if rng is None:
+        return events.mutate(w=w)
+    end = rng[1].timestamp()
+    age_days = (ibis.literal(end) - events.timestamp.epoch_seconds()) / 86400.0
+    factor = (age_days.fill_null(0.0) * (-math.log(2) / half_life_days)).exp()
+    return events.mutate(w=w * factor)
+
+
+def category_profiles(
+    src: AnalysisSource, events: ir.Table | None = None, half_life_days: float = HALF_LIFE_DAYS
+) -> ir.Table:
+    """(user_idx, category, weight, share): each user's decayed category distribution."""
+    ec = decayed(src, src.events_with_category(events), half_life_days)
+    g = ec.group_by("user_idx", "category").aggregate(weight=ec.w.sum())
+    total = g.weight.sum().over(ibis.window(group_by=g.user_idx))
+    return g.mutate(share=g.weight / total)
+
+
+def interests(
+    src: AnalysisSource,
+    half_life_days: float = HALF_LIFE_DAYS,
+    recent_items_cap: int = RECENT_ITEMS_CAP,
+    min_support: int = MIN_SUPPORT,
+    top_k: int = 20,
+) -> Interests:
+    """Interest profiles, diversity, drift, item associations and category transitions."""
+    if not src.has_categories:
+        raise NotAvailable("interests need item categories; the catalog has none")
+    prof = category_profiles(src, half_life_days=half_life_days)
+    n_cat = int(src.scalar(prof.category.nunique()))
+    glob = prof.group_by("category").aggregate(w=prof.weight.sum())
+    gd = src.df(glob.order_by(ibis.desc("w")).limit(top_k))
+    gtot = float(src.scalar(glob.w.sum()))
+    ent = prof.group_by("user_idx").aggregate(h=-(prof.share * prof.share.ln()).sum())
+    ent = ent.mutate(h=ent.h.abs(), hn=ent.h.abs() / max(math.log(n_cat), 1e-12))
+    n_drift, drift_q, drifters = _drift(src, top_k=5)
+    pairs = _associations(src, recent_items_cap, min_support, top_k)
+    labels, matrix, self_share = _transitions(src)
+    return Interests(
+        half_life_days=half_life_days,
+        n_categories=n_cat,
+        top_categories=[
+            CategoryShare(category=str(c), share=round(float(w) / gtot, 6))
+            for c, w in zip(gd.category, gd.w, strict=True)
+        ],
+        entropy=count_quantiles(src, ent, "h"),
+        normalized_entropy=count_quantiles(src, ent, "hn"),
+        drift_users=n_drift,
+        drift=drift_q,
+        top_drifters=drifters,
+        recent_items_cap=recent_items_cap,
+        associations=pairs,
+        transition_categories=labels,
+        transitions=matrix,
+        self_transition_share=self_share,
+    )
+
+
+def _ordered(src: AnalysisSource, t: ir.Table) -> list:
+    return [t.timestamp, t.seq] if src.has_timestamps else [t.seq]
+
+
+def drift_table(src: AnalysisSource, events: ir.Table | None = None) -> ir.Table:
+    """(user_idx, drift, early_top, recent_top) for users with >= DRIFT_MIN_EVENTS events:
+    total variation distance between the category distributions of the first and second half
+    of the user's events (in time order), weighted by event type."""
+    ec = src.events_with_category(events)
+    ec = ec.mutate(w=event_weight(ec))
+    w = ibis.window(group_by=ec.user_idx, order_by=_ordered(src, ec))
+    ec = ec.mutate(
+        rn=ibis.row_number().over(w), n=ec.count().over(ibis.window(group_by=ec.user_idx))
+    )
+    ec = ec.filter(ec.n >= DRIFT_MIN_EVENTS)
+    early = ec.rn < ec.n / 2
+    g = ec.group_by("user_idx", "category").aggregate(
+        a=ibis.ifelse(early, ec.w, 0.0).sum(), b=ibis.ifelse(early, 0.0, ec.w).sum()
+    )
+    uw = ibis.window(group_by=g.user_idx)
+    g = g.mutate(pa=g.a / g.a.sum().over(uw), pb=g.b / g.b.sum().over(uw))
+    return g.group_by("user_idx").aggregate(
+        drift=0.5 * (g.pa - g.pb).abs().sum(),
+        early_top=g.category.argmax(g.pa),
+        recent_top=g.category.argmax(g.pb),
+    )
+
+
+def _drift(src: AnalysisSource, top_k: int) -> tuple[int, Quantiles | None, list[DriftExample]]:
+    d = drift_table(src)
+    n = int(src.scalar(d.count()))
+    if not n:
+        return 0, None, []
+    ids = src.events.select("user_idx", "user_id").distinct()
+    top = src.df(
+        d.order_by(ibis.desc("drift"), "user_idx").limit(top_k).inner_join(ids, "user_idx")
+    )
+    top = top.sort_values(["drift", "user_idx"], ascending=[False, True])
+    return (
+        n,
+        count_quantiles(src, d, "drift"),
+        [
+            DriftExample(
+                user_id=str(r.user_id),
+                drift=round(float(r.drift), 6),
+                early_top=str(r.early_top),
+                recent_top=str(r.recent_top),
+            )
+            for r in top.itertuples()
+        ],
+    )
+
+
+def recent_items(src: AnalysisSource, cap: int = RECENT_ITEMS_CAP) -> ir.Table:
+    """(user_idx, item_idx): each user's `cap` most recently touched distinct items."""
+    e = src.events
+    last = e.group_by("user_idx", "item_idx").aggregate(
+        t=e.timestamp.max() if src.has_timestamps else e.seq.max().cast("float64"), s=e.seq.max()
+    )
+    w = ibis.window(group_by=last.user_idx, order_by=[ibis.desc(last.t), ibis.desc(last.s)])
+    r = last.mutate(rk=ibis.row_number().over(w))
+    return r.filter(r.rk < cap).select("user_idx", "item_idx")
+
+
+def _associations(src: AnalysisSource, cap: int, min_support: int, top_k: int) -> list[ItemPair]:
+    """Item pairs with the highest lift n_ab * N / (n_a * n_b), counted over users' recent
+    windows, among pairs seen by at least `min_support` users."""
+    r = recent_items(src, cap)
+    n_users = int(src.scalar(r.user_idx.nunique()))
+    a = r.rename(ia="item_idx")
+    b = r.rename(ib="item_idx")
+    pairs = a.inner_join(b, [a.user_idx == b.user_idx, a.ia < b.ib])
+    co = pairs.group_by("ia", "ib").aggregate(n=pairs.count()).filter(lambda t: t.n >= min_support)
+    deg = r.group_by("item_idx").aggregate(d=r.count())
+    da = deg.rename(ia="item_idx", da="d")
+    db = deg.rename(ib="item_idx", db="d")
+    j = co.inner_join(da, "ia").inner_join(db, "ib")
+    lift = j.n.cast("float64") * n_users / (j.da.cast("float64") * j.db)
+    top = j.mutate(lift=lift).order_by(ibis.desc("lift"), ibis.desc("n"), "ia", "ib").limit(top_k)
+    it = src.items.select("item_idx", "item_id", "title")
+    ta = it.rename(ida="item_id", tla="title", ia="item_idx")
+    tb = it.rename(idb="item_id", tlb="title", ib="item_idx")
+    d = src.df(top.left_join(ta, "ia").left_join(tb, "ib"))
+    d = d.sort_values(["lift", "n", "ia", "ib"], ascending=[False, False, True, True])
+    return [
+        ItemPair(
+            item_a=str(x.ida),
+            item_b=str(x.idb),
+            title_a=None if pd.isna(x.tla) else str(x.tla),
+            title_b=None if pd.isna(x.tlb) else str(x.tlb),
+            users=int(x.n),
+            lift=round(float(x.lift), 4),
+        )
+        for x in d.itertuples()
+    ]
+
+
+def _transitions(src: AnalysisSource) -> tuple[list[str], list[list[int]], float | None]:
+    """Counts of category -> category between a user's consecutive events on different items."""
+    ec = src.events_with_category()
+    w = ibis.window(group_by=ec.user_idx, order_by=_ordered(src, ec))
+    t = ec.mutate(pc=ec.category.lag().over(w), pi=ec.item_idx.lag().over(w))
+    t = t.filter(t.pc.notnull() & (t.pi != t.item_idx))
+    d = src.df(t.group_by(a=t.pc, b=t.category).aggregate(n=t.count()))
+    if d.empty:
+        return [], [], None
+    totals = d.groupby("a").n.sum().add(d.groupby("b").n.sum(), fill_value=0)
+    top = list(totals.sort_values(ascending=False).index[:TOP_TRANSITION_CATEGORIES])
+    labels = [str(c) for c in top]
+    other = len(totals) > len(top)
+    if other:
+        labels.append("(other)")
+    pos = {c: i for i, c in enumerate(top)}
+    size = len(labels)
+    m = [[0] * size for _ in range(size)]
+    for a, b, n in zip(d.a, d.b, d.n, strict=True):
+        m[pos.get(a, size - 1)][pos.get(b, size - 1)] += int(n)
+    same = as_int(d.loc[d.a == d.b, "n"].sum())
+    return labels, m, same / as_int(d.n.sum())

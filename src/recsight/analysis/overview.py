@@ -1,0 +1,84 @@
+"""Section 1, overview: size, event types, time span, sparsity and per-user/per-item spread."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from recsight.analysis.source import AnalysisSource, iso
+
+QUANTILES = (0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
+
+
+class Quantiles(BaseModel):
+    """Quantiles of a per-entity count, keyed "p0", "p25", ..., "p100", plus the mean."""
+
+    mean: float
+    q: dict[str, float]
+
+
+class Overview(BaseModel):
+    n_events: int
+    n_users: int
+    n_items: int
+    n_catalog_items: int
+    event_types: dict[str, int]
+    time_min: str | None
+    time_max: str | None
+    span_days: float | None
+    timezone: str
+    sparsity: float | None
+    events_per_user: Quantiles
+    events_per_item: Quantiles
+    rating_histogram: dict[str, int] | None
+
+
+def count_quantiles(src: AnalysisSource, table, col: str = "n") -> Quantiles:
+    """Mean and `QUANTILES` of column `col` of `table`, computed in the database."""
+    c = table[col]
+    aggs = {f"p{round(q * 100)}": c.quantile(q) for q in QUANTILES}
+    row = src.df(table.aggregate(mean=c.mean(), **aggs)).iloc[0]
+    return Quantiles(mean=float(row["mean"]), q={k: float(row[k]) for k in aggs})
+
+
+def overview(src: AnalysisSource) -> Overview:
+    """Counts, event types, time span, sparsity, events per user and item, rating histogram."""
+    e = src.events
+    row = src.df(
+        e.aggregate(
+            n=e.count(),
+            users=e.user_idx.nunique(),
+            items=e.item_idx.nunique(),
+        )
+    ).iloc[0]
+    pairs = int(src.scalar(e.select("user_idx", "item_idx").distinct().count()))
+    n, users, items = int(row.n), int(row.users), int(row["items"])
+    per_user = e.group_by("user_idx").aggregate(n=e.count())
+    per_item = e.group_by("item_idx").aggregate(n=e.count())
+    rng = src.time_range
+    hist = None
+    if "rating" in src.event_type_counts:
+        r = e.filter((e.event_type == "rating") & e.value.notnull())
+        h = src.df(r.group_by(r.value).aggregate(n=r.count()).order_by("value"))
+        hist = {_fmt(v): int(c) for v, c in zip(h.value, h.n, strict=True)}
+    return Overview(
+        n_events=n,
+        n_users=users,
+        n_items=items,
+        n_catalog_items=int(src.scalar(src.items.count())),
+        event_types=src.event_type_counts,
+        time_min=iso(rng[0]) if rng else None,
+        time_max=iso(rng[1]) if rng else None,
+        span_days=round((rng[1] - rng[0]).total_seconds() / 86400, 3) if rng else None,
+        timezone=src.timezone,
+        sparsity=round(1 - pairs / (users * items), 6) if users and items else None,
+        events_per_user=count_quantiles(src, per_user),
+        events_per_item=count_quantiles(src, per_item),
+        rating_histogram=hist,
+    )
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
+
+
+__all__ = ["Overview", "Quantiles", "count_quantiles", "overview"]

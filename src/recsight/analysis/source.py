@@ -1,0 +1,177 @@
+"""Where the analysis reads from: the store's tables as Ibis expressions, and how to run them.
+
+Every section builds Ibis expressions over `AnalysisSource.events` / `.items` / `.users` and
+hands them to `AnalysisSource.execute`, which returns a (small, aggregated) pandas frame. The
+tables are *unbound* Ibis tables named like the store's tables, so the analytics do not depend
+on DuckDB: `from_store` compiles them to DuckDB SQL and runs them on the store's own connection
+(ibis 12's DuckDB backend cannot drive duckdb 2.0, whose cursors dropped `fetch_arrow_table`);
+a Spark or other Ibis backend runs the same expressions through its `to_pandas`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import ibis
+import ibis.expr.types as ir
+import numpy as np
+import pandas as pd
+
+from recsight.data.store import Store
+from recsight.errors import NeedsTimestampsError, RecsightError
+
+
+class NotAvailable(RecsightError):
+    """A section (or part of one) does not apply to this log, e.g. ratings without ratings."""
+
+
+@dataclass
+class AnalysisSource:
+    """Ibis tables of one log plus the function that runs expressions over them.
+
+    Attributes:
+        events, items, users: Ibis tables with the store's schema.
+        execute: runs an Ibis expression and returns a pandas frame.
+        timezone: the declared zone for hour-of-day and day-of-week figures.
+        name: a label for reports (the store path).
+    """
+
+    events: ir.Table
+    items: ir.Table
+    users: ir.Table
+    execute: Callable[[ir.Expr], pd.DataFrame]
+    timezone: str = "UTC"
+    name: str = ""
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def df(self, expr: ir.Expr) -> pd.DataFrame:
+        """Run `expr` and return a frame (scalars become a one-row frame)."""
+        if isinstance(expr, ir.Scalar):
+            expr = expr.as_table()
+        return self.execute(expr)
+
+    def scalar(self, expr: ir.Scalar):
+        return self.df(expr).iat[0, 0]
+
+    # -- shared facts, computed once ---------------------------------------------------------
+    @property
+    def time_range(self) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """(min, max) UTC timestamp of the events, or None when there are none."""
+        if "time_range" not in self._cache:
+            ts = self.events.timestamp
+            row = self.df(self.events.aggregate(lo=ts.min(), hi=ts.max(), n=ts.count()))
+            lo, hi, n = row.iloc[0]
+            self._cache["time_range"] = None if not n else (pd.Timestamp(lo), pd.Timestamp(hi))
+        return self._cache["time_range"]
+
+    @property
+    def has_timestamps(self) -> bool:
+        return self.time_range is not None
+
+    def require_timestamps(self, what: str) -> None:
+        if not self.has_timestamps:
+            raise NeedsTimestampsError(f"{what} needs event timestamps; this log has none")
+
+    @property
+    def event_type_counts(self) -> dict[str, int]:
+        if "types" not in self._cache:
+            e = self.events
+            d = self.df(e.group_by("event_type").aggregate(n=e.count()).order_by(ibis.desc("n")))
+            self._cache["types"] = dict(zip(d.event_type, d.n.astype(int), strict=True))
+        return self._cache["types"]
+
+    @property
+    def has_categories(self) -> bool:
+        if "has_cat" not in self._cache:
+            self._cache["has_cat"] = bool(self.scalar(self.items.category.notnull().sum()) or 0)
+        return self._cache["has_cat"]
+
+    # -- derived expressions -----------------------------------------------------------------
+    def events_with_category(self, events: ir.Table | None = None) -> ir.Table:
+        """Events with their item's `category` ("(none)" when the item has no category)."""
+        e = self.events if events is None else events
+        cats = self.items.select("item_idx", cat=self.items.category)
+        j = e.left_join(cats, e.item_idx == cats.item_idx).drop("item_idx_right")
+        return j.mutate(category=j.cat.fill_null("(none)")).drop("cat")
+
+    def local_time(self, ts: ir.TimestampValue) -> ir.TimestampValue:
+        """`ts` (naive UTC) shifted to the declared time zone, as naive local wall time.
+
+        The zone's UTC offsets over the data's time span become a CASE on the UTC time, which
+        every Ibis backend compiles, so local figures stay in the database.
+        """
+        rng = self.time_range
+        if rng is None or self.timezone == "UTC":
+            return ts
+        changes = utc_offset_changes(self.timezone, rng[0], rng[1])
+        if len(changes) == 1:
+            return ts + ibis.interval(seconds=int(changes[0][1]))
+        branches = [
+            (ts < ibis.literal(start.to_pydatetime()), int(prev_off))
+            for (start, _), (_, prev_off) in zip(changes[1:], changes[:-1], strict=True)
+        ]
+        offset = ibis.cases(*branches, else_=int(changes[-1][1]))
+        return ts + offset.as_interval("s")
+
+
+def utc_offset_changes(
+    tz: str, lo: pd.Timestamp, hi: pd.Timestamp
+) -> list[tuple[pd.Timestamp, int]]:
+    """The zone's UTC offset (seconds) from `lo` on, and each change up to `hi`: a list of
+    (naive UTC start, offset). Found on a daily grid, then bisected to the second; zones change
+    offset on whole minutes."""
+    zone = zoneinfo.ZoneInfo(tz)
+
+    def offset(t: pd.Timestamp) -> int:
+        return int(t.tz_localize("UTC").astimezone(zone).utcoffset().total_seconds())
+
+    lo = pd.Timestamp(lo).floor("D")
+    hi = pd.Timestamp(hi).ceil("D")
+    days = pd.date_range(lo, hi, freq="D", tz="UTC")
+    local = days.tz_convert(zone)
+    offs = (local.tz_localize(None) - days.tz_localize(None)).total_seconds().astype(int)
+    out = [(lo, int(offs[0]))]
+    for i in np.flatnonzero(np.diff(offs)):
+        a, b = days[i].tz_localize(None), days[i + 1].tz_localize(None)
+        while b - a > pd.Timedelta(seconds=1):
+            mid = a + (b - a) / 2
+            a, b = (mid, b) if offset(mid) == offs[i] else (a, mid)
+        out.append((b.floor("min"), int(offs[i + 1])))
+    return out
+
+
+def _table(store: Store, name: str) -> ir.Table:
+    rows = store.con.execute(f"DESCRIBE {name}").fetchall()
+    mapper = ibis.backends.sql.datatypes.DuckDBType
+    schema = {r[0]: mapper.from_string(r[1], nullable=r[2] == "YES") for r in rows}
+    return ibis.table(schema, name=name)
+
+
+def from_store(store: Store) -> AnalysisSource:
+    """An `AnalysisSource` over a recsight store, run by its DuckDB connection."""
+    con = store.con
+
+    def execute(expr: ir.Expr) -> pd.DataFrame:
+        return con.execute(ibis.to_sql(expr, dialect="duckdb")).df()
+
+    return AnalysisSource(
+        events=_table(store, "events"),
+        items=_table(store, "items"),
+        users=_table(store, "users"),
+        execute=execute,
+        timezone=store.timezone,
+        name=str(store.path),
+    )
+
+
+def iso(t: pd.Timestamp | dt.datetime | None) -> str | None:
+    """A naive UTC time as ISO-8601 with 'Z'."""
+    return None if t is None or pd.isna(t) else pd.Timestamp(t).isoformat() + "Z"
+
+
+def as_int(v) -> int:
+    """An aggregate as int, 0 for NULL (e.g. the sum over no rows)."""
+    return 0 if v is None or pd.isna(v) else int(v)

@@ -1,0 +1,167 @@
+"""`recsight analyze` and `recsight profile`: the behavior report and one user's profile."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from recsight.analysis import (
+    analyze,
+    describe_segment,
+    from_store,
+    profile_summary,
+    user_profile,
+    write_report,
+)
+from recsight.analysis.profile import ProfileDescriber
+from recsight.analysis.report import TITLES
+from recsight.analysis.segments import SegmentDescriber
+from recsight.cli.common import (
+    DB_OPTION,
+    JSON_OPTION,
+    QUIET_OPTION,
+    console,
+    err_console,
+    handle_errors,
+)
+from recsight.data.store import Store
+
+
+@dataclass(frozen=True)
+class LLMOptions:
+    """Generative-LLM settings accepted by analyze/profile (`--llm-url/-model/-gguf`)."""
+
+    url: str | None = None
+    model: str | None = None
+    gguf: str | None = None
+
+    @property
+    def requested(self) -> bool:
+        return any((self.url, self.model, self.gguf))
+
+
+def summary_writers(llm: LLMOptions) -> tuple[SegmentDescriber, ProfileDescriber]:
+    """The functions that write segment and profile summaries. Template text for now; this is
+    where the LLM issue returns generated summaries when `llm.requested`."""
+    return describe_segment, profile_summary
+
+
+def _llm_note(llm: LLMOptions, quiet: bool) -> None:
+    if llm.requested and not quiet:
+        err_console.print(
+            "[yellow]note:[/yellow] LLM summaries are not available yet; using templates"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `analyze` and `profile` commands to `app`."""
+
+    @app.command("analyze")
+    @handle_errors
+    def analyze_cmd(
+        out: Path = typer.Option(..., "--out", help="folder for report.html and report.json"),
+        db: Path = DB_OPTION,
+        sections: list[str] = typer.Option(
+            None, "--sections", help="sections to compute (comma-separated or repeated)"
+        ),
+        funnel: str = typer.Option(
+            None, "--funnel", help="ordered funnel stages, e.g. view,cart,purchase"
+        ),
+        session_gap: float = typer.Option(
+            30.0, "--session-gap", help="inactivity gap in minutes that ends a session"
+        ),
+        as_json: bool = JSON_OPTION,
+        quiet: bool = QUIET_OPTION,
+        llm_url: str = typer.Option(None, "--llm-url", help="OpenAI-compatible LLM server URL"),
+        llm_model: str = typer.Option(None, "--llm-model", help="LLM model name"),
+        llm_gguf: str = typer.Option(None, "--llm-gguf", help="local GGUF model file"),
+    ) -> None:
+        """Write the behavior report (report.html, report.json) for the store."""
+        llm = LLMOptions(llm_url, llm_model, llm_gguf)
+        _llm_note(llm, quiet or as_json)
+        seg_writer, _ = summary_writers(llm)
+        options: dict = {
+            "segments": {"describe": seg_writer},
+            "sessions": {"gap_minutes": session_gap},
+        }
+        if funnel:
+            options["funnel"] = {"stages": [s.strip() for s in funnel.split(",") if s.strip()]}
+        show = not (quiet or as_json)
+        with Store(db, read_only=True) as store:
+            src = from_store(store)
+            status = err_console.status("analyzing") if show else contextlib.nullcontext()
+            with status as st:
+                report = analyze(
+                    src,
+                    sections or None,
+                    progress=lambda name: st and st.update(f"analyzing: {TITLES[name]}"),
+                    options=options,
+                )
+            paths = write_report(report, out)
+        if as_json:
+            sys.stdout.write(report.model_dump_json(indent=1) + "\n")
+            return
+        if quiet:
+            return
+        table = Table(title=f"Behavior report: {report.source}")
+        table.add_column("section")
+        table.add_column("s", justify="right")
+        table.add_column("takeaways / status")
+        for name, st in report.sections.items():
+            notes = [c.takeaway for c in report.charts if c.section == name]
+            if st.status != "ok":
+                notes = [f"[yellow]not available[/yellow]: {st.reason}"]
+            elif st.reason:
+                notes.append(f"[dim]{st.reason}[/dim]")
+            table.add_row(TITLES[name], f"{st.seconds:.2f}", "\n".join(notes) or "-")
+        console.print(table)
+        console.print(f"wrote {paths['html']} and {paths['json']}")
+
+    @app.command("profile")
+    @handle_errors
+    def profile_cmd(
+        user_id: str = typer.Argument(..., help="external user id"),
+        db: Path = DB_OPTION,
+        top: int = typer.Option(10, "--top", help="categories, items and recent events shown"),
+        as_json: bool = JSON_OPTION,
+        quiet: bool = QUIET_OPTION,
+        llm_url: str = typer.Option(None, "--llm-url", help="OpenAI-compatible LLM server URL"),
+        llm_model: str = typer.Option(None, "--llm-model", help="LLM model name"),
+        llm_gguf: str = typer.Option(None, "--llm-gguf", help="local GGUF model file"),
+    ) -> None:
+        """Print one user's profile: activity, interests, diversity, drift, items."""
+        llm = LLMOptions(llm_url, llm_model, llm_gguf)
+        _llm_note(llm, quiet or as_json)
+        _, writer = summary_writers(llm)
+        with Store(db, read_only=True) as store:
+            p = user_profile(from_store(store), user_id, top_k=top, describe=writer)
+        if as_json:
+            sys.stdout.write(p.model_dump_json(indent=1) + "\n")
+            return
+        if quiet:
+            return
+        console.print(f"[bold]{p.summary}[/bold]")
+        facts = Table(show_header=False)
+        for k, v in [
+            ("events", ", ".join(f"{t} {n:,}" for t, n in p.event_types.items())),
+            ("first / last seen", f"{p.first_seen} / {p.last_seen}"),
+            ("active days", p.active_days),
+            ("entropy (normalized)", p.normalized_entropy),
+            ("interest drift", p.drift),
+            ("mean rating", p.mean_rating),
+        ]:
+            facts.add_row(k, "-" if v is None else str(v))
+        console.print(facts)
+        cats = Table("category", "share", title="Interests (time-decayed)")
+        for c in p.top_categories:
+            cats.add_row(c.category, f"{c.share:.1%}")
+        console.print(cats)
+        items = Table("item", "title", "category", "weight", title="Top items")
+        for it in p.top_items:
+            items.add_row(it.item_id, it.title or "", it.category or "", f"{it.weight:.3f}")
+        console.print(items)

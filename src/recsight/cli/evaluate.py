@@ -1,0 +1,54 @@
+"""`recsight evaluate EXPERIMENT.yaml`: train, tune and evaluate models, print a leaderboard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from recsight.cli.common import JSON_OPTION, QUIET_OPTION, console, handle_errors, print_json
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `evaluate` command to `app`."""
+
+    @app.command("evaluate")
+    @handle_errors
+    def evaluate(
+        experiment: Path = typer.Argument(..., help="Experiment YAML (dataset, split, models)."),
+        out: Path | None = typer.Option(
+            None,
+            "--out",
+            help="Output folder (default: the YAML's `output` or out/experiments/NAME).",
+        ),
+        as_json: bool = JSON_OPTION,
+        quiet: bool = QUIET_OPTION,
+    ) -> None:
+        """Train, tune (on a validation split carved from train) and evaluate the experiment's
+        models on test; print a leaderboard with 95% CIs and significance marks, and write
+        leaderboard.json and leaderboard.html."""
+        from recsight.evaluation.experiment import run_experiment
+        from recsight.evaluation.leaderboard import rich_tables
+
+        show = not (as_json or quiet)
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=not show,
+        ) as bar:
+            task = bar.add_task("starting", total=None)
+            board, files = run_experiment(
+                experiment, out=out, progress=lambda msg: bar.update(task, description=msg)
+            )
+        if as_json:
+            print_json({**board.to_dict(), "files": {k: str(v) for k, v in files.items()}})
+            return
+        if quiet:
+            return
+        for table in rich_tables(board):
+            console.print(table)
+        console.print(f"wrote {files['json']} and {files['html']}")

@@ -1,0 +1,220 @@
+"""`recsight train` and `recsight recommend`: fit a registered model, ask it for items."""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import AbstractContextManager, nullcontext
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from recsight.cli.common import (
+    DB_OPTION,
+    JSON_OPTION,
+    QUIET_OPTION,
+    console,
+    handle_errors,
+    parse_params,
+    print_json,
+)
+from recsight.data.dataset import Interactions
+from recsight.errors import InputError
+from recsight.models import Recommender, create_model, load_model
+from recsight.serving.pipeline import write_manifest
+
+
+def _evaluate(model: Recommender, train: Interactions, test: Interactions) -> dict[str, Any]:
+    """Test metrics: rating errors for explicit models, full-ranking metrics otherwise."""
+    from recsight.evaluation.protocol import evaluate_ranking, evaluate_rating
+
+    if model.explicit:
+        return evaluate_rating(model, test).to_dict()  # type: ignore[arg-type]
+    return evaluate_ranking(model, train, test, ks=(10, 20)).to_dict()
+
+
+def _status(message: str, show: bool) -> AbstractContextManager[Any]:
+    """A Rich spinner while work runs, or nothing under --json/--quiet."""
+    return console.status(message) if show else nullcontext()
+
+
+def _titles(db: Path | None, item_ids: list[str]) -> dict[str, str]:
+    """Item titles from the store (empty when no store is given or it has no titles)."""
+    if db is None or not item_ids:
+        return {}
+    from recsight.data.store import Store
+
+    with Store(db, read_only=True) as store:
+        rows = store.con.execute(
+            "SELECT item_id, title FROM items WHERE item_id IN (SELECT unnest(?))", [item_ids]
+        ).fetchall()
+    return {str(i): str(t) for i, t in rows if t is not None and str(t).strip()}
+
+
+def _store_history(db: Path, user: str) -> tuple[list[str], list[float], int]:
+    """The user's events in the store as (item ids, weights summed per item) plus the count of
+    distinct items; weights follow the data layer's default event weights."""
+    from recsight.data.store import Store
+
+    with Store(db, read_only=True) as store:
+        data = store.interactions(with_features=False)
+    u = data.users.index_of([user], missing="ignore")[0]
+    if u < 0:
+        raise InputError(f"--user {user!r}: not in the store {db}")
+    row = data.to_csr()[int(u)]
+    return list(data.items.ids_of(row.indices)), row.data.tolist(), row.nnz
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train` and `recommend` to the application."""
+
+    @app.command("train")
+    @handle_errors
+    def train(
+        name: str = typer.Argument(..., help="Registered model name (e.g. ease, als, itemknn)."),
+        db: Path = DB_OPTION,
+        out: Path = typer.Option(..., "--out", help="Directory to save the model into."),
+        param: list[str] = typer.Option(None, "--param", help="Hyperparameter key=value."),
+        split_spec: str | None = typer.Option(
+            None, "--split", help="Hold out a test part (e.g. random:0.8) and report metrics."
+        ),
+        seed: int = typer.Option(42, "--seed", help="Seed of the split."),
+        as_json: bool = JSON_OPTION,
+        quiet: bool = QUIET_OPTION,
+    ) -> None:
+        """Train a registered model on the store's interactions and save it."""
+        from recsight.data.splits import split
+        from recsight.data.store import Store
+
+        model = create_model(name, **parse_params(param))
+        with Store(db, read_only=True) as store:
+            data = store.interactions()
+        train_data, test = data, None
+        if split_spec:
+            parts = split(data, split_spec, seed=seed)
+            train_data, test = parts.train, parts.test
+        show = not (quiet or as_json)
+        started = time.perf_counter()
+        with _status(f"fitting {name} on {len(train_data):,} events", show):
+            model.fit(train_data)
+        fit_seconds = time.perf_counter() - started
+        model.save(out)
+        cutoff = None
+        if train_data.has_timestamps:
+            cutoff = datetime.fromtimestamp(float(np.nanmax(train_data.timestamp)), UTC)
+            cutoff = cutoff.isoformat().replace("+00:00", "Z")
+        # the folder is also a one-model serving pipeline, with a manifest for `serve`
+        write_manifest(
+            out,
+            ".",
+            training_cutoff=cutoff,
+            config={
+                "model": name,
+                "params": model.get_params(),
+                "split": split_spec,
+                "seed": seed,
+                "db": str(db),
+            },
+        )
+        report: dict[str, Any] = {
+            "model": name,
+            "params": model.get_params(),
+            "out": str(out),
+            "n_train_events": len(train_data),
+            "fit_seconds": round(fit_seconds, 3),
+            "training_cutoff": cutoff,
+        }
+        if test is not None:
+            with _status("evaluating on the test part", show):
+                metrics = _evaluate(model, train_data, test)
+            metrics.update({"split": split_spec, "seed": seed})
+            (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            report["metrics"] = metrics
+        if as_json:
+            print_json(report)
+        elif not quiet:
+            console.print(f"[green]trained[/] {name} in {fit_seconds:.2f}s -> {out}")
+            if "metrics" in report:
+                for key, value in report["metrics"].get("metrics", {}).items():
+                    console.print(f"  {key}: {value:.4f}")
+
+    @app.command("recommend")
+    @handle_errors
+    def recommend(
+        model_dir: Path = typer.Option(..., "--model", help="A directory saved by train."),
+        user: str | None = typer.Option(None, "--user", help="A user id."),
+        history: str | None = typer.Option(
+            None, "--history", help="Comma-separated item ids (a new or changed history)."
+        ),
+        text: str | None = typer.Option(None, "--text", help="A free-text query."),
+        db: Path | None = typer.Option(
+            None, "--db", help="Store for titles and for the user's latest events."
+        ),
+        k: int = typer.Option(10, "--k", min=1, help="How many items."),
+        explain: bool = typer.Option(False, "--explain", help="Say which history items led."),
+        as_json: bool = JSON_OPTION,
+    ) -> None:
+        """Recommend items for a user, a history, or (with a text encoder) a text query."""
+        given = [o for o, v in (("--user", user), ("--history", history), ("--text", text)) if v]
+        if len(given) != 1:
+            raise InputError("recommend: give exactly one of --user, --history or --text")
+        model = load_model(model_dir)
+        if text is not None:
+            raise InputError(
+                f"--text: the {model.name!r} model has no text encoder; text queries need a "
+                "model trained with one (use --user or --history here)"
+            )
+        hist_items: list[str] = []
+        hist_weights: list[float] | None = None
+        if user is not None:
+            use_store = False
+            if db is not None:
+                hist_items, hist_weights, n_store = _store_history(db, user)
+                known = user in model.users_
+                n_model = model.seen_[int(model.users_.index_of([user])[0])].nnz if known else 0
+                # newer events than the model saw: fold the store's history in
+                use_store = not known or n_store != n_model
+            if use_store:
+                ids, scores = model.recommend_for_history(hist_items, k=k, weights=hist_weights)
+            else:
+                ids, scores = (a[0] for a in model.recommend([user], k=k))
+                row = model.seen_[int(model.users_.index_of([user])[0])]
+                hist_items, hist_weights = list(model.items_.ids[row.indices]), row.data.tolist()
+        else:
+            hist_items = [h.strip() for h in (history or "").split(",") if h.strip()]
+            ids, scores = model.recommend_for_history(hist_items, k=k)
+        keep = [j for j, i in enumerate(ids) if i is not None]
+        ids, scores = np.asarray(ids)[keep], np.asarray(scores)[keep]
+        titles = _titles(db, [*map(str, ids), *hist_items] if explain else list(map(str, ids)))
+        recs = []
+        for item, score in zip(ids, scores, strict=True):
+            rec: dict[str, Any] = {"item_id": str(item), "score": float(score)}
+            if str(item) in titles:
+                rec["title"] = titles[str(item)]
+            if explain:
+                parts = model.explain_history(hist_items, str(item), top=3, weights=hist_weights)
+                names = [titles.get(i, i) for i, _ in parts]
+                rec["explanation"] = (
+                    "because you liked " + ", ".join(names) if names else "popular overall"
+                )
+            recs.append(rec)
+        if as_json:
+            print_json({"recommendations": recs})
+            return
+        table = Table(title=f"{model.name}: top {len(recs)}")
+        table.add_column("#", justify="right")
+        table.add_column("item")
+        table.add_column("score", justify="right")
+        if explain:
+            table.add_column("why")
+        for n, rec in enumerate(recs, 1):
+            label = rec["item_id"] + (f" — {rec['title']}" if "title" in rec else "")
+            row = [str(n), label, f"{rec['score']:.4f}"]
+            if explain:
+                row.append(rec["explanation"])
+            table.add_row(*row)
+        console.print(table)

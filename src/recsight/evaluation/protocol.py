@@ -1,0 +1,374 @@
+"""Evaluation protocols: full-ranking top-K evaluation and rating-prediction error.
+
+`evaluate_ranking` scores every item of the catalog for chunks of users (`model.score_all`),
+so memory is bounded by ``batch_users x n_items`` whatever the number of users. Ground truth
+is each user's distinct test items. With ``exclude_seen=True`` (the default) the user's train
+items are masked out of the ranking *and* dropped from the ground truth: they could never be
+recommended, so counting them would only cap every model's recall alike. Users left with no
+test item are not evaluated (`RankingResult.n_skipped` counts them). To evaluate repeat
+consumption (e.g. leave-last-out where the last item was seen before) pass
+``exclude_seen=False``: then nothing is masked and repeats count as hits.
+
+Sampled-negatives evaluation (rank the test items among N random unseen items) is available on
+request only, and the result's `protocol` label says so, because it inflates every metric.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsight.data.dataset import Interactions
+from recsight.errors import InputError
+from recsight.evaluation import metrics as M
+
+#: Accuracy metrics computed at each K, in display order.
+ACCURACY_METRICS = ("precision", "recall", "hr", "ndcg", "mrr", "map")
+#: Per-user beyond-accuracy metrics computed at each K (coverage is a catalog-level number).
+BEYOND_METRICS = ("novelty", "diversity", "popularity", "long_tail")
+RANKING_METRICS = ACCURACY_METRICS + BEYOND_METRICS + ("coverage",)
+RATING_METRICS = ("rmse", "mse", "mae")
+
+
+class Scorer(Protocol):
+    """What the ranking protocol needs from a model: full-catalog scores by internal index."""
+
+    def score_all(self, user_idx: np.ndarray) -> np.ndarray: ...
+
+
+class RatingPredictor(Protocol):
+    """What the rating protocol needs from a model: a rating per (user, item) index pair."""
+
+    def predict_idx(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class RankingResult:
+    """Per-user metric arrays (aligned with `users`), their means, and how they were made."""
+
+    protocol: str
+    ks: tuple[int, ...]
+    users: np.ndarray
+    per_user: dict[str, np.ndarray]
+    summary: dict[str, float]
+    n_items: int
+    n_skipped: int
+    score_seconds: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (per-user arrays left out)."""
+        return {
+            "protocol": self.protocol,
+            "ks": list(self.ks),
+            "n_users": int(len(self.users)),
+            "n_skipped": self.n_skipped,
+            "n_items": self.n_items,
+            "score_seconds": self.score_seconds,
+            "metrics": self.summary,
+            **self.metadata,
+        }
+
+
+@dataclass
+class RatingResult:
+    """Global rating errors plus per-user squared/absolute error means for paired tests
+    (`per_user["mse"]`, `per_user["mae"]`, aligned with `users`)."""
+
+    rmse: float
+    mse: float
+    mae: float
+    users: np.ndarray
+    per_user: dict[str, np.ndarray]
+    counts: np.ndarray  # test ratings per user, the weights for a per-user bootstrap
+    n_ratings: int
+    n_unscored: int
+    predict_seconds: float
+    protocol: str = "rating prediction"
+
+    @property
+    def summary(self) -> dict[str, float]:
+        return {"rmse": self.rmse, "mse": self.mse, "mae": self.mae}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol,
+            "n_ratings": self.n_ratings,
+            "n_unscored": self.n_unscored,
+            "n_users": int(len(self.users)),
+            "predict_seconds": self.predict_seconds,
+            "metrics": self.summary,
+        }
+
+
+def protocol_label(sampled_negatives: int | None) -> str:
+    """The label every output carries: "full ranking" or "sampled (N negatives)"."""
+    return (
+        "full ranking" if sampled_negatives is None else f"sampled ({sampled_negatives} negatives)"
+    )
+
+
+def _pair_matrix(data: Interactions, shape: tuple[int, int]) -> sp.csr_matrix:
+    m = sp.csr_matrix(
+        (np.ones(len(data), dtype=np.float32), (data.user_idx, data.item_idx)), shape=shape
+    )
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
+def _check_ks(ks: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    out = tuple(sorted({int(k) for k in ks}))
+    if not out or out[0] < 1:
+        raise InputError(f"ks: expected positive cut-offs such as 10, 20, not {list(ks)}")
+    return out
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest scores per row, best first; positions whose score is -inf
+    (masked items) come back as -1."""
+    n_items = scores.shape[1]
+    k_eff = min(k, n_items)
+    if k_eff < n_items:
+        part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
+    else:
+        part = np.tile(np.arange(n_items), (scores.shape[0], 1))
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    best = np.take_along_axis(part, order, axis=1)
+    best_scores = np.take_along_axis(part_scores, order, axis=1)
+    best = np.where(np.isneginf(best_scores), -1, best)
+    if k_eff < k:
+        best = np.pad(best, ((0, 0), (0, k - k_eff)), constant_values=-1)
+    return best
+
+
+def evaluate_ranking(
+    model: Scorer,
+    train: Interactions,
+    test: Interactions,
+    ks: tuple[int, ...] | list[int] = (10, 20),
+    exclude_seen: bool = True,
+    batch_users: int = 1024,
+    sampled_negatives: int | None = None,
+    seed: int = 0,
+    metrics: tuple[str, ...] | list[str] | None = None,
+    users: np.ndarray | None = None,
+    item_vectors: np.ndarray | sp.spmatrix | None = None,
+) -> RankingResult:
+    """Top-K evaluation of `model` on `test`, chunked over users.
+
+    `metrics` picks from `RANKING_METRICS` (default: all). Beyond-accuracy metrics use item
+    popularity from `train`; intra-list diversity uses `item_vectors` (one row per item, e.g.
+    genre indicators) or, by default, each item's column of the binary train matrix, i.e.
+    1 - cosine similarity of who interacted with the items. `users` restricts evaluation to
+    those user indices. With `sampled_negatives=N`, each user's test items are ranked among N
+    items drawn uniformly (seeded) from those the user has in neither train nor test.
+    """
+    ks = _check_ks(ks)
+    wanted = tuple(RANKING_METRICS if metrics is None else metrics)
+    unknown = sorted(set(wanted) - set(RANKING_METRICS))
+    if unknown:
+        raise InputError(
+            f"metrics: unknown ranking metric(s) {', '.join(unknown)}; expected some of "
+            f"{', '.join(RANKING_METRICS)}"
+        )
+    if sampled_negatives is not None and sampled_negatives < 1:
+        raise InputError(f"sampled_negatives: expected a positive count, not {sampled_negatives}")
+    if batch_users < 1:
+        raise InputError(f"batch_users: expected a positive count, not {batch_users}")
+    if train.n_items != test.n_items or train.n_users != test.n_users:
+        raise InputError("train and test must share one id space (use recsight.data.splits)")
+
+    shape = (train.n_users, train.n_items)
+    n_items = train.n_items
+    seen = _pair_matrix(train, shape)
+    truth = _pair_matrix(test, shape)
+    if exclude_seen:
+        truth = truth - truth.multiply(seen)
+        truth.eliminate_zeros()
+    n_rel_all = np.diff(truth.indptr)
+    candidates = np.flatnonzero(n_rel_all > 0)
+    test_users = np.unique(test.user_idx)
+    if users is not None:
+        keep = np.isin(candidates, np.asarray(users))
+        test_users = test_users[np.isin(test_users, np.asarray(users))]
+        candidates = candidates[keep]
+    n_skipped = int(len(test_users) - len(candidates))
+
+    item_counts = np.diff(seen.tocsc().indptr).astype(np.float64)
+    n_train_users = int((np.diff(seen.indptr) > 0).sum())
+    tail = M.long_tail_items(item_counts)
+    need_div = "diversity" in wanted
+    unit = None
+    if need_div:
+        vec = seen.T if item_vectors is None else item_vectors
+        if vec.shape[0] != n_items:
+            raise InputError(f"item_vectors: expected {n_items} rows (one per item)")
+        unit = M.normalize_rows(vec)
+
+    kmax = ks[-1]
+    rng = np.random.default_rng(seed)
+    acc_keys = [m for m in ACCURACY_METRICS if m in wanted]
+    beyond_keys = [m for m in BEYOND_METRICS if m in wanted]
+    parts: dict[str, list[np.ndarray]] = {
+        f"{m}@{k}": [] for m in acc_keys + beyond_keys for k in ks
+    }
+    all_topk: list[np.ndarray] = []
+    score_seconds = 0.0
+
+    for start in range(0, len(candidates), batch_users):
+        chunk = candidates[start : start + batch_users]
+        t0 = time.perf_counter()
+        scores = np.array(model.score_all(chunk), dtype=np.float32, copy=True)
+        score_seconds += time.perf_counter() - t0
+        if scores.shape != (len(chunk), n_items):
+            raise ValueError(
+                f"score_all returned shape {scores.shape}, expected {(len(chunk), n_items)}"
+            )
+        scores[np.isnan(scores)] = -np.inf
+        seen_rows = seen[chunk]
+        truth_rows = truth[chunk]
+        if exclude_seen:
+            r, c = seen_rows.nonzero()
+            scores[r, c] = -np.inf
+        if sampled_negatives is not None:
+            keep_mask = _sample_candidates(seen_rows, truth_rows, sampled_negatives, rng)
+            scores[~keep_mask] = -np.inf
+        t0 = time.perf_counter()
+        topk = top_k(scores, kmax)
+        score_seconds += time.perf_counter() - t0
+        all_topk.append(topk)
+        hits = M.hits_matrix(topk, truth_rows)
+        n_rel = n_rel_all[chunk]
+        pop = _Popularity(item_counts, n_train_users, tail)
+        for k in ks:
+            for m in acc_keys + beyond_keys:
+                parts[f"{m}@{k}"].append(_user_metric(m, k, hits, n_rel, topk, pop, unit))
+
+    per_user = {key: (np.concatenate(v) if v else np.zeros(0)) for key, v in parts.items()}
+    summary = {key: float(v.mean()) if len(v) else float("nan") for key, v in per_user.items()}
+    if "coverage" in wanted:
+        topk_all = np.concatenate(all_topk) if all_topk else np.zeros((0, kmax), dtype=np.int64)
+        for k in ks:
+            summary[f"coverage@{k}"] = M.catalog_coverage(topk_all[:, :k], n_items)
+    return RankingResult(
+        protocol=protocol_label(sampled_negatives),
+        ks=ks,
+        users=candidates,
+        per_user=per_user,
+        summary=summary,
+        n_items=n_items,
+        n_skipped=n_skipped,
+        score_seconds=score_seconds,
+        metadata={"exclude_seen": exclude_seen},
+    )
+
+
+@dataclass
+class _Popularity:
+    item_counts: np.ndarray
+    n_users: int
+    tail: np.ndarray
+
+
+def _user_metric(
+    metric: str,
+    k: int,
+    hits: np.ndarray,
+    n_rel: np.ndarray,
+    topk: np.ndarray,
+    pop: _Popularity,
+    unit: sp.csr_matrix | None,
+) -> np.ndarray:
+    """One per-user metric at cut-off k for a chunk of users."""
+    if metric == "precision":
+        return M.precision_at_k(hits, k)
+    if metric == "recall":
+        return M.recall_at_k(hits, n_rel, k)
+    if metric == "hr":
+        return M.hit_rate_at_k(hits, k)
+    if metric == "ndcg":
+        return M.ndcg_at_k(hits, n_rel, k)
+    if metric == "mrr":
+        return M.mrr_at_k(hits, k)
+    if metric == "map":
+        return M.map_at_k(hits, n_rel, k)
+    if metric == "novelty":
+        return M.novelty(topk[:, :k], pop.item_counts, pop.n_users)
+    if metric == "diversity":
+        assert unit is not None
+        return M.intra_list_diversity(topk[:, :k], unit)
+    if metric == "popularity":
+        return M.average_popularity(topk[:, :k], pop.item_counts)
+    if metric == "long_tail":
+        return M.long_tail_share(topk[:, :k], pop.tail)
+    raise ValueError(f"unknown per-user metric {metric!r}")
+
+
+def _sample_candidates(
+    seen_rows: sp.csr_matrix, truth_rows: sp.csr_matrix, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Boolean (users x items): each user's test items plus n distinct random negatives
+    (fewer when the user has fewer unseen items)."""
+    n_users, n_items = truth_rows.shape
+    positives = (seen_rows + truth_rows).toarray() > 0
+    keys = rng.random((n_users, n_items))
+    keys[positives] = np.inf  # never drawn as negatives
+    n_eff = min(n, n_items)
+    chosen = np.argpartition(keys, n_eff - 1, axis=1)[:, :n_eff]
+    mask = np.zeros((n_users, n_items), dtype=bool)
+    valid = np.isfinite(np.take_along_axis(keys, chosen, axis=1))
+    rows = np.repeat(np.arange(n_users), n_eff).reshape(n_users, n_eff)
+    mask[rows[valid], chosen[valid]] = True
+    mask |= truth_rows.toarray() > 0
+    return mask
+
+
+def evaluate_rating(
+    model: RatingPredictor, test: Interactions, batch_size: int = 262_144
+) -> RatingResult:
+    """RMSE, MSE and MAE of `model.predict_idx` on the test events that carry a value
+    (ratings), plus per-user MSE and MAE arrays (users sorted) for paired tests.
+
+    Predictions that come back NaN (a model that cannot score a pair) are counted in
+    `n_unscored` and left out, so a model cannot improve its error by abstaining silently:
+    callers should check that count.
+    """
+    has = ~np.isnan(test.value)
+    if not has.any():
+        raise InputError("test: rating evaluation needs events with a value (ratings)")
+    u = test.user_idx[has].astype(np.int64)
+    i = test.item_idx[has].astype(np.int64)
+    y = test.value[has].astype(np.float64)
+    preds = np.empty(len(u), dtype=np.float64)
+    t0 = time.perf_counter()
+    for s in range(0, len(u), batch_size):
+        preds[s : s + batch_size] = np.asarray(
+            model.predict_idx(u[s : s + batch_size], i[s : s + batch_size])
+        )
+    elapsed = time.perf_counter() - t0
+    ok = ~np.isnan(preds)
+    if not ok.any():
+        raise ValueError("the model predicted no rating (all NaN) for the test pairs")
+    u, y, preds = u[ok], y[ok], preds[ok]
+    err = preds - y
+    users, per_mse = M.group_means(err**2, u)
+    _, per_mae = M.group_means(np.abs(err), u)
+    counts = np.bincount(np.unique(u, return_inverse=True)[1])
+    mse_value = float(np.mean(err**2))
+    return RatingResult(
+        rmse=float(np.sqrt(mse_value)),
+        mse=mse_value,
+        mae=float(np.mean(np.abs(err))),
+        users=users,
+        per_user={"mse": per_mse, "mae": per_mae},
+        counts=counts,
+        n_ratings=int(len(y)),
+        n_unscored=int((~ok).sum()),
+        predict_seconds=elapsed,
+    )

@@ -1,0 +1,387 @@
+"""The estimator contract every recsight model follows.
+
+Models are scikit-learn-style: hyperparameters are stored unchanged by ``__init__``, ``fit``
+learns attributes ending in ``_``, and ``get_params``/``set_params`` work on the ``__init__``
+signature. A subclass implements the math (`fit`, `score_all`, `score_history`, and where the
+model has them `similar_items` and `explain`); this base class turns it into the id-level
+surface the CLI and the service use: batched ``recommend`` with ``exclude_seen`` and
+``candidates``, history fold-in, pair scores, and safe ``save``/``load`` (JSON + ``.npz``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsight import __version__
+from recsight.data.dataset import IdIndex, Interactions
+from recsight.errors import InputError
+
+#: Bumped whenever the saved layout of any model changes; loading another version fails.
+FORMAT_VERSION = 1
+
+#: Rows scored at once by `recommend` (bounds memory at chunk x n_items float32).
+RECOMMEND_CHUNK = 1024
+
+
+class Recommender:
+    """Base class: subclasses set `name`, `explicit` and `_state` (learned attribute names
+    saved besides the id indexes and `seen_`)."""
+
+    name: ClassVar[str]
+    explicit: ClassVar[bool] = False
+    _state: ClassVar[tuple[str, ...]] = ()
+
+    users_: IdIndex
+    items_: IdIndex
+    seen_: sp.csr_matrix
+    item_popularity_: np.ndarray
+
+    # -- hyperparameters ----------------------------------------------------------------------
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """Hyperparameter names, from the ``__init__`` signature."""
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Hyperparameters as given to ``__init__``."""
+        return {p: getattr(self, p) for p in self.param_names()}
+
+    def set_params(self, **params: Any) -> Recommender:
+        """Change hyperparameters (refit afterwards); unknown names raise `InputError`."""
+        valid = self.param_names()
+        for key, value in params.items():
+            if key not in valid:
+                raise InputError(
+                    f"model {self.name!r} has no parameter {key!r}; valid: {', '.join(valid)}"
+                )
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- learning -----------------------------------------------------------------------------
+    def fit(self, train: Interactions) -> Recommender:
+        """Learn from `train`; returns self."""
+        raise NotImplementedError
+
+    def _set_training(self, train: Interactions, seen: sp.csr_matrix) -> None:
+        """Record the id space and the training matrix every model keeps."""
+        self.users_ = train.users
+        self.items_ = train.items
+        self.seen_ = seen.tocsr().astype(np.float32)
+        self.seen_.sort_indices()
+        self._derive()
+
+    def _derive(self) -> None:
+        """Attributes computed from saved state (after fit and after load)."""
+        self.item_popularity_ = np.diff(self.seen_.tocsc().indptr).astype(np.float32)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "seen_"):
+            raise InputError(f"model {self.name!r} is not fitted yet; call fit() first")
+
+    @property
+    def n_items(self) -> int:
+        return self.seen_.shape[1]
+
+    # -- math each model implements ---------------------------------------------------------
+    def score_all(self, user_idx: np.ndarray) -> np.ndarray:
+        """Scores of every item for known users (internal indices), float32
+        ``(len(user_idx), n_items)``, higher is better."""
+        raise NotImplementedError
+
+    def score_history(self, histories: sp.csr_matrix) -> np.ndarray:
+        """Scores of every item for ad-hoc histories (rows of weights over the model's items)."""
+        raise NotImplementedError
+
+    def similar_items(self, item: str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The `k` items most similar to `item` (ids, similarities), the item itself excluded."""
+        self._check_fitted()
+        i = int(self._item_idx([item])[0])
+        sims = self._item_similarities(i).astype(np.float32)
+        sims[i] = -np.inf
+        ids, scores = self._top_k(sims[None, :], k)
+        return ids[0], scores[0]
+
+    def _item_similarities(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def explain(self, user: str, item: str, top: int = 3) -> list[tuple[str, float]]:
+        """The user's training-history items that contributed most to `item`'s score, with
+        their contributions (largest first, positive contributions only)."""
+        self._check_fitted()
+        u = int(self._user_idx([user])[0])
+        i = int(self._item_idx([item])[0])
+        row = self.seen_[u]
+        return self._explain_history(row.indices, row.data, i, top)
+
+    def explain_history(
+        self,
+        items: Sequence[str],
+        item: str,
+        top: int = 3,
+        weights: Sequence[float] | None = None,
+    ) -> list[tuple[str, float]]:
+        """`explain` for an ad-hoc history (unknown history ids are ignored)."""
+        self._check_fitted()
+        h = self._history_matrix(items, weights)
+        i = int(self._item_idx([item])[0])
+        return self._explain_history(h.indices, h.data, i, top)
+
+    def _explain_history(
+        self, hist_items: np.ndarray, hist_weights: np.ndarray, item: int, top: int
+    ) -> list[tuple[str, float]]:
+        contrib = self._contributions(hist_items, hist_weights, item)
+        order = np.argsort(-contrib, kind="stable")[:top]
+        order = order[contrib[order] > 0]
+        return [(str(self.items_.ids[hist_items[j]]), float(contrib[j])) for j in order]
+
+    def _contributions(
+        self, hist_items: np.ndarray, hist_weights: np.ndarray, item: int
+    ) -> np.ndarray:
+        """Per-history-item contribution to `item`'s score (same order as `hist_items`)."""
+        raise NotImplementedError
+
+    # -- id-level surface -----------------------------------------------------------------
+    def _user_idx(self, users: Sequence[str]) -> np.ndarray:
+        idx = self.users_.index_of(users, missing="ignore")
+        if (idx < 0).any():
+            unknown = [str(u) for u, i in zip(users, idx, strict=True) if i < 0][:5]
+            raise InputError(f"unknown user id(s) for this model: {', '.join(unknown)}")
+        return idx
+
+    def _item_idx(self, items: Sequence[str]) -> np.ndarray:
+        idx = self.items_.index_of(items, missing="ignore")
+        if (idx < 0).any():
+            unknown = [str(i) for i, j in zip(items, idx, strict=True) if j < 0][:5]
+            raise InputError(f"unknown item id(s) for this model: {', '.join(unknown)}")
+        return idx
+
+    def _history_matrix(
+        self, items: Sequence[str], weights: Sequence[float] | None = None
+    ) -> sp.csr_matrix:
+        """One history as a 1 x n_items CSR; unknown ids are dropped, repeats summed."""
+        items = [items] if isinstance(items, str) else list(items)
+        if weights is None:
+            w = np.full(len(items), self._history_default_weight(), np.float32)
+        else:
+            w = np.asarray(weights, np.float32)
+        if len(w) != len(items):
+            raise InputError(f"weights: expected {len(items)} values (one per item), got {len(w)}")
+        idx = self.items_.index_of(items, missing="ignore") if items else np.zeros(0, np.int64)
+        keep = idx >= 0
+        m = sp.csr_matrix(
+            (w[keep], (np.zeros(keep.sum(), np.int64), idx[keep])),
+            shape=(1, self.n_items),
+            dtype=np.float32,
+        )
+        m.sum_duplicates()
+        return m
+
+    def _history_default_weight(self) -> float:
+        """Weight of a history event when the caller gives none."""
+        return 1.0
+
+    def _candidate_mask(self, candidates: Sequence[str] | None) -> np.ndarray | None:
+        """Boolean mask of allowed items; unknown candidate ids are dropped."""
+        if candidates is None:
+            return None
+        mask = np.zeros(self.n_items, dtype=bool)
+        idx = self.items_.index_of(list(candidates), missing="ignore")
+        mask[idx[idx >= 0]] = True
+        return mask
+
+    def _top_k(self, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row-wise top-k of a score matrix where -inf marks excluded items. Returns (ids,
+        scores) of width min(k, n_items); rows with fewer allowed items are padded with None
+        ids and NaN scores."""
+        if k < 1:
+            raise InputError(f"k must be a positive integer, got {k}")
+        n, m = scores.shape
+        width = min(k, m)
+        if width < m:
+            part = np.argpartition(-scores, width - 1, axis=1)[:, :width]
+        else:
+            part = np.tile(np.arange(m), (n, 1))
+        part_scores = np.take_along_axis(scores, part, axis=1)
+        # best first; equal scores in item-index order
+        order = np.lexsort((part, -part_scores), axis=1)
+        top = np.take_along_axis(part, order, axis=1)
+        top_scores = np.take_along_axis(part_scores, order, axis=1).astype(np.float32)
+        ids = self.items_.ids[top].astype(object)
+        invalid = ~np.isfinite(top_scores)
+        ids[invalid] = None
+        top_scores[invalid] = np.nan
+        return ids, top_scores
+
+    def _rank(
+        self,
+        scores: np.ndarray,
+        seen: sp.csr_matrix,
+        k: int,
+        exclude_seen: bool,
+        allowed: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        # an empty history has nothing to personalise: answer in popularity order
+        empty = np.diff(seen.indptr) == 0
+        if empty.any():
+            scores[empty] = self.item_popularity_
+        if exclude_seen:
+            rows = np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))
+            scores[rows, seen.indices] = -np.inf
+        if allowed is not None:
+            scores[:, ~allowed] = -np.inf
+        return self._top_k(scores, k)
+
+    def recommend(
+        self,
+        users: Sequence[str],
+        k: int = 10,
+        exclude_seen: bool = True,
+        candidates: Sequence[str] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items for known users: (object array of item ids ``(n_users, k)``, float32
+        scores). Unknown user ids raise `InputError`; unknown candidate ids are dropped."""
+        self._check_fitted()
+        users = [users] if isinstance(users, str) else list(users)
+        uidx = self._user_idx(users)
+        allowed = self._candidate_mask(candidates)
+        ids, scores = [], []
+        for start in range(0, max(len(uidx), 1), RECOMMEND_CHUNK):
+            chunk = uidx[start : start + RECOMMEND_CHUNK]
+            s = np.array(self.score_all(chunk), dtype=np.float32)
+            i, v = self._rank(s, self.seen_[chunk], k, exclude_seen, allowed)
+            ids.append(i)
+            scores.append(v)
+        return np.concatenate(ids), np.concatenate(scores)
+
+    def recommend_for_history(
+        self,
+        items: Sequence[str],
+        k: int = 10,
+        exclude_seen: bool = True,
+        candidates: Sequence[str] | None = None,
+        weights: Sequence[float] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items for a history the model never trained on (a new user, or a user whose
+        history just changed). `weights` default to 1 per event; unknown item ids are
+        ignored; an empty history gives popularity order. Returns 1-D (ids, scores)."""
+        self._check_fitted()
+        h = self._history_matrix(items, weights)
+        s = np.array(self.score_history(h), dtype=np.float32)
+        ids, scores = self._rank(s, h, k, exclude_seen, self._candidate_mask(candidates))
+        return ids[0], scores[0]
+
+    def score(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
+        """Scores of (user, item) pairs given as two equal-length id sequences."""
+        self._check_fitted()
+        if len(users) != len(items):
+            raise InputError(f"score: {len(users)} users but {len(items)} items; expected pairs")
+        return self._score_pairs(self._user_idx(users), self._item_idx(items))
+
+    def _score_pairs(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+        out = np.empty(len(user_idx), dtype=np.float32)
+        uniq, inverse = np.unique(user_idx, return_inverse=True)
+        for start in range(0, len(uniq), RECOMMEND_CHUNK):
+            sel = np.flatnonzero((inverse >= start) & (inverse < start + RECOMMEND_CHUNK))
+            block = self.score_all(uniq[start : start + RECOMMEND_CHUNK])
+            out[sel] = block[inverse[sel] - start, item_idx[sel]]
+        return out
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``config.json`` and ``arrays.npz`` (no pickle) into directory `path`."""
+        self._check_fitted()
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {
+            "user_ids": np.asarray(self.users_.ids, dtype=str),
+            "item_ids": np.asarray(self.items_.ids, dtype=str),
+        }
+        _put_sparse(arrays, "seen_", self.seen_)
+        for key in self._state:
+            value = getattr(self, key)
+            if sp.issparse(value):
+                _put_sparse(arrays, key, value)
+            else:
+                arrays[key] = np.asarray(value)
+        config = {
+            "name": self.name,
+            "params": self.get_params(),
+            "format_version": FORMAT_VERSION,
+            "recsight_version": __version__,
+        }
+        (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        np.savez(out / "arrays.npz", **arrays)
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recommender:
+        """Load a model saved by `save`; the class must match the saved name (use
+        `recsight.models.load_model` to dispatch on it)."""
+        config = read_config(path)
+        if config["name"] != getattr(cls, "name", None) and cls is not Recommender:
+            raise InputError(f"{path}: holds a {config['name']!r} model, not {cls.name!r}")
+        if cls is Recommender:
+            from recsight.models.registry import model_class
+
+            cls = model_class(config["name"])
+        model = cls(**config["params"])
+        with np.load(Path(path) / "arrays.npz", allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        model.users_ = IdIndex(arrays["user_ids"].astype(object))
+        model.items_ = IdIndex(arrays["item_ids"].astype(object))
+        model.seen_ = _get_sparse(arrays, "seen_")
+        for key in cls._state:
+            if f"{key}__indptr" in arrays:
+                setattr(model, key, _get_sparse(arrays, key))
+            else:
+                value = arrays[key]
+                setattr(model, key, value.item() if value.ndim == 0 else value)
+        model._derive()
+        return model
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """A saved model's ``config.json``, checked for the format version."""
+    cfg_path = Path(path) / "config.json"
+    if not cfg_path.is_file() or not (Path(path) / "arrays.npz").is_file():
+        raise InputError(f"{path}: not a saved model (expected config.json and arrays.npz)")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{cfg_path}: not valid JSON ({exc})") from None
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise InputError(
+            f"{cfg_path}: model format version {version} (saved by recsight "
+            f"{config.get('recsight_version', '?')}); this recsight reads version "
+            f"{FORMAT_VERSION} only — retrain the model"
+        )
+    return config
+
+
+def _put_sparse(arrays: dict[str, np.ndarray], key: str, m: sp.spmatrix) -> None:
+    m = m.tocsr()
+    arrays[f"{key}__data"] = m.data
+    arrays[f"{key}__indices"] = m.indices
+    arrays[f"{key}__indptr"] = m.indptr
+    arrays[f"{key}__shape"] = np.asarray(m.shape, dtype=np.int64)
+
+
+def _get_sparse(arrays: dict[str, np.ndarray], key: str) -> sp.csr_matrix:
+    shape = tuple(int(x) for x in arrays[f"{key}__shape"])
+    return sp.csr_matrix(
+        (arrays[f"{key}__data"], arrays[f"{key}__indices"], arrays[f"{key}__indptr"]),
+        shape=shape,
+    )

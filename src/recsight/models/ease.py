@@ -1,0 +1,87 @@
+"""EASE (Steck 2019): a closed-form linear item-item autoencoder.
+
+B = argmin ||X - XB||^2 + ||Lambda^(1/2) B||^2 subject to diag(B) = 0, solved by one dense
+inverse P = (X^T X + Lambda)^-1 and B_ij = -P_ij / P_jj. Lambda is ``reg`` on the diagonal plus
+``reg_popularity`` times each item's own Gram entry: the latter is the dropout-style
+emphasis of Steck's EDLAE (2020), off by default. Defaults chosen on validation splits carved
+from train: ML-1M pairs (user_random) NDCG@20 peaks near reg 1000 (300: 0.2154, 1000: 0.2204,
+2000: 0.2188; reg_popularity 0.2 did not help), ML-1M users 1-2,999 leave-last-out likewise
+(300: 0.0470, 600: 0.0489, 1000: 0.0485); binarised input beat rating weights.
+The inverse goes through a Cholesky factorisation (LAPACK potrf/potri, half the work of a
+general inverse).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+
+from recsight.data.dataset import Interactions
+from recsight.errors import InputError
+from recsight.models.base import Recommender
+
+
+def ease_weights(x: sp.csr_matrix, reg: float, reg_popularity: float = 0.0) -> np.ndarray:
+    """The EASE item-item matrix B (float32, zero diagonal) for user x item matrix `x`."""
+    g = (x.T @ x).toarray().astype(np.float64)
+    d = np.arange(g.shape[0])
+    g[d, d] += reg + reg_popularity * g[d, d]
+    c, info = scipy.linalg.lapack.dpotrf(g, lower=False, overwrite_a=True)
+    if info != 0:
+        raise InputError(f"EASE: the regularised Gram matrix is not positive definite (reg={reg})")
+    p, info = scipy.linalg.lapack.dpotri(c, lower=False, overwrite_c=True)
+    p = np.triu(p) + np.triu(p, 1).T
+    b = p / (-np.diag(p))[None, :]
+    b[d, d] = 0.0
+    return b.astype(np.float32)
+
+
+class EASE(Recommender):
+    """EASE on the (by default binarised) interaction matrix; item scores are ``x_u B``."""
+
+    name: ClassVar[str] = "ease"
+    _state = ("item_weights_",)
+
+    def __init__(
+        self,
+        reg: float = 1000.0,
+        reg_popularity: float = 0.0,
+        binary: bool = True,
+        weights: Mapping[str, float | str] | None = None,
+    ):
+        self.reg = reg
+        self.reg_popularity = reg_popularity
+        self.binary = binary
+        self.weights = weights
+
+    def fit(self, train: Interactions) -> EASE:
+        if self.reg <= 0 and self.reg_popularity <= 0:
+            raise InputError(f"reg must be > 0, got {self.reg}")
+        self._set_training(train, train.to_csr(self.weights, binary=self.binary))
+        self.item_weights_ = ease_weights(self.seen_, float(self.reg), float(self.reg_popularity))
+        return self
+
+    def _input(self, histories: sp.csr_matrix) -> sp.csr_matrix:
+        h = histories.astype(np.float32).tocsr(copy=True)
+        if self.binary:
+            h.data[:] = 1.0
+        return h
+
+    def score_history(self, histories: sp.csr_matrix) -> np.ndarray:
+        return np.asarray(self._input(histories) @ self.item_weights_, dtype=np.float32)
+
+    def score_all(self, user_idx: np.ndarray) -> np.ndarray:
+        return self.score_history(self.seen_[np.asarray(user_idx, dtype=np.int64)])
+
+    def _item_similarities(self, i: int) -> np.ndarray:
+        return self.item_weights_[i].copy()
+
+    def _contributions(
+        self, hist_items: np.ndarray, hist_weights: np.ndarray, item: int
+    ) -> np.ndarray:
+        w = np.ones_like(hist_weights) if self.binary else hist_weights
+        return w * self.item_weights_[hist_items, item]

@@ -1,0 +1,43 @@
+"""Model names -> classes, creation by name and loading of saved models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from recsight.errors import InputError
+from recsight.models.als import ALS, BPR
+from recsight.models.base import Recommender, read_config
+from recsight.models.ease import EASE
+from recsight.models.knn import ItemKNN, UserKNN
+from recsight.models.mf import BiasedMF
+from recsight.models.popular import MostPopular
+
+MODELS: dict[str, type[Recommender]] = {
+    cls.name: cls for cls in (MostPopular, UserKNN, ItemKNN, BiasedMF, ALS, BPR, EASE)
+}
+
+
+def model_class(name: str) -> type[Recommender]:
+    """The class registered under `name`; unknown names raise `InputError` listing them."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise InputError(f"unknown model {name!r}; valid: {', '.join(MODELS)}") from None
+
+
+def create_model(name: str, **params: Any) -> Recommender:
+    """A new, unfitted model; unknown parameters raise `InputError` listing the valid ones."""
+    cls = model_class(name)
+    valid = cls.param_names()
+    unknown = [p for p in params if p not in valid]
+    if unknown:
+        raise InputError(
+            f"model {name!r} has no parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
+        )
+    return cls(**params)
+
+
+def load_model(path: str | Path) -> Recommender:
+    """Load any saved model, dispatching on the name in its ``config.json``."""
+    return model_class(read_config(path)["name"]).load(path)
