@@ -1,0 +1,25 @@
+"""The main job end to end on a small generated shop."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from recsight.cli.demo import run_demo
+from recsight.serving.pipeline import Pipeline
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    result = run_demo(tmp_path / "demo", users=300, items=120, days=20, seed=3, quiet=True)
+    report = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
+    assert report["overview"]["n_users"] == 300
+    board = json.loads((tmp_path / "demo" / "leaderboard.json").read_text())
+    names = [m["name"] for m in board["models"]]
+    assert {"popular", "itemknn", "ease", "als"} <= set(names)
+    ndcg = {m["name"]: m["metrics"]["ndcg@10"]["mean"] for m in board["models"]}
+    assert max(ndcg.values()) > ndcg["popular"]  # personalised models beat the floor
+    pipeline = Pipeline.load(result["pipeline"])
+    assert pipeline.manifest["training_cutoff"] and result["recommendations"]
+    assert all(len(items) == 5 for items in result["recommendations"].values())
