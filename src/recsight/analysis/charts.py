@@ -61,7 +61,7 @@ def _quality(r: AnalysisReport):
     q = r.quality
     counts = {"duplicates": q.duplicates.count}
     counts |= {k: v.count for k, v in q.out_of_range.items()}
-    counts |= {f"time: {k}": v.count for k, v in q.timestamps.items()}
+    counts |= {f"timestamp anomalies ({k})": v.count for k, v in q.timestamps.items()}
     if q.bots is not None:
         counts["suspected bots"] = len(q.bots)
     flagged = {k: v for k, v in counts.items() if v}
@@ -103,7 +103,7 @@ def _activity(r: AnalysisReport):
     yield (
         "heatmap",
         f"Hour of day x day of week ({a.timezone})",
-        (f"Activity peaks at {a.peak_hour}:00 and on {a.peak_day}s ({a.timezone} time)"),
+        (f"Activity peaks at {a.peak_hour}:00 and on {a.peak_day} ({a.timezone} time)"),
         _layout(hm, f"Events by hour and weekday ({a.timezone})", "hour"),
     )
     nr = a.new_vs_returning
