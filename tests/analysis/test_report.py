@@ -84,7 +84,20 @@ def test_analyze_cli_on_generated_shop(shop, tmp_path):
     db, _ = shop
     out = tmp_path / "rep"
     r = CliRunner().invoke(
-        _cli(), ["analyze", "--db", str(db), "--out", str(out), "--json", "--llm-url", "x"]
+        _cli(),
+        # an LLM endpoint that refuses connections: every summary falls back to the template
+        [
+            "analyze",
+            "--db",
+            str(db),
+            "--out",
+            str(out),
+            "--json",
+            "--llm-url",
+            "http://127.0.0.1:9",
+            "--llm-model",
+            "m",
+        ],
     )
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)

@@ -57,7 +57,8 @@ def test_train_then_recommend(app, db, tmp_path):
     expected, _ = model.recommend_for_history(["i0", "i1", "i2"], k=3)
     assert [r["item_id"] for r in recs] == list(expected)
     assert recs[0]["title"].startswith("Title ")
-    assert recs[0]["explanation"].startswith("because you liked Title ")
+    assert 'is recommended because you liked "Title ' in recs[0]["explanation"]
+    assert set(recs[0]["evidence"]) <= {"i0", "i1", "i2"}  # grounded in the given history
 
     # the store holds the user's test events too: the model folds in the newer history
     res = runner.invoke(app, ["recommend", "--model", str(out), "--user", "u3", "--db", str(db),
@@ -82,6 +83,6 @@ def test_cli_errors(app, db, tmp_path):
     res = runner.invoke(app, ["train", "popular", "--db", str(db), "--out", str(tmp_path / "m")])
     assert res.exit_code == 0
     res = runner.invoke(app, ["recommend", "--model", str(tmp_path / "m"), "--text", "hi"])
-    assert res.exit_code == 2 and "text encoder" in res.output
+    assert res.exit_code == 2 and "cannot read free text" in res.output
     res = runner.invoke(app, ["recommend", "--model", str(tmp_path / "m"), "--user", "ghost"])
     assert res.exit_code == 2 and "ghost" in res.output

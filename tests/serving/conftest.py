@@ -45,3 +45,18 @@ def client(shop_model, store_copy):
 
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture(scope="session")
+def text_pipeline(shop_model, tmp_path_factory) -> Path:
+    """A pipeline folder: ItemKNN main model plus a content fallback that reads text."""
+    from recsight.serving.pipeline import write_manifest
+
+    base, model = shop_model
+    folder = tmp_path_factory.mktemp("pipeline")
+    with Store(base, read_only=True) as s:
+        data = s.interactions()
+    create_model("itemknn").fit(data).save(folder / "main")
+    create_model("content").fit(data).save(folder / "content")
+    write_manifest(folder, "main", ["content"], training_cutoff="2026-01-20T00:00:00Z")
+    return folder

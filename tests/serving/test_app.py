@@ -185,3 +185,25 @@ def test_concurrent_writers_and_readers(client, store_copy):
         t.join()
     assert not errors
     assert client.get("/api/dashboard").json()["info"]["n_events"] == n_before + 80
+
+
+def test_free_text_interest_uses_the_text_model(text_pipeline, store_copy):
+    from fastapi.testclient import TestClient
+
+    from recsight.serving.app import ServiceConfig, create_app
+
+    app = create_app(ServiceConfig(model=text_pipeline, db=store_copy))
+    with TestClient(app) as c:
+        health = c.get("/health").json()["manifest"]
+        assert health["fallbacks"] == ["content"] and health["training_cutoff"].startswith("2026")
+        r = c.post("/recommendations", json={"text": "cozy mystery novel paperback", "k": 5})
+        body = r.json()
+        assert r.status_code == 200 and body["source"] == "content"
+        assert any(x["category"] == "Books" for x in body["recommendations"])
+        # writes are refused when no API key is configured
+        assert (
+            c.post(
+                "/events", json={"user_id": "u", "item_id": "i1", "event_type": "view"}
+            ).status_code
+            == 401
+        )

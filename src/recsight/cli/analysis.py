@@ -46,16 +46,16 @@ class LLMOptions:
 
 
 def summary_writers(llm: LLMOptions) -> tuple[SegmentDescriber, ProfileDescriber]:
-    """The functions that write segment and profile summaries. Template text for now; this is
-    where the LLM issue returns generated summaries when `llm.requested`."""
-    return describe_segment, profile_summary
+    """The functions that write segment and profile summaries: templates, or with an LLM
+    configured, the templates reworded by it (text that fails the grounding check falls back
+    to the template)."""
+    if not llm.requested:
+        return describe_segment, profile_summary
+    from recsight.llm.generate import make_llm
+    from recsight.llm.summaries import profile_describer, segment_describer
 
-
-def _llm_note(llm: LLMOptions, quiet: bool) -> None:
-    if llm.requested and not quiet:
-        err_console.print(
-            "[yellow]note:[/yellow] LLM summaries are not available yet; using templates"
-        )
+    backend = make_llm(llm.url, llm.model, llm.gguf)
+    return segment_describer(backend), profile_describer(backend)
 
 
 def register(app: typer.Typer) -> None:
@@ -83,7 +83,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write the behavior report (report.html, report.json) for the store."""
         llm = LLMOptions(llm_url, llm_model, llm_gguf)
-        _llm_note(llm, quiet or as_json)
         seg_writer, _ = summary_writers(llm)
         options: dict = {
             "segments": {"describe": seg_writer},
@@ -136,7 +135,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print one user's profile: activity, interests, diversity, drift, items."""
         llm = LLMOptions(llm_url, llm_model, llm_gguf)
-        _llm_note(llm, quiet or as_json)
         _, writer = summary_writers(llm)
         with Store(db, read_only=True) as store:
             p = user_profile(from_store(store), user_id, top_k=top, describe=writer)

@@ -64,7 +64,7 @@ def run_demo(out: Path, users: int, items: int, days: int, seed: int, quiet: boo
     from recsight.data.store import Store
     from recsight.evaluation.experiment import ExperimentRunner, parse_experiment
     from recsight.evaluation.leaderboard import rich_tables, write_html, write_json
-    from recsight.models.registry import MODELS, create_model
+    from recsight.models.registry import available_models, create_model
     from recsight.serving.pipeline import Pipeline, write_manifest
 
     started = time.perf_counter()
@@ -108,7 +108,8 @@ def run_demo(out: Path, users: int, items: int, days: int, seed: int, quiet: boo
     console.print(f"report: {files['html']} (JSON twin: {files['json']})")
 
     console.rule("4. Train and evaluate models (full ranking, each user's last 20% held out)")
-    wanted = [m for m in DEMO_MODELS if m["name"] in MODELS]
+    models = available_models()
+    wanted = [m for m in DEMO_MODELS if m["name"] in models]
     cfg = parse_experiment(
         {
             "name": "demo-shop",
@@ -146,7 +147,7 @@ def run_demo(out: Path, users: int, items: int, days: int, seed: int, quiet: boo
             pipeline_dir / "main"
         )
         fallbacks = []
-        if "content" in MODELS and best_cfg["name"] != "content":
+        if "content" in models and best_cfg["name"] != "content":
             bar.update(task, description="fitting the content fallback (new items, text queries)")
             create_model("content").fit(data).save(pipeline_dir / "content")
             fallbacks.append("content")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import typer
 from rich.table import Table
 
@@ -24,7 +25,7 @@ from recsight.cli.common import (
 )
 from recsight.data.dataset import Interactions
 from recsight.errors import InputError
-from recsight.models import Recommender, create_model, load_model
+from recsight.models import Recommender, create_model, load_model, model_class
 from recsight.serving.pipeline import write_manifest
 
 
@@ -42,17 +43,21 @@ def _status(message: str, show: bool) -> AbstractContextManager[Any]:
     return console.status(message) if show else nullcontext()
 
 
-def _titles(db: Path | None, item_ids: list[str]) -> dict[str, str]:
-    """Item titles from the store (empty when no store is given or it has no titles)."""
-    if db is None or not item_ids:
-        return {}
+def _items_frame(db: Path | None) -> pd.DataFrame:
+    """The store's items (titles, categories) for labels and explanations; empty without one."""
+    if db is None:
+        return pd.DataFrame({"item_id": pd.Series(dtype=str)})
     from recsight.data.store import Store
 
     with Store(db, read_only=True) as store:
-        rows = store.con.execute(
-            "SELECT item_id, title FROM items WHERE item_id IN (SELECT unnest(?))", [item_ids]
-        ).fetchall()
-    return {str(i): str(t) for i, t in rows if t is not None and str(t).strip()}
+        return store.items_frame()
+
+
+def _titles(items: pd.DataFrame) -> dict[str, str]:
+    if "title" not in items.columns:
+        return {}
+    rows = items[["item_id", "title"]].dropna()
+    return {str(i): str(t) for i, t in zip(rows.item_id, rows.title, strict=True) if str(t).strip()}
 
 
 def _store_history(db: Path, user: str) -> tuple[list[str], list[float], int]:
@@ -90,7 +95,10 @@ def register(app: typer.Typer) -> None:
         from recsight.data.splits import split
         from recsight.data.store import Store
 
-        model = create_model(name, **parse_params(param))
+        params = parse_params(param)
+        if "cache_db" in model_class(name).param_names():
+            params.setdefault("cache_db", str(db))  # text embeddings cached in the store
+        model = create_model(name, **params)
         with Store(db, read_only=True) as store:
             data = store.interactions()
         train_data, test = data, None
@@ -156,21 +164,28 @@ def register(app: typer.Typer) -> None:
         ),
         k: int = typer.Option(10, "--k", min=1, help="How many items."),
         explain: bool = typer.Option(False, "--explain", help="Say which history items led."),
+        llm_url: str | None = typer.Option(
+            None, "--llm-url", help="OpenAI-compatible endpoint that rewords explanations."
+        ),
+        llm_model: str | None = typer.Option(None, "--llm-model", help="Model name there."),
+        llm_gguf: Path | None = typer.Option(None, "--llm-gguf", help="Local GGUF model file."),
         as_json: bool = JSON_OPTION,
     ) -> None:
         """Recommend items for a user, a history, or (with a text encoder) a text query."""
+        from recsight.llm.content import recommend_for_text
+        from recsight.llm.explain import explain_recommendation
+        from recsight.llm.generate import make_llm
+
         given = [o for o, v in (("--user", user), ("--history", history), ("--text", text)) if v]
         if len(given) != 1:
             raise InputError("recommend: give exactly one of --user, --history or --text")
+        llm = make_llm(llm_url, llm_model, str(llm_gguf) if llm_gguf else None)
         model = load_model(model_dir)
+        # the evidence for an explanation: a known user's training history, or a history
+        evidence: str | list[str] = []
         if text is not None:
-            raise InputError(
-                f"--text: the {model.name!r} model has no text encoder; text queries need a "
-                "model trained with one (use --user or --history here)"
-            )
-        hist_items: list[str] = []
-        hist_weights: list[float] | None = None
-        if user is not None:
+            ids, scores = recommend_for_text(model, text, k=k)
+        elif user is not None:
             use_store = False
             if db is not None:
                 hist_items, hist_weights, n_store = _store_history(db, user)
@@ -180,27 +195,26 @@ def register(app: typer.Typer) -> None:
                 use_store = not known or n_store != n_model
             if use_store:
                 ids, scores = model.recommend_for_history(hist_items, k=k, weights=hist_weights)
+                evidence = hist_items
             else:
                 ids, scores = (a[0] for a in model.recommend([user], k=k))
-                row = model.seen_[int(model.users_.index_of([user])[0])]
-                hist_items, hist_weights = list(model.items_.ids[row.indices]), row.data.tolist()
+                evidence = user
         else:
-            hist_items = [h.strip() for h in (history or "").split(",") if h.strip()]
-            ids, scores = model.recommend_for_history(hist_items, k=k)
+            evidence = [h.strip() for h in (history or "").split(",") if h.strip()]
+            ids, scores = model.recommend_for_history(evidence, k=k)
         keep = [j for j, i in enumerate(ids) if i is not None]
         ids, scores = np.asarray(ids)[keep], np.asarray(scores)[keep]
-        titles = _titles(db, [*map(str, ids), *hist_items] if explain else list(map(str, ids)))
+        items_frame = _items_frame(db)
+        titles = _titles(items_frame)
         recs = []
         for item, score in zip(ids, scores, strict=True):
             rec: dict[str, Any] = {"item_id": str(item), "score": float(score)}
             if str(item) in titles:
                 rec["title"] = titles[str(item)]
             if explain:
-                parts = model.explain_history(hist_items, str(item), top=3, weights=hist_weights)
-                names = [titles.get(i, i) for i, _ in parts]
-                rec["explanation"] = (
-                    "because you liked " + ", ".join(names) if names else "popular overall"
-                )
+                exp = explain_recommendation(model, evidence, str(item), items_frame, llm=llm)
+                rec["explanation"] = exp.text if exp.grounded else "popular with similar users"
+                rec["evidence"] = [e.item_id for e in exp.evidence]
             recs.append(rec)
         if as_json:
             print_json({"recommendations": recs})

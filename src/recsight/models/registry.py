@@ -18,8 +18,27 @@ MODELS: dict[str, type[Recommender]] = {
 }
 
 
+def _register_extras() -> None:
+    """Add the models that live in packages importing `recsight.models` themselves (text-aware
+    and neural models); importing them here at module load would be circular."""
+    if "content" in MODELS:
+        return
+    from recsight.llm.coldstart import HybridRecommender
+    from recsight.llm.content import ContentRecommender
+
+    for cls in (ContentRecommender, HybridRecommender):
+        MODELS[cls.name] = cls
+
+
+def available_models() -> dict[str, type[Recommender]]:
+    """Every registered name -> class, including the text-aware and neural models."""
+    _register_extras()
+    return MODELS
+
+
 def model_class(name: str) -> type[Recommender]:
     """The class registered under `name`; unknown names raise `InputError` listing them."""
+    _register_extras()
     try:
         return MODELS[name]
     except KeyError:

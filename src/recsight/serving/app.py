@@ -146,7 +146,7 @@ class Service:
             "CREATE TABLE IF NOT EXISTS exposures (request_id VARCHAR, user_id VARCHAR, "
             "item_id VARCHAR, position INTEGER, model_version VARCHAR, ts TIMESTAMP)"
         )
-        self.pipeline = Pipeline.load(config.model, self.store.items_frame())
+        self.pipeline = Pipeline.load(config.model, self.store.items_frame(), config.llm)
         self.histories = HistoryCache(config.history_events)
         self.histories.load(self.store.con)
         self.telemetry = Telemetry()
@@ -366,7 +366,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         folder = Path(body.model) if body and body.model else config.model
         with s.write_lock:
             items = s.store.items_frame()
-        new = Pipeline.load(folder, items)
+        new = Pipeline.load(folder, items, config.llm)
         old_version, s.pipeline = s.pipeline.version, new
         config.model = folder
         return {"previous": old_version, "current": new.version, "manifest": new.manifest}
@@ -392,13 +392,14 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
 
 def _text_recommendations(s: Service, body: HistoryRequest) -> RecommendationList:
-    """A free-text interest: served by the first pipeline model that can read text."""
+    """A free-text interest: served by the first pipeline model that reads text."""
+    from recsight.llm.content import recommend_for_text
+
     for model in [s.pipeline.main, *s.pipeline.fallbacks]:
-        fn = getattr(model, "recommend_for_text", None)
-        if fn is not None:
-            ids, scores = fn(body.text, k=body.k)
-            recs = s.pipeline._build(ids, scores)
-            return RecommendationList(recs, model.name)
+        if hasattr(model, "recommend_text"):
+            allowed = s.pipeline._candidates(model, body.category)
+            ids, scores = recommend_for_text(model, body.text or "", k=body.k, candidates=allowed)
+            return RecommendationList(s.pipeline._build(ids, scores), model.name)
     raise InputError(
         "free-text interests need a text-aware model in the pipeline (e.g. "
         "`content`); this pipeline has none"

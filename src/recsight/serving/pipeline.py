@@ -23,6 +23,8 @@ import pandas as pd
 
 from recsight import __version__
 from recsight.errors import InputError
+from recsight.llm.explain import Catalog, explain_recommendation
+from recsight.llm.generate import LLM
 from recsight.models.base import Recommender, read_config
 from recsight.models.registry import load_model
 
@@ -105,16 +107,21 @@ class Pipeline:
         fallbacks: Sequence[Recommender] = (),
         manifest: dict[str, Any] | None = None,
         items: pd.DataFrame | None = None,
+        llm: LLM | None = None,
     ):
         self.main = main
         self.fallbacks = list(fallbacks)
         self.manifest = manifest or {}
+        self.llm = llm
         self.items = items if items is not None else pd.DataFrame(columns=["item_id"])
         self._index_items()
 
     @classmethod
-    def load(cls, folder: str | Path, items: pd.DataFrame | None = None) -> Pipeline:
-        """Load a pipeline folder, or wrap a bare saved model folder."""
+    def load(
+        cls, folder: str | Path, items: pd.DataFrame | None = None, llm: LLM | None = None
+    ) -> Pipeline:
+        """Load a pipeline folder, or wrap a bare saved model folder. `llm`, when given,
+        rewords explanations (each reworded text must pass the grounding check)."""
         folder = Path(folder)
         if not folder.is_dir():
             raise InputError(f"{folder}: no such model folder")
@@ -139,7 +146,7 @@ class Pipeline:
             "n_users": len(main.users_),
             "path": str(folder),
         }
-        return cls(main, fallbacks, manifest, items)
+        return cls(main, fallbacks, manifest, items, llm)
 
     @property
     def version(self) -> str:
@@ -148,6 +155,9 @@ class Pipeline:
     def _index_items(self) -> None:
         items = self.items
         self._meta = items.set_index("item_id") if "item_id" in items.columns else pd.DataFrame()
+        self._catalog = Catalog.from_items(
+            items if "item_id" in items.columns else pd.DataFrame({"item_id": pd.Series(dtype=str)})
+        )
         # items marked unavailable (an `available` column that is false) are never served
         if "available" in self._meta.columns:
             flags = self._meta["available"].map(
@@ -254,23 +264,18 @@ class Pipeline:
     def _explain(
         self, model: Recommender, items: list[str], weights: list[float], recs: list[Recommendation]
     ) -> None:
-        """Grounded explanations: only the history items the model's own attribution names."""
+        """Grounded explanations: built only from the history items that the model's own
+        attribution names (reworded by the LLM when one is configured and its text passes
+        the grounding check)."""
         for r in recs:
-            try:
-                evidence = model.explain_history(items, r.item_id, top=2, weights=weights)
-            except NotImplementedError:
-                evidence = []
+            exp = explain_recommendation(
+                model, items, r.item_id, self._catalog, llm=self.llm, top=2, weights=weights
+            )
             r.evidence = [
-                {"item_id": i, "title": self.title(i), "contribution": round(c, 6)}
-                for i, c in evidence
+                {"item_id": e.item_id, "title": e.title, "contribution": e.weight}
+                for e in exp.evidence
             ]
-            names = [e["title"] or e["item_id"] for e in r.evidence]
-            if names:
-                r.explanation = "because you interacted with " + " and ".join(
-                    f"“{n}”" for n in names
-                )
-            else:
-                r.explanation = "popular with users like you"
+            r.explanation = exp.text if exp.grounded else "popular with users like you"
 
     def similar_items(self, item_id: str, k: int = 10) -> list[Recommendation]:
         """Items most similar to `item_id` under the first model that knows it."""
