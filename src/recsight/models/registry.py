@@ -11,16 +11,31 @@ from recsight.models.base import Recommender, read_config
 from recsight.models.ease import EASE
 from recsight.models.knn import ItemKNN, UserKNN
 from recsight.models.mf import BiasedMF
+from recsight.models.neural import BERT4Rec, DeepFM, NeuMF, SASRec, SeedMLP
 from recsight.models.popular import MostPopular
 
 MODELS: dict[str, type[Recommender]] = {
-    cls.name: cls for cls in (MostPopular, UserKNN, ItemKNN, BiasedMF, ALS, BPR, EASE)
+    cls.name: cls
+    for cls in (
+        MostPopular,
+        UserKNN,
+        ItemKNN,
+        BiasedMF,
+        ALS,
+        BPR,
+        EASE,
+        SeedMLP,
+        DeepFM,
+        NeuMF,
+        SASRec,
+        BERT4Rec,
+    )
 }
 
 
 def _register_extras() -> None:
-    """Add the models that live in packages importing `recsight.models` themselves (text-aware
-    and neural models); importing them here at module load would be circular."""
+    """Add the text-aware models: `recsight.llm` imports `recsight.models`, so importing it
+    here at module load would be circular."""
     if "content" in MODELS:
         return
     from recsight.llm.coldstart import HybridRecommender
@@ -31,7 +46,7 @@ def _register_extras() -> None:
 
 
 def available_models() -> dict[str, type[Recommender]]:
-    """Every registered name -> class, including the text-aware and neural models."""
+    """Every registered name -> class, including the text-aware models."""
     _register_extras()
     return MODELS
 

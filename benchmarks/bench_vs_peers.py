@@ -1,0 +1,555 @@
+"""recsight against peer libraries (Surprise, implicit, Cornac), side by side in one run.
+
+    .venv/bin/python benchmarks/bench_vs_peers.py [--tasks rating,topk,loo] [--quick]
+
+Run it with recsight's own venv. The peers live in their own venv (build it once with
+``benchmarks/peers/setup.sh``); this script writes every split to files and runs
+``benchmarks/peers/run_peers.py`` with the peers' python, so both sides train on identical
+data. Peers return predictions / top-K lists of shared item indices, and every model — ours
+and theirs — is scored here by the same recsight evaluation code (full ranking over all
+items, train items excluded). Hyperparameters of every model are chosen on the same
+validation split carved from train, then refit on the full train split.
+
+Tasks:
+- ``rating``: random 80/20 split of ratings (seed 42) on ML-100K and ML-1M (users 1-2,999);
+  RMSE/MAE. Surprise SVD, SVD++, KNNBaseline (item-based, pearson_baseline, k=40),
+  BaselineOnly, with their defaults; recsight's explicit models.
+- ``topk``: ML-1M implicit pairs (all 6,040 users), per-user random 80/20 (seed 42);
+  Recall/NDCG/HR at 10 and 20.
+- ``loo``: ML-1M users 1-2,999, temporal leave-last-out (last = test, second-last = valid);
+  HR@10, NDCG@10.
+
+Writes ``benchmarks/results/vs_peers.json`` and ``vs_peers.md``. ``--quick`` runs every task
+on ML-100K with small grids (a smoke test of the whole pipeline in about a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsight.data.dataset import Interactions
+from recsight.data.ingest import ingest
+from recsight.data.splits import split
+from recsight.data.store import Store
+from recsight.datasets import data_dir as default_data_dir
+from recsight.evaluation.experiment import concat
+from recsight.evaluation.leaderboard import Leaderboard, ModelRun, build_leaderboard
+from recsight.evaluation.protocol import RankingResult, evaluate_ranking, evaluate_rating
+from recsight.models.registry import MODELS, create_model
+
+HERE = Path(__file__).resolve().parent
+PEERS_PYTHON = HERE / ".peers-venv" / "bin" / "python"
+TASKS = ("rating", "topk", "loo")
+
+
+# --- what runs -------------------------------------------------------------------------------
+
+
+@dataclass
+class Candidate:
+    """One model and the grid it is tuned over (params = fixed values)."""
+
+    label: str
+    name: str  # recsight registry name, or the peer algo
+    lib: str = "recsight"
+    params: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+
+    def combos(self) -> list[dict[str, Any]]:
+        keys = list(self.grid)
+        out = [dict(self.params)]
+        for key in keys:
+            out = [{**p, key: v} for p in out for v in self.grid[key]]
+        return out
+
+
+@dataclass
+class Section:
+    """One dataset x protocol: its split, metrics and the candidates on both sides."""
+
+    key: str
+    title: str
+    task: str  # "rating" | "ranking"
+    source: str
+    split_spec: str
+    ks: tuple[int, ...] = (10, 20)
+    metrics: tuple[str, ...] = ("recall", "ndcg", "hr")
+    tuning_metric: str = "ndcg@20"
+    ours: list[Candidate] = field(default_factory=list)
+    peers: list[Candidate] = field(default_factory=list)
+
+
+def sections(tasks: list[str], quick: bool) -> list[Section]:
+    """The benchmark plan. Grids are small on purpose: the whole run must fit ~15 minutes
+    on a 2-core machine; each grid brackets the values the libraries document or that
+    tuning on a validation split found before."""
+    out: list[Section] = []
+    explicit = [n for n, cls in MODELS.items() if cls.explicit]
+    if "rating" in tasks:
+        surprise = [
+            Candidate("Surprise BaselineOnly", "baseline", "surprise"),
+            Candidate("Surprise SVD", "svd", "surprise"),
+            Candidate("Surprise SVD++", "svdpp", "surprise"),
+            Candidate("Surprise KNNBaseline", "knnbaseline", "surprise"),
+        ]
+        if quick:
+            surprise = [c for c in surprise if c.name != "svdpp"]
+        datasets = [("ml100k", "ML-100K", "ml-100k")]
+        if not quick:
+            datasets.append(
+                ("ml1m_2999", "ML-1M (users 1–2,999)", "ml-1m/ratings_users_0001-2999.dat")
+            )
+        for key, title, src in datasets:
+            out.append(Section(
+                key=f"rating_{key}", title=f"Rating prediction, {title}, random 80/20",
+                task="rating", source=src, split_spec="random:0.8", ks=(), metrics=(),
+                tuning_metric="rmse", ours=[Candidate(f"recsight {n}", n) for n in explicit],
+                peers=surprise,
+            ))  # fmt: skip
+    ranking_ours = [
+        Candidate("recsight popular", "popular"),
+        Candidate("recsight itemknn", "itemknn", grid={"neighbors": [50, 200]}),
+        Candidate("recsight als", "als", grid={"reg": [0.1, 1.0], "alpha": [1.0, 10.0]}),
+        Candidate("recsight bpr", "bpr"),
+        Candidate("recsight ease", "ease", grid={"reg": [250.0, 500.0, 1000.0, 2000.0]}),
+    ]
+    ranking_peers = [
+        Candidate("Cornac MostPop", "mostpop", "cornac"),
+        Candidate("implicit ALS", "als", "implicit", {"factors": 64},
+                  {"regularization": [0.01, 1.0], "alpha": [1.0, 10.0]}),
+        Candidate("implicit BPR", "bpr", "implicit", {"factors": 64},
+                  {"learning_rate": [0.01, 0.05]}),
+        Candidate("implicit ItemItem cosine", "itemitem_cosine", "implicit", {},
+                  {"K": [50, 200]}),
+        Candidate("Cornac BPR", "bpr", "cornac", {"k": 64, "max_iter": 300, "lambda_reg": 0.01},
+                  {"learning_rate": [0.01, 0.05]}),
+        Candidate("Cornac EASE", "ease", "cornac", {},
+                  {"lamb": [250.0, 500.0, 1000.0, 2000.0]}),
+    ]  # fmt: skip
+    if quick:
+        for c in ranking_ours + ranking_peers:
+            c.grid = {k: v[:1] for k, v in c.grid.items()}
+            if c.lib == "cornac" and c.name == "bpr":
+                c.params = {**c.params, "max_iter": 30}
+    if "topk" in tasks:
+        src = "ml-100k" if quick else "ml-1m/ratings_implicit_pairs.dat"
+        name = "ML-100K (quick)" if quick else "ML-1M implicit pairs (6,040 users)"
+        out.append(Section(
+            key="topk_ml1m_implicit", title=f"Top-K, {name}, per-user random 80/20, full ranking",
+            task="ranking", source=src, split_spec="user_random:0.8", ks=(10, 20),
+            metrics=("recall", "ndcg", "hr"), tuning_metric="ndcg@20",
+            ours=ranking_ours, peers=ranking_peers,
+        ))  # fmt: skip
+    if "loo" in tasks:
+        src = "ml-100k" if quick else "ml-1m/ratings_users_0001-2999.dat"
+        name = "ML-100K (quick)" if quick else "ML-1M (users 1–2,999)"
+        out.append(Section(
+            key="loo_ml1m_2999", title=f"Top-K, {name}, temporal leave-last-out, full ranking",
+            task="ranking", source=src, split_spec="leave_last:1", ks=(10,),
+            metrics=("hr", "ndcg"), tuning_metric="ndcg@10",
+            ours=ranking_ours, peers=ranking_peers,
+        ))  # fmt: skip
+    return out
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def load(data_root: Path, source: str) -> Interactions:
+    path = data_root / source
+    if not path.exists():
+        sys.exit(f"missing dataset {path}: set --data-dir or RECSIGHT_DATA_DIR")
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, Store(Path(tmp) / "b.duckdb") as s:
+        ingest(s, path)
+        return s.interactions(with_features=False)
+
+
+def save_events(path: Path, data: Interactions, implicit: bool) -> Path:
+    value = np.ones(len(data)) if implicit else data.value.astype(np.float64)
+    np.savez(path, user=data.user_idx.astype(np.int64), item=data.item_idx.astype(np.int64),
+             value=value)  # fmt: skip
+    return path
+
+
+# --- peers -----------------------------------------------------------------------------------
+
+
+class RankedLists:
+    """A peer's top-K lists as a scorer for `evaluate_ranking`: rank r scores K - r, items
+    not listed score -inf (never recommended)."""
+
+    def __init__(self, users: np.ndarray, topk: np.ndarray, n_items: int):
+        self.row = {int(u): r for r, u in enumerate(users)}
+        self.topk = topk
+        self.n_items = n_items
+
+    def score_all(self, user_idx: np.ndarray) -> np.ndarray:
+        k = self.topk.shape[1]
+        out = np.full((len(user_idx), self.n_items), -np.inf, dtype=np.float32)
+        for r, u in enumerate(user_idx):
+            items = self.topk[self.row[int(u)]]
+            ok = (items >= 0) & (items < self.n_items)
+            out[r, items[ok]] = (k - np.arange(k))[ok]
+        return out
+
+
+class PairPredictions:
+    """A peer's rating predictions for known pairs, as a `predict_idx` model."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, pred: np.ndarray, n_items: int):
+        key = users.astype(np.int64) * n_items + items
+        order = np.argsort(key)
+        self.key, self.pred, self.n_items = key[order], pred[order], n_items
+
+    def predict_idx(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
+        key = np.asarray(user_idx, np.int64) * self.n_items + np.asarray(item_idx)
+        return self.pred[np.searchsorted(self.key, key)]
+
+
+def run_peers(python: Path, work: Path, tag: str, task: str, train: Interactions,
+              targets: dict[str, np.ndarray], cands: list[tuple[str, Candidate, dict]],
+              k: int, seed: int) -> list[dict[str, Any]]:  # fmt: skip
+    """One subprocess in the peers' venv fitting every (label, candidate, params) given."""
+    folder = work / tag
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "task": task,
+        "train": str(save_events(folder / "train.npz", train, implicit=task == "ranking")),
+        "targets": str(folder / "targets.npz"),
+        "k": k, "n_users": train.n_users, "n_items": train.n_items, "seed": seed,
+        "out": str(folder / "out"),
+        "models": [{"label": lb, "lib": c.lib, "algo": c.name, "params": p}
+                   for lb, c, p in cands],
+    }  # fmt: skip
+    np.savez(folder / "targets.npz", **targets)
+    (folder / "spec.json").write_text(json.dumps(spec))
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    subprocess.run([str(python), str(HERE / "peers" / "run_peers.py"), str(folder / "spec.json")],
+                   check=True, env=env)  # fmt: skip
+    results = []
+    for n in range(len(cands)):
+        info = json.loads((folder / "out" / f"{n}.json").read_text())
+        info.update(dict(np.load(folder / "out" / f"{n}.npz")))
+        results.append(info)
+    return results
+
+
+# --- one section -----------------------------------------------------------------------------
+
+
+def _splits(sec: Section, data: Interactions, seed: int):
+    """Final (train, test) and tuning (inner_train, valid), the experiment runner's rule:
+    the split's own validation part when it has one, else the same method applied to train."""
+    main = split(data, sec.split_spec, seed=seed)
+    train = concat(main.train, main.valid)
+    if main.valid is not None:
+        return train, main.test, main.train, main.valid
+    inner = split(train, sec.split_spec, seed=seed + 1)
+    return train, main.test, concat(inner.train, inner.valid), inner.test
+
+
+def _evaluate(sec: Section, model: Any, train: Interactions, test: Interactions, final: bool):
+    if sec.task == "rating":
+        return evaluate_rating(model, test)
+    ks = sec.ks if final else (int(sec.tuning_metric.split("@")[1]),)
+    metrics = sec.metrics if final else ("ndcg",)
+    return evaluate_ranking(model, train, test, ks=ks, metrics=metrics)
+
+
+def _objective(sec: Section, res: Any) -> float:
+    v = res.summary[sec.tuning_metric]
+    return -v if sec.tuning_metric == "rmse" else v
+
+
+def run_section(sec: Section, data_root: Path, peers_python: Path | None, work: Path,
+                seed: int, log) -> dict[str, Any]:  # fmt: skip
+    t_section = time.perf_counter()
+    data = load(data_root, sec.source)
+    train, test, inner, valid = _splits(sec, data, seed)
+    log(f"{sec.title}: {len(train):,} train / {len(test):,} test events "
+        f"(tuning on {len(inner):,} / {len(valid):,})")  # fmt: skip
+    runs: list[ModelRun] = []
+    recommend_s: dict[str, float] = {}
+
+    def add(label: str, lib: str, params: dict, fitted_s: float, pred_s: float, res, trials):
+        runs.append(ModelRun(label, lib, params, res, fitted_s, pred_s, 0.0, trials))
+        recommend_s[label] = pred_s
+
+    # -- recsight side, in this process
+    for cand in sec.ours:
+        trials = []
+        combos = cand.combos()
+        if len(combos) > 1:
+            for params in combos:
+                model = create_model(cand.name, **params).fit(inner)
+                value = _objective(sec, _evaluate(sec, model, inner, valid, final=False))
+                trials.append({"params": params, "objective": value})
+            best = max(trials, key=lambda t: t["objective"])["params"]
+        else:
+            best = combos[0]
+        model = create_model(cand.name, **best)
+        t0 = time.perf_counter()
+        model.fit(train)
+        fit_s = time.perf_counter() - t0
+        res = _evaluate(sec, model, train, test, final=True)
+        pred_s = res.predict_seconds if sec.task == "rating" else res.score_seconds
+        add(cand.label, "recsight", best, fit_s, pred_s, res, trials)
+        log(f"  {cand.label} {best}: fit {fit_s:.2f}s  {_headline(sec, res)}")
+
+    # -- peers side, in their venv: tune (one call), then refit the winners (one call)
+    if peers_python is not None:
+        k = max(sec.ks) if sec.ks else 0
+        if sec.task == "rating":
+
+            def targets_for(d: Interactions) -> dict[str, np.ndarray]:
+                return {"user": d.user_idx.astype(np.int64), "item": d.item_idx.astype(np.int64)}
+        else:
+
+            def targets_for(d: Interactions) -> dict[str, np.ndarray]:
+                return {"users": np.unique(d.user_idx).astype(np.int64)}
+
+        tune = [(c.label, c, p) for c in sec.peers for p in c.combos() if len(c.combos()) > 1]
+        best: dict[str, dict] = {c.label: c.combos()[0] for c in sec.peers}
+        trials_of: dict[str, list] = {c.label: [] for c in sec.peers}
+        if tune:
+            kt = int(sec.tuning_metric.split("@")[1]) if sec.task == "ranking" else 0
+            outs = run_peers(peers_python, work, f"{sec.key}-tune", sec.task, inner,
+                             targets_for(valid), tune, kt, seed)  # fmt: skip
+            for (label, _c, params), out in zip(tune, outs, strict=True):
+                res = _peer_result(sec, out, inner, valid, final=False)
+                trials_of[label].append({"params": params, "objective": _objective(sec, res)})
+            for label, trials in trials_of.items():
+                if trials:
+                    best[label] = max(trials, key=lambda t: t["objective"])["params"]
+        final = [(c.label, c, best[c.label]) for c in sec.peers]
+        outs = run_peers(peers_python, work, f"{sec.key}-final", sec.task, train,
+                         targets_for(test), final, k, seed)  # fmt: skip
+        for (label, cand, params), out in zip(final, outs, strict=True):
+            res = _peer_result(sec, out, train, test, final=True)
+            add(label, cand.lib, params, out["fit_seconds"], out["predict_seconds"], res,
+                trials_of[label])  # fmt: skip
+            log(f"  {label} {params}: fit {out['fit_seconds']:.2f}s  {_headline(sec, res)}")
+
+    board = build_leaderboard(sec.key, sec.task, runs, n_boot=1000, seed=seed)
+    return {
+        "title": sec.title,
+        "protocol": board.protocol,
+        "split": sec.split_spec,
+        "seed": seed,
+        "n_train": len(train),
+        "n_test": len(test),
+        "n_tuning_train": len(inner),
+        "n_valid": len(valid),
+        "tuning_metric": sec.tuning_metric,
+        "seconds": time.perf_counter() - t_section,
+        "board": board,
+        "recommend_seconds": recommend_s,
+    }
+
+
+def _peer_result(sec: Section, out: dict, train: Interactions, test: Interactions, final: bool):
+    if sec.task == "rating":
+        model = PairPredictions(test.user_idx, test.item_idx, out["pred"], test.n_items)
+        return evaluate_rating(model, test)
+    users = np.unique(test.user_idx)
+    lists = RankedLists(users, out["topk"], train.n_items)
+    return _evaluate(sec, lists, train, test, final)
+
+
+def _headline(sec: Section, res: Any) -> str:
+    if sec.task == "rating":
+        return f"RMSE {res.rmse:.4f} MAE {res.mae:.4f}"
+    assert isinstance(res, RankingResult)
+    return "  ".join(f"{k} {v:.4f}" for k, v in res.summary.items() if k.startswith("ndcg"))
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def _claim(a: str, va: float, op: str, b: str, vb: float, metric: str) -> tuple[str, bool]:
+    ok = {"<": va < vb, ">": va > vb, ">=": va >= vb}[op]
+    return f"{a} {metric} {va:.4f} {op} {b} {vb:.4f}", bool(ok)
+
+
+def _checks(key: str, board: Leaderboard) -> list[tuple[str, bool]]:
+    """The acceptance statements, evaluated on this run's numbers."""
+    by = {r.label: r for r in board.runs}
+    mean = {r.label: {c: board.cells[r.label][c].mean for c in board.columns} for r in board.runs}
+    ours = [r.label for r in board.runs if r.name == "recsight"]
+    peers = [r.label for r in board.runs if r.name != "recsight"]
+    if not ours or not peers:
+        return []
+    out = []
+    if key.startswith("rating"):
+        best = min(ours, key=lambda lb: mean[lb]["rmse"])
+        for p in ("Surprise SVD", "Surprise SVD++", "Surprise KNNBaseline"):
+            if p in mean:
+                out.append(_claim(best, mean[best]["rmse"], "<", p, mean[p]["rmse"], "RMSE"))
+        if "Surprise SVD" in by:
+            svd, fit = by["Surprise SVD"].fit_seconds, by[best].fit_seconds
+            out.append((f"{best} fit {fit:.2f}s <= Surprise SVD fit {svd:.2f}s", fit <= svd))
+        return out
+    metric = "ndcg@20" if "ndcg@20" in board.columns else "ndcg@10"
+    best = max(ours, key=lambda lb: mean[lb][metric])
+    top = max(peers, key=lambda lb: mean[lb][metric])
+    if key.startswith("topk"):
+        implicit = [p for p in peers if p.startswith("implicit")]
+        if implicit:
+            bi = max(implicit, key=lambda lb: mean[lb][metric])
+            out.append(_claim(best, mean[best][metric], ">=", f"1.1 x {bi}",
+                              1.1 * mean[bi][metric], metric))  # fmt: skip
+        out.append(_claim(best, mean[best][metric], ">", top, mean[top][metric], metric))
+    else:
+        out.append(_claim(best, mean[best][metric], ">=", top, mean[top][metric], metric))
+    return out
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "recsight": metadata.version("recsight")}
+    for pkg in ("numpy", "scipy"):
+        out[pkg] = metadata.version(pkg)
+    return out
+
+
+def _peer_versions(python: Path | None) -> dict[str, str]:
+    if python is None:
+        return {}
+    code = ("import json, importlib.metadata as m; print(json.dumps({p: m.version(p) for p in "
+            "('implicit', 'scikit-surprise', 'cornac', 'numpy')}))")  # fmt: skip
+    return json.loads(subprocess.run([str(python), "-c", code], capture_output=True, text=True,
+                                     check=True).stdout)  # fmt: skip
+
+
+def write_report(out_dir: Path, results: dict[str, dict], meta: dict[str, Any]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = {"meta": meta, "sections": {}}
+    md = [
+        "# recsight vs peers",
+        "",
+        f"Generated by `{meta['command']}` on {meta['date']} ({meta['cpus']} CPUs, load average "
+        f"at start {meta['load_at_start']}); total {meta['seconds']:.0f} s. recsight "
+        f"{meta['versions']['recsight']}; peers: "
+        + ", ".join(f"{k} {v}" for k, v in meta["peer_versions"].items())
+        + ". All models ran in this one run on identical split files and were scored by "
+        "recsight's evaluation code; hyperparameters were tuned on the same validation split "
+        "carved from train, then refit on the full train split. ± is the half-width of a 95% "
+        "bootstrap CI over users; * marks a model significantly worse than the best "
+        "(paired Wilcoxon, Holm). Times are wall-clock seconds on this machine, shared CPU.",
+        "",
+    ]
+    for key, res in results.items():
+        board: Leaderboard = res["board"]
+        bd = board.to_dict()
+        for row in bd["models"]:
+            row["recommend_seconds"] = res["recommend_seconds"][row["model"]]
+        checks = _checks(key, board)
+        doc["sections"][key] = {
+            **{k: v for k, v in res.items() if k not in ("board", "recommend_seconds")},
+            "leaderboard": bd,
+            "checks": [{"statement": s, "passed": ok} for s, ok in checks],
+        }
+        md += [f"## {res['title']}", "",
+               f"Protocol: {res['protocol']}; split `{res['split']}` (seed {res['seed']}); "
+               f"{res['n_train']:,} train / {res['n_test']:,} test events; tuned on "
+               f"{res['tuning_metric']} with {res['n_tuning_train']:,} / {res['n_valid']:,}.",
+               ""]  # fmt: skip
+        cols = board.columns
+        md.append("| model | " + " | ".join(cols) + " | fit s | predict/recommend s | params |")
+        md.append("|---|" + "---:|" * (len(cols) + 2) + "---|")
+        for run in board.runs:
+            cells = []
+            for c in cols:
+                cell = board.cells[run.label][c]
+                text = f"{cell.mean:.4f}"
+                if cell.ci is not None:
+                    text += f" ±{(cell.ci[1] - cell.ci[0]) / 2:.4f}"
+                text += "*" if cell.worse else ""
+                cells.append(f"**{text}**" if board.best.get(c) == run.label else text)
+            params = json.dumps(run.params, default=str).replace("|", "\\|")
+            md.append(f"| {run.label} | " + " | ".join(cells) + f" | {run.fit_seconds:.2f} | "
+                      f"{res['recommend_seconds'][run.label]:.2f} | `{params}` |")  # fmt: skip
+        if checks:
+            md += ["", "Checks:"] + [f"- {'PASS' if ok else 'FAIL'}: {s}" for s, ok in checks]
+        md.append("")
+    (out_dir / "vs_peers.json").write_text(json.dumps(doc, indent=2, default=_json_default))
+    (out_dir / "vs_peers.md").write_text("\n".join(md))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tasks", default=",".join(TASKS), help="comma list of rating,topk,loo")
+    ap.add_argument("--quick", action="store_true", help="smoke run on ML-100K, tiny grids")
+    ap.add_argument("--peers-python", type=Path, default=PEERS_PYTHON)
+    ap.add_argument("--no-peers", action="store_true", help="run recsight's side only")
+    ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default benchmarks/results (--quick: a temporary folder)",
+    )
+    ap.add_argument("--seed", type=int, default=42)
+    args = ap.parse_args(argv)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    bad = [t for t in tasks if t not in TASKS]
+    if bad:
+        ap.error(f"--tasks: unknown {', '.join(bad)}; expected some of {', '.join(TASKS)}")
+    peers_python = None if args.no_peers else args.peers_python
+    if peers_python is not None and not peers_python.exists():
+        ap.error(f"{peers_python} not found: build it with benchmarks/peers/setup.sh "
+                 "(or pass --no-peers)")  # fmt: skip
+    data_root = args.data_dir or default_data_dir()
+    if data_root is None:
+        ap.error("no datasets folder: pass --data-dir or set RECSIGHT_DATA_DIR")
+    out_dir = args.out or (
+        Path(tempfile.gettempdir()) / "recsight-vs-peers-quick" if args.quick else HERE / "results"
+    )
+    t0 = time.perf_counter()
+    started = time.strftime("%Y-%m-%d %H:%M")
+    load_avg = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", flush=True)
+
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="recsight-vs-peers-") as tmp:
+        for sec in sections(tasks, args.quick):
+            results[sec.key] = run_section(sec, data_root, peers_python, Path(tmp), args.seed, log)
+    meta = {
+        "command": " ".join(["python benchmarks/bench_vs_peers.py", *(argv or sys.argv[1:])]),
+        "date": started,
+        "cpus": os.cpu_count(),
+        "load_at_start": load_avg,
+        "seconds": time.perf_counter() - t0,
+        "quick": args.quick,
+        "versions": _versions(),
+        "peer_versions": _peer_versions(peers_python),
+    }
+    write_report(out_dir, results, meta)
+    log(f"wrote {out_dir / 'vs_peers.md'} and vs_peers.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""BERT4Rec: a bidirectional transformer trained by masked item prediction (Sun et al. 2019).
+
+Training windows of `max_len` events have each event replaced by a [MASK] token with
+probability `mask_prob` (at least one per window) and the model predicts the masked items
+with full softmax cross-entropy over all items. To recommend, the history's last
+``max_len - 1`` events are followed by one [MASK] whose prediction scores every item. It
+shares SASRec's encoder, training loop, validation and scoring; only the attention mask (none
+but padding), the inputs and the output head differ.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsight.errors import InputError
+from recsight.models.neural.base import sequence_windows
+from recsight.models.neural.sasrec import SASRec, SequenceEncoder
+
+#: Share of training windows that mask only their last event (the paper's extra samples).
+LAST_ONLY_SHARE = 0.1
+
+
+class _BertNet(nn.Module):
+    """Encoder plus BERT's output transform (dense, GELU, LayerNorm) and a per-item bias;
+    output weights are tied to the item embeddings."""
+
+    def __init__(self, encoder: SequenceEncoder, n_items: int, dim: int):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim))
+        self.bias = nn.Parameter(torch.zeros(n_items))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(tokens))
+
+
+class BERT4Rec(SASRec):
+    """Bidirectional masked-item model; hyperparameters as `SASRec` plus `mask_prob`."""
+
+    name: ClassVar[str] = "bert4rec"
+
+    def __init__(
+        self,
+        max_len: int = 50,
+        dim: int = 64,
+        layers: int = 2,
+        heads: int = 2,
+        dropout: float = 0.2,
+        attn_dropout: float = 0.2,
+        mask_prob: float = 0.2,
+        epochs: int = 200,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        batch_size: int = 128,
+        patience: int | None = 5,
+        early_stopping: bool = True,
+        max_minutes: float | None = None,
+        threads: int | None = 1,
+        seed: int = 42,
+        verbose: bool = True,
+    ):
+        super().__init__(
+            max_len=max_len,
+            dim=dim,
+            layers=layers,
+            heads=heads,
+            dropout=dropout,
+            attn_dropout=attn_dropout,
+            epochs=epochs,
+            lr=lr,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            patience=patience,
+            early_stopping=early_stopping,
+            max_minutes=max_minutes,
+            threads=threads,
+            seed=seed,
+            verbose=verbose,
+        )
+        self.mask_prob = mask_prob
+
+    def _check(self) -> None:
+        super()._check()
+        if not 0 < self.mask_prob < 1:
+            raise InputError(f"mask_prob: expected a probability in (0, 1), not {self.mask_prob}")
+
+    def _mask_token(self) -> int:
+        return int(self.dims_[0]) + 1
+
+    def _build_net(self) -> nn.Module:
+        encoder = SequenceEncoder(
+            int(self.dims_[0]) + 2,
+            self.max_len,
+            self.dim,
+            self.layers,
+            self.heads,
+            self.dropout,
+            self.attn_dropout,
+            causal=False,
+        )
+        return _BertNet(encoder, int(self.dims_[0]), self.dim)
+
+    def _item_weights(self, net: nn.Module) -> torch.Tensor:
+        return net.encoder.item_emb.weight[1 : int(self.dims_[0]) + 1]
+
+    def _logits(self, net: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        return h @ self._item_weights(net).T + net.bias
+
+    def _scores_from(self, net: nn.Module, padded: torch.Tensor) -> torch.Tensor:
+        # the last max_len - 1 events, then [MASK]: its prediction is the next item
+        tokens = torch.cat([padded[:, 1:], torch.full((len(padded), 1), self._mask_token())], dim=1)
+        return self._logits(net, net(tokens)[:, -1])
+
+    def _train_windows(self, indptr: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return sequence_windows(indptr, items, self.max_len)
+
+    def _window_loss(self, net: nn.Module, windows: torch.Tensor) -> torch.Tensor:
+        real = windows > 0
+        masked = (torch.rand(windows.shape) < self.mask_prob) & real
+        # as in the paper, some windows mask only their last event: exactly the inference
+        # task; so does any window where nothing else was masked
+        last_only = (torch.rand(len(windows)) < LAST_ONLY_SHARE) | ~masked.any(dim=1)
+        masked[last_only] = False
+        masked[last_only, -1] = True
+        tokens = torch.where(masked, self._mask_token(), windows)
+        h = net(tokens)[masked]
+        return F.cross_entropy(self._logits(net, h), windows[masked] - 1)

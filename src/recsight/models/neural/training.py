@@ -1,0 +1,224 @@
+"""The one training loop every neural model uses, and the torch plumbing around it.
+
+`train_loop` runs mini-batch AdamW epochs over batches a model supplies, evaluates a
+validation metric after each epoch, keeps the best weights (early stopping with `patience`)
+and restores them at the end, shows loss and metric per epoch with Rich, and treats Ctrl-C as
+"stop now": the best model so far is restored and training returns normally. Seeds are set
+from the model's `seed` and torch's thread count from its `threads`, for the duration of the
+call only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from recsight.errors import InputError
+
+
+@dataclass
+class EpochRecord:
+    """One epoch: mean training loss, validation metric (None without validation), seconds."""
+
+    epoch: int
+    loss: float
+    metric: float | None
+    seconds: float
+
+
+@dataclass
+class TrainHistory:
+    """What `train_loop` did: per-epoch records, the restored epoch and why it stopped
+    ("epochs", "early_stopping", "time_budget" or "interrupted")."""
+
+    metric_name: str | None
+    epochs: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_metric: float | None = None
+    stopped_by: str = "epochs"
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run torch with `n` intra-op threads inside the block (None = leave as is)."""
+    if n is None:
+        yield
+        return
+    if int(n) < 1:
+        raise InputError(f"threads: expected a positive thread count, not {n}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def flatten_state(module: torch.nn.Module) -> np.ndarray:
+    """All tensors of ``module.state_dict()``, in its order, as one float32 vector (what the
+    model saves in its ``.npz``; the architecture is rebuilt from the hyperparameters)."""
+    parts = [t.detach().cpu().reshape(-1).to(torch.float32) for t in module.state_dict().values()]
+    if not parts:
+        return np.zeros(0, np.float32)
+    return torch.cat(parts).numpy().copy()
+
+
+def load_flat_state(module: torch.nn.Module, flat: np.ndarray) -> None:
+    """Inverse of `flatten_state`; a length mismatch means the saved model does not match
+    its hyperparameters."""
+    state = module.state_dict()
+    total = sum(t.numel() for t in state.values())
+    if flat.size != total:
+        raise InputError(
+            f"saved weights hold {flat.size} values but the architecture needs {total}; "
+            "the model files do not match their config.json"
+        )
+    vec = torch.from_numpy(np.ascontiguousarray(flat, dtype=np.float32))
+    out, pos = {}, 0
+    for key, t in state.items():
+        out[key] = vec[pos : pos + t.numel()].view_as(t).to(t.dtype).clone()
+        pos += t.numel()
+    module.load_state_dict(out)
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed torch and return the numpy generator a fit draws its batches from."""
+    torch.manual_seed(int(seed))
+    return np.random.default_rng(int(seed))
+
+
+def minibatches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Shuffled index batches covering ``range(n)`` once."""
+    if batch_size < 1:
+        raise InputError(f"batch_size: expected a positive integer, not {batch_size}")
+    order = rng.permutation(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def train_loop(
+    module: torch.nn.Module,
+    batches: Callable[[np.random.Generator], Iterable[Any]],
+    loss_fn: Callable[[Any], torch.Tensor],
+    *,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    rng: np.random.Generator,
+    validate: Callable[[], float] | None = None,
+    metric_name: str | None = None,
+    higher_is_better: bool = True,
+    patience: int | None = 3,
+    max_seconds: float | None = None,
+    verbose: bool = False,
+    description: str = "training",
+) -> TrainHistory:
+    """Train `module` in place with AdamW and return the `TrainHistory`.
+
+    `batches(rng)` yields one epoch of batches; `loss_fn(batch)` returns the mean loss of one.
+    With `validate` (called in eval mode after each epoch), the weights of the best epoch are
+    restored at the end and training stops after `patience` epochs without improvement
+    (None: never early). `max_seconds` is a wall-clock budget checked after every batch.
+    Ctrl-C stops training the same way, keeping the best weights so far.
+    """
+    if epochs < 1:
+        raise InputError(f"epochs: expected a positive integer, not {epochs}")
+    if lr <= 0:
+        raise InputError(f"lr: expected a positive learning rate, not {lr}")
+    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+    history = TrainHistory(metric_name=metric_name if validate else None)
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs = 0
+    t_start = time.perf_counter()
+    console = Console(stderr=True, quiet=not verbose)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("epoch {task.completed:.0f}/{task.total:.0f}"),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not verbose,
+        transient=False,
+    )
+
+    def out_of_time() -> bool:
+        return max_seconds is not None and time.perf_counter() - t_start >= max_seconds
+
+    with progress:
+        task = progress.add_task(description, total=epochs, status="")
+        try:
+            for epoch in range(1, epochs + 1):
+                t0 = time.perf_counter()
+                module.train()
+                total, count = 0.0, 0
+                for batch in batches(rng):
+                    opt.zero_grad(set_to_none=True)
+                    loss = loss_fn(batch)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"{description}: loss became {loss.item()} in epoch {epoch}; lower lr"
+                        )
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach())
+                    count += 1
+                    if out_of_time():
+                        break
+                metric = None
+                if validate is not None:
+                    module.eval()
+                    with torch.inference_mode():
+                        metric = float(validate())
+                rec = EpochRecord(epoch, total / max(count, 1), metric, time.perf_counter() - t0)
+                history.epochs.append(rec)
+                improved = metric is not None and (
+                    history.best_metric is None
+                    or (metric > history.best_metric if higher_is_better
+                        else metric < history.best_metric)
+                )  # fmt: skip
+                if improved or validate is None:
+                    history.best_epoch, history.best_metric = epoch, metric
+                    best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                    bad_epochs = 0
+                else:
+                    bad_epochs += 1
+                shown = "" if metric is None else f" {metric_name}={metric:.4f}"
+                progress.update(task, advance=1, status=f"loss={rec.loss:.4f}{shown}")
+                console.log(f"epoch {epoch}: loss {rec.loss:.4f}{shown} ({rec.seconds:.1f}s)")
+                if out_of_time():
+                    history.stopped_by = "time_budget"
+                    break
+                if patience is not None and validate is not None and bad_epochs >= patience:
+                    history.stopped_by = "early_stopping"
+                    break
+        except KeyboardInterrupt:
+            history.stopped_by = "interrupted"
+            console.log("interrupted: keeping the best model so far")
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    module.eval()
+    history.seconds = time.perf_counter() - t_start
+    return history
+
+
+def ranking_ndcg(scores: torch.Tensor, targets: torch.Tensor, k: int = 10) -> float:
+    """Mean NDCG@k of one held-out item per row under full ranking (a target's rank is the
+    number of items scoring strictly higher; masked items carry -inf)."""
+    target_scores = scores.gather(1, targets[:, None])
+    rank = (scores > target_scores).sum(dim=1)
+    gain = torch.where(rank < k, 1.0 / torch.log2(rank.to(torch.float32) + 2.0), 0.0)
+    return float(gain.mean()) if len(gain) else math.nan

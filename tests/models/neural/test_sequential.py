@@ -1,0 +1,184 @@
+"""SASRec and BERT4Rec: causality, overfitting a planted sequence, persistence, ordered
+histories and the vectorised sequence windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from models.neural.data import cycles, events
+
+from recsight.errors import InputError
+from recsight.models.base import Recommender
+from recsight.models.neural.base import holdout_last, last_window, sequence_windows
+from recsight.models.neural.bert4rec import BERT4Rec
+from recsight.models.neural.sasrec import SASRec
+
+SMALL = dict(dim=16, layers=1, heads=2, dropout=0.0, attn_dropout=0.0, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def trained_sasrec() -> SASRec:
+    return SASRec(max_len=8, epochs=60, lr=1e-2, early_stopping=False, batch_size=32, **SMALL).fit(
+        cycles()
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_bert() -> BERT4Rec:
+    params = {**SMALL, "dim": 32}
+    return BERT4Rec(
+        max_len=8, epochs=150, lr=1e-2, early_stopping=False, batch_size=16, mask_prob=0.3, **params
+    ).fit(cycles())
+
+
+def test_sequence_windows_cut_from_the_end_and_left_pad():
+    # user 0: items 0..6 (7 events), user 1: one event (dropped), user 2: items 7, 8
+    indptr = np.array([0, 7, 8, 10])
+    items = np.array([0, 1, 2, 3, 4, 5, 6, 9, 7, 8])
+    w = sequence_windows(indptr, items, 3)
+    # user 0 -> [4,5,6], [1,2,3], [0] (single event: dropped); user 2 -> [7,8]; as idx + 1
+    assert w.tolist() == [[5, 6, 7], [2, 3, 4], [0, 8, 9]]
+    assert last_window(indptr, items, np.array([0, 1, 2]), 4).tolist() == [
+        [4, 5, 6, 7], [0, 0, 0, 10], [0, 0, 8, 9]
+    ]  # fmt: skip
+
+
+def test_holdout_last_takes_latest_event_of_users_with_three_or_more():
+    data = events(
+        np.array([0, 0, 0, 1, 1, 0]),
+        np.array([1, 2, 3, 4, 5, 6]),
+        2,
+        7,
+        timestamp=np.array([5.0, 1.0, 9.0, 1.0, 2.0, 3.0]),
+    )
+    assert np.flatnonzero(holdout_last(data)).tolist() == [2]
+
+
+def test_sasrec_attention_is_causal():
+    model = SASRec(max_len=6, epochs=1, early_stopping=False, **SMALL).fit(cycles())
+    net = model.net
+    a = torch.tensor([[0, 3, 5, 2, 7, 4]])
+    b = a.clone()
+    b[0, 4] = 9  # change the item at position t + 1 = 4
+    c = torch.tensor([[6, 3, 5, 2, 7, 4]])  # and a padded position made real
+    with torch.inference_mode():
+        ha, hb, hc = net(a), net(b), net(c)
+    assert torch.allclose(ha[0, :4], hb[0, :4], atol=1e-6)
+    assert not torch.allclose(ha[0, 4], hb[0, 4])
+    # positions after the padding attend to real items only: a padded slot is not item 6
+    assert not torch.allclose(ha[0, 1:], hc[0, 1:])
+
+
+def test_bert4rec_attention_is_bidirectional_but_ignores_padding():
+    net = BERT4Rec(max_len=6, epochs=1, early_stopping=False, **SMALL).fit(cycles()).net
+    a = torch.tensor([[0, 3, 5, 2, 7, 4]])
+    later = a.clone()
+    later[0, 4] = 9  # a later item changes earlier outputs
+    with torch.inference_mode():
+        before = net(a)
+        assert not torch.allclose(before[0, 2], net(later)[0, 2])
+        # padded keys are masked out: what the padding slot holds cannot leak into real ones
+        net.encoder.item_emb.weight[0] = torch.randn(16) * 5
+        assert torch.allclose(net(a)[0, 1:], before[0, 1:], atol=1e-5)
+
+
+def test_sasrec_overfits_a_deterministic_sequence(trained_sasrec):
+    assert trained_sasrec.history_.epochs[-1].loss < 0.05
+    # after i3, i4, i5 the next item is i6
+    ids, _ = trained_sasrec.recommend_for_history(["i3", "i4", "i5"], k=1)
+    assert ids.tolist() == ["i6"]
+    # every training user's next item is the successor of their last one
+    data = cycles()
+    indptr, items = data.sequences()
+    top = trained_sasrec.score_all(np.arange(data.n_users)).argmax(axis=1)
+    assert np.array_equal(top, (items[indptr[1:] - 1] + 1) % data.n_items)
+
+
+def test_bert4rec_overfits_a_deterministic_sequence(trained_bert):
+    # random masking keeps BERT4Rec's training loss noisy; its predictions are exact
+    losses = [e.loss for e in trained_bert.history_.epochs]
+    assert min(losses[-10:]) < 0.5 < 2.0 < losses[0]
+    ids, _ = trained_bert.recommend_for_history(["i9", "i10", "i11"], k=1)
+    assert ids.tolist() == ["i0"]
+    data = cycles()
+    indptr, items = data.sequences()
+    top = trained_bert.score_all(np.arange(data.n_users)).argmax(axis=1)
+    assert np.array_equal(top, (items[indptr[1:] - 1] + 1) % data.n_items)
+
+
+@pytest.mark.parametrize("fixture", ["trained_sasrec", "trained_bert"])
+def test_new_event_changes_the_next_recommendation_without_retraining(fixture, request):
+    model = request.getfixturevalue(fixture)
+    before, _ = model.recommend_for_history(["i1", "i2"], k=1, exclude_seen=False)
+    after, _ = model.recommend_for_history(["i1", "i2", "i3"], k=1, exclude_seen=False)
+    assert before.tolist() == ["i3"] and after.tolist() == ["i4"]
+    # the order of the history is the sequence
+    rev, _ = model.recommend_for_history(["i3", "i2", "i1"], k=1, exclude_seen=False)
+    assert rev.tolist() != after.tolist()
+
+
+@pytest.mark.parametrize("fixture", ["trained_sasrec", "trained_bert"])
+def test_save_load_round_trip_reproduces_scores(fixture, request, tmp_path):
+    model = request.getfixturevalue(fixture)
+    model.save(tmp_path / "m")
+    loaded = type(model).load(tmp_path / "m")
+    users = np.arange(model.users_.__len__())
+    np.testing.assert_array_equal(loaded.score_all(users), model.score_all(users))
+    assert loaded.get_params() == model.get_params()
+    ids_a, _ = model.recommend(["u0", "u5"], k=3)
+    ids_b, _ = loaded.recommend(["u0", "u5"], k=3)
+    assert ids_a.tolist() == ids_b.tolist()
+    # no pickle anywhere: the arrays load with allow_pickle=False
+    with np.load(tmp_path / "m" / "arrays.npz", allow_pickle=False) as npz:
+        assert npz["weights_"].dtype == np.float32
+
+
+def test_score_all_matches_scoring_the_users_own_sequences(trained_sasrec):
+    data = cycles()
+    indptr, items = data.sequences()
+    seqs = [items[indptr[u] : indptr[u + 1]] for u in range(3)]
+    np.testing.assert_allclose(
+        trained_sasrec.score_all(np.arange(3)), trained_sasrec.score_sequences(seqs), atol=1e-5
+    )
+    # a CSR history is ordered by its weights (positions here)
+    h = trained_sasrec._history_matrix(["i7", "i5", "i6"], weights=[3.0, 1.0, 2.0])
+    np.testing.assert_allclose(
+        trained_sasrec.score_history(h),
+        trained_sasrec.score_sequences([np.array([5, 6, 7])]),
+        atol=1e-5,
+    )
+
+
+def test_explain_points_at_the_item_that_decides(trained_sasrec):
+    top = trained_sasrec.explain_history(["i0", "i8", "i4"], "i5", top=1)
+    assert top[0][0] == "i4" and top[0][1] > 0
+
+
+def test_empty_history_falls_back_to_popularity(trained_sasrec):
+    ids, _ = trained_sasrec.recommend_for_history([], k=3)
+    order = np.argsort(-trained_sasrec.item_popularity_, kind="stable")[:3]
+    assert ids.tolist() == trained_sasrec.items_.ids[order].tolist()
+
+
+def test_early_stopping_uses_leave_one_out_validation():
+    model = SASRec(max_len=8, epochs=40, lr=1e-2, patience=2, batch_size=32, **SMALL)
+    model.fit(cycles(n_users=40))
+    h = model.history_
+    assert h.metric_name == "ndcg@10" and all(e.metric is not None for e in h.epochs)
+    assert h.best_metric == max(e.metric for e in h.epochs)
+    assert h.best_metric > 0.9  # the planted next item ranks first for nearly every user
+
+
+def test_bad_hyperparameters_raise_input_error():
+    with pytest.raises(InputError, match="dim"):
+        SASRec(dim=15, heads=2, verbose=False).fit(cycles())
+    with pytest.raises(InputError, match="mask_prob"):
+        BERT4Rec(mask_prob=1.5, verbose=False).fit(cycles())
+
+
+def test_base_load_dispatch_is_by_saved_name(trained_sasrec, tmp_path):
+    trained_sasrec.save(tmp_path / "m")
+    with pytest.raises(InputError, match="sasrec"):
+        BERT4Rec.load(tmp_path / "m")
+    assert isinstance(Recommender.load, object)
