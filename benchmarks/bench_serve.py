@@ -1,0 +1,271 @@
+"""Load test of `recsight serve` on loopback: latency, throughput, ingest rate and freshness.
+
+For each model (ALS, SASRec) trained on ML-1M (users 1-2,999), the script starts the service
+as a separate process on 127.0.0.1 and measures:
+  (a) open loop: a fixed 200 recommendation requests/s for 60 s, latency measured from each
+      request's scheduled send time (no coordinated omission); p50/p95/p99 and errors;
+  (b) closed loop: 32 concurrent clients for 20 s; maximum throughput;
+  (c) event ingest: single-event posts and batches of 100 (acknowledged = durable events/s);
+  (d) freshness: time from an event's acknowledgement to a recommendation list that shows it.
+The load generator shares the machine's cores with the server. Every loop is bounded in time
+and request count and only targets 127.0.0.1.
+
+    RECSIGHT_DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_serve.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from recsight.data.ingest import ingest  # noqa: E402
+from recsight.data.store import Store  # noqa: E402
+from recsight.datasets import data_dir  # noqa: E402
+from recsight.models.registry import available_models, create_model  # noqa: E402
+from tests.serving.live import live_server  # noqa: E402
+
+KEY = "bench-key"
+HEADERS = {"X-API-Key": KEY}
+MAX_REQUESTS = 50_000  # hard cap on any one phase
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) * 1000 if values else float("nan")
+
+
+async def open_loop(url: str, users: list[str], rate: float, seconds: float) -> dict:
+    n = min(int(rate * seconds), MAX_REQUESTS)
+    lat: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits) as c:
+        start = time.perf_counter() + 0.2
+
+        async def one(i: int) -> None:
+            nonlocal errors
+            scheduled = start + i / rate
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            try:
+                r = await c.get(f"/recommendations/{users[i % len(users)]}?k=10")
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                lat.append(time.perf_counter() - scheduled)
+            else:
+                errors += 1
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+    return {
+        "requests": n,
+        "errors": errors,
+        "p50_ms": pct(lat, 50),
+        "p95_ms": pct(lat, 95),
+        "p99_ms": pct(lat, 99),
+        "max_ms": max(lat) * 1000 if lat else float("nan"),
+    }
+
+
+async def closed_loop(url: str, users: list[str], clients: int, seconds: float) -> dict:
+    done = 0
+    errors = 0
+    lat: list[float] = []
+    deadline = time.perf_counter() + seconds
+    async with httpx.AsyncClient(base_url=url, timeout=10) as c:
+
+        async def worker(w: int) -> None:
+            nonlocal done, errors
+            i = w
+            while time.perf_counter() < deadline and done < MAX_REQUESTS:
+                t0 = time.perf_counter()
+                r = await c.get(f"/recommendations/{users[i % len(users)]}?k=10")
+                lat.append(time.perf_counter() - t0)
+                done += 1
+                errors += r.status_code != 200
+                i += clients
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(clients)))
+        elapsed = time.perf_counter() - t0
+    return {
+        "clients": clients,
+        "requests": done,
+        "errors": errors,
+        "throughput_rps": done / elapsed,
+        "p50_ms": pct(lat, 50),
+        "p99_ms": pct(lat, 99),
+    }
+
+
+async def ingest_rate(url: str, batch: int, clients: int, seconds: float, tag: str) -> dict:
+    acked = 0
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+
+        async def worker(w: int) -> None:
+            nonlocal acked, errors
+            n = 0
+            while time.perf_counter() < deadline and acked < MAX_REQUESTS * 10:
+                events = [
+                    {
+                        "user_id": f"load{w}",
+                        "item_id": str(1 + (n * 7 + j) % 3000),
+                        "event_type": "view",
+                        "event_id": f"{tag}-{w}-{n}-{j}",
+                    }
+                    for j in range(batch)
+                ]
+                body = {"events": events} if batch > 1 else events[0]
+                r = await c.post("/events", json=body, headers=HEADERS)
+                if r.status_code == 200:
+                    acked += r.json()["stored"]
+                else:
+                    errors += 1
+                n += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(clients)))
+        elapsed = time.perf_counter() - t0
+    return {
+        "batch": batch,
+        "clients": clients,
+        "acked_events": acked,
+        "errors": errors,
+        "events_per_s": acked / elapsed,
+    }
+
+
+def freshness(url: str, users: list[str], trials: int = 50) -> dict:
+    """Ack of a purchase of the user's current top item -> a list without that item."""
+    times = []
+    with httpx.Client(base_url=url, timeout=10) as c:
+        for i, user in enumerate(users[:trials]):
+            top = c.get(f"/recommendations/{user}?k=10").json()["recommendations"][0]["item_id"]
+            r = c.post(
+                "/events",
+                json={
+                    "user_id": user,
+                    "item_id": top,
+                    "event_type": "purchase",
+                    "event_id": f"fresh-{i}",
+                },
+                headers=HEADERS,
+            )
+            acked = time.perf_counter()
+            assert r.status_code == 200
+            while True:
+                recs = c.get(f"/recommendations/{user}?k=10").json()["recommendations"]
+                if top not in {x["item_id"] for x in recs}:
+                    times.append(time.perf_counter() - acked)
+                    break
+                if time.perf_counter() - acked > 5:
+                    times.append(float("inf"))
+                    break
+    finite = [t for t in times if np.isfinite(t)]
+    return {
+        "trials": len(times),
+        "reflected": len(finite),
+        "p50_ms": pct(finite, 50),
+        "p95_ms": pct(finite, 95),
+        "max_ms": max(finite) * 1000 if finite else None,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--models", nargs="+", default=["als", "sasrec"])
+    ap.add_argument("--rate", type=float, default=200.0)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--closed-seconds", type=float, default=20.0)
+    ap.add_argument("--ingest-seconds", type=float, default=10.0)
+    ap.add_argument("--sasrec-epochs", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/serve.json"))
+    args = ap.parse_args()
+    console = Console()
+    ratings = (data_dir() or Path("../shared/data")) / "ml-1m" / "ratings_users_0001-2999.dat"
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "base.duckdb"
+        with Store(base) as s:
+            ingest(s, ratings)
+            data = s.interactions()
+        users = [str(u) for u in np.random.default_rng(0).permutation(data.users.ids[:2999])]
+        for name in args.models:
+            if name not in available_models():
+                console.print(f"[yellow]skip {name}: not a registered model[/]")
+                continue
+            params = {"epochs": args.sasrec_epochs} if name == "sasrec" else {}
+            t0 = time.perf_counter()
+            model = create_model(name, **params).fit(data)
+            fit_s = time.perf_counter() - t0
+            model_dir = Path(tmp) / name
+            model.save(model_dir)
+            db = Path(tmp) / f"{name}.duckdb"
+            db.write_bytes(base.read_bytes())
+            with live_server(model_dir, db, KEY) as url:
+                for u in users[:20]:  # warm up
+                    httpx.get(f"{url}/recommendations/{u}")
+                row = {"model": name, "fit_seconds": round(fit_s, 1)}
+                row["open_loop"] = asyncio.run(open_loop(url, users, args.rate, args.seconds))
+                row["closed_loop"] = asyncio.run(closed_loop(url, users, 32, args.closed_seconds))
+                row["ingest_single"] = asyncio.run(
+                    ingest_rate(url, 1, 8, args.ingest_seconds, f"{name}-s")
+                )
+                row["ingest_batch100"] = asyncio.run(
+                    ingest_rate(url, 100, 4, args.ingest_seconds, f"{name}-b")
+                )
+                row["freshness"] = freshness(url, users[100:])
+            results.append(row)
+            console.print(f"{name}: done")
+    table = Table(title="recsight serve on loopback (server and load generator share the cores)")
+    for col in (
+        "model",
+        "open p50/p95/p99 ms",
+        "errors",
+        "closed rps",
+        "ingest 1/s",
+        "ingest 100/s",
+        "fresh p50/max ms",
+    ):
+        table.add_column(col, justify="right")
+    for r in results:
+        o, c, f = r["open_loop"], r["closed_loop"], r["freshness"]
+        table.add_row(
+            r["model"],
+            f"{o['p50_ms']:.1f} / {o['p95_ms']:.1f} / {o['p99_ms']:.1f}",
+            str(o["errors"]),
+            f"{c['throughput_rps']:.0f}",
+            f"{r['ingest_single']['events_per_s']:.0f}",
+            f"{r['ingest_batch100']['events_per_s']:.0f}",
+            f"{f['p50_ms']:.1f} / {f['max_ms']:.1f}",
+        )
+    console.print(table)
+    meta = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "python": platform.python_version(),
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "note": "load generator and server share the machine's cores",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2, default=str))
+    console.print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
