@@ -40,8 +40,9 @@ def _register_extras() -> None:
         return
     from recsight.llm.coldstart import HybridRecommender
     from recsight.llm.content import ContentRecommender
+    from recsight.llm.text_sasrec import TextSASRec
 
-    for cls in (ContentRecommender, HybridRecommender):
+    for cls in (ContentRecommender, HybridRecommender, TextSASRec):
         MODELS[cls.name] = cls
 
 

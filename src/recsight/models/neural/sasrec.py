@@ -70,7 +70,12 @@ class TransformerBlock(nn.Module):
 
 class SequenceEncoder(nn.Module):
     """Item + learned position embeddings and transformer blocks over left-padded sequences
-    of token ids (0 = padding). `causal` limits each position to itself and earlier ones."""
+    of token ids (0 = padding). `causal` limits each position to itself and earlier ones.
+
+    `side` (optional, ``(n_tokens, d)``, row 0 for padding) holds frozen per-item features,
+    e.g. text embeddings: an item's vector is then its id embedding plus a learned projection
+    of its side row, for inputs and outputs alike.
+    """
 
     def __init__(
         self,
@@ -82,10 +87,17 @@ class SequenceEncoder(nn.Module):
         dropout: float,
         attn_dropout: float,
         causal: bool,
+        side: torch.Tensor | None = None,
     ):
         super().__init__()
         self.causal = causal
         self.item_emb = nn.Embedding(n_tokens, dim, padding_idx=0)
+        self.side_proj: nn.Linear | None = None
+        if side is not None:
+            # frozen and saved with the model's own arrays, so not part of the state dict
+            self.register_buffer("side", side.to(torch.float32), persistent=False)
+            self.side_proj = nn.Linear(side.shape[1], dim, bias=False)
+            nn.init.normal_(self.side_proj.weight, std=0.02)
         self.pos_emb = nn.Embedding(max_len, dim)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
@@ -99,7 +111,7 @@ class SequenceEncoder(nn.Module):
         """Hidden states ``(batch, length, dim)``."""
         length = tokens.shape[1]
         pos = torch.arange(self.pos_emb.num_embeddings - length, self.pos_emb.num_embeddings)
-        x = self.drop(self.item_emb(tokens) + self.pos_emb(pos)[None])
+        x = self.drop(self.item_vectors(tokens) + self.pos_emb(pos)[None])
         keep = tokens > 0
         mask = keep[:, None, None, :]
         if self.causal:
@@ -109,6 +121,13 @@ class SequenceEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, mask)
         return self.ln(x)
+
+    def item_vectors(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The vector of each token: id embedding (+ projected side features)."""
+        x = self.item_emb(tokens)
+        if self.side_proj is not None:
+            x = x + self.side_proj(self.side[tokens])
+        return x
 
 
 class SASRec(SequenceRecommender):
@@ -184,7 +203,9 @@ class SASRec(SequenceRecommender):
         )
 
     def _item_weights(self, net: nn.Module) -> torch.Tensor:
-        return net.item_emb.weight[1 : int(self.dims_[0]) + 1]
+        if net.side_proj is None:
+            return net.item_emb.weight[1 : int(self.dims_[0]) + 1]
+        return net.item_vectors(torch.arange(1, int(self.dims_[0]) + 1))
 
     def _score_padded(self, padded: torch.Tensor) -> torch.Tensor:
         return self._scores_from(self.net, padded)
