@@ -234,6 +234,13 @@ def _event_type_case(raw: str) -> str:
     return f"CASE lower({raw}) {whens} ELSE lower({raw}) END"
 
 
+_DEDUPE_FIELDS = ("user_id", "item_id", "ts", "event_type", "raw_event_type", "value", "session_id")
+#: Rows with an event_id are keyed by it alone; rows without one by all their fields.
+_DEDUPE_KEY = ", ".join(
+    ["event_id"] + [f"CASE WHEN event_id IS NULL THEN {f} END" for f in _DEDUPE_FIELDS]
+)
+
+
 def _stage(con: duckdb.DuckDBPyConnection, src: Source, scale: tuple[float, float] | None) -> dict:
     """Create the temp table `_stage`: one row per data row read, typed, with `_reason` set
     for rows to drop. Returns the malformed lines DuckDB's reader rejected."""
@@ -244,17 +251,22 @@ def _stage(con: duckdb.DuckDBPyConnection, src: Source, scale: tuple[float, floa
         picks.append(f"{_q(src.event_type_fallback)} AS r_event_type_fallback")
     if src.row_number_column:
         picks.append(f"{src.row_number_column} AS _rownum")
+    # Parquet carries row numbers, so it is read once, straight into `_stage`, through a
+    # view; text formats are materialised first because their row positions are row ids.
+    kind = "VIEW" if src.row_number_column else "TABLE"
     try:
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _raw AS SELECT {', '.join(picks)} FROM {src.scan_sql}"
+            f"CREATE OR REPLACE TEMP {kind} _raw AS SELECT {', '.join(picks)} FROM {src.scan_sql}"
         )
+        if kind == "VIEW":  # surface unreadable files here, not halfway through staging
+            con.execute("SELECT count(*) FROM _raw").fetchone()
     except duckdb.Error as exc:
         raise InputError(f"{src.path}: cannot read as {src.format} ({_first_line(exc)})") from None
     rejects = _rejects(con)
     types = _types(con, "_raw")
     n_raw = int(con.execute("SELECT count(*) FROM _raw").fetchone()[0])
     if n_raw == 0:
-        con.execute("DROP TABLE _raw")
+        con.execute(f"DROP {kind} _raw")
         if rejects["lines"]:
             raise InputError(
                 f"{src.path}: no line could be read as {src.format}: e.g. line "
@@ -301,10 +313,13 @@ def _stage(con: duckdb.DuckDBPyConnection, src: Source, scale: tuple[float, floa
         if scale
         else "false"
     )
-    trimmed = (
-        f"(CAST({r('user_id')} AS VARCHAR) <> trim(CAST({r('user_id')} AS VARCHAR)) OR "
-        f"CAST({r('item_id')} AS VARCHAR) <> trim(CAST({r('item_id')} AS VARCHAR)))"
-    )
+    # trim() strips spaces, so an id was changed by it exactly when it starts or ends with one
+    padded = [
+        f"(prefix({r(c)}, ' ') OR suffix({r(c)}, ' '))"
+        for c in ("user_id", "item_id")
+        if types["r_" + c] == "VARCHAR"
+    ]
+    trimmed = " OR ".join(padded) or "false"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _stage AS
         WITH typed AS (
@@ -330,10 +345,11 @@ def _stage(con: duckdb.DuckDBPyConnection, src: Source, scale: tuple[float, floa
                  WHEN {out_of_range} THEN 'rating_out_of_range'
                  WHEN event_type <> 'rating' AND value < 0 THEN 'negative_value'
                END AS _reason,
-               false AS _fix_fill
+               false AS _fix_fill,
+               hash({_DEDUPE_KEY}) AS _h
         FROM typed
     """)
-    con.execute("DROP TABLE _raw")
+    con.execute(f"DROP {kind} _raw")
     return rejects
 
 
@@ -354,30 +370,25 @@ def _rejects(con: duckdb.DuckDBPyConnection) -> dict:
     }
 
 
-_DEDUPE_FIELDS = ("user_id", "item_id", "ts", "event_type", "raw_event_type", "value", "session_id")
-
-
 def _mark_duplicates(
     con: duckdb.DuckDBPyConnection, src: Source, dedupe: str, store_has_events: bool
 ) -> None:
     if dedupe == "none":
         return
-    # Rows with an event_id are keyed by it alone; rows without one by all their fields.
-    # Hash the key first: a GROUP BY on one integer finds the (usually empty) set of
-    # candidate groups cheaply, and only those rows get the exact window comparison.
-    fields = ["event_id"] + [f"CASE WHEN event_id IS NULL THEN {f} END" for f in _DEDUPE_FIELDS]
-    key = ", ".join(fields)
-    con.execute(f"""
+    # The key's hash `_h` (computed while staging): a GROUP BY on one integer finds the
+    # (usually empty) set of candidate groups cheaply, and only those rows get the exact
+    # window comparison.
+    key = _DEDUPE_KEY
+    con.execute("""
         CREATE OR REPLACE TEMP TABLE _dupe_hashes AS
-        SELECT h FROM (SELECT hash({key}) AS h FROM _stage WHERE _reason IS NULL)
-        GROUP BY h HAVING count(*) > 1
+        SELECT _h AS h FROM _stage WHERE _reason IS NULL GROUP BY _h HAVING count(*) > 1
     """)
     if con.execute("SELECT count(*) FROM _dupe_hashes").fetchone()[0]:
         con.execute(f"""
             UPDATE _stage SET _reason = 'duplicate' WHERE _pos IN (
                 SELECT _pos FROM (
                     SELECT _pos, row_number() OVER (PARTITION BY {key} ORDER BY _pos) AS rn
-                    FROM _stage SEMI JOIN _dupe_hashes d ON hash({key}) = d.h
+                    FROM _stage SEMI JOIN _dupe_hashes d ON _stage._h = d.h
                     WHERE _reason IS NULL)
                 WHERE rn > 1)
         """)
@@ -496,6 +507,8 @@ def _write_events(con: duckdb.DuckDBPyConnection, src: Source, report: IngestRep
         "item",
         "SELECT item_id, min(_pos) AS first FROM _stage WHERE _reason IS NULL GROUP BY item_id",
     )
+    # seq carries the order, so the rows may be written in any order: let DuckDB parallelise
+    con.execute("SET preserve_insertion_order = false")
     con.execute(f"""
         INSERT INTO events ({", ".join(_q(c) for c in EVENT_COLUMNS)})
         SELECT (SELECT coalesce(max(seq), -1) FROM events) + 1 + s._pos,
@@ -505,6 +518,7 @@ def _write_events(con: duckdb.DuckDBPyConnection, src: Source, report: IngestRep
                       JOIN item_map im ON s.item_id = im.item_id
         WHERE s._reason IS NULL
     """)
+    con.execute("SET preserve_insertion_order = true")
     if "category" in src.columns:
         _categories_from_events(con, report)
     return new_users, new_items
