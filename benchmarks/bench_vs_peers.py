@@ -97,7 +97,8 @@ def sections(tasks: list[str], quick: bool) -> list[Section]:
     on a 2-core machine; each grid brackets the values the libraries document or that
     tuning on a validation split found before."""
     out: list[Section] = []
-    explicit = [n for n, cls in MODELS.items() if cls.explicit]
+    # the classic explicit-rating models (the neural ones decide `explicit` per instance)
+    explicit = [n for n, cls in MODELS.items() if cls.explicit is True]
     if "rating" in tasks:
         surprise = [
             Candidate("Surprise BaselineOnly", "baseline", "surprise"),
