@@ -25,24 +25,7 @@ def free_port() -> int:
 def live_server(model: Path, db: Path, api_key: str, port: int | None = None) -> Iterator[str]:
     """Start the service, wait until /health answers, yield its base URL, stop it after."""
     port = port or free_port()
-    env = {**os.environ, "RECSIGHT_API_KEY": api_key, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "recsight",
-            "serve",
-            "--model",
-            str(model),
-            "--db",
-            str(db),
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_raw(model, db, api_key, port, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
@@ -68,23 +51,12 @@ def live_server(model: Path, db: Path, api_key: str, port: int | None = None) ->
                 proc.wait()
 
 
-def start_raw(model: Path, db: Path, api_key: str, port: int) -> subprocess.Popen:
-    """Start the service without waiting (the caller kills it)."""
+def start_raw(
+    model: Path, db: Path, api_key: str, port: int, stderr: int = subprocess.DEVNULL
+) -> subprocess.Popen:
+    """Start the service without waiting (the caller stops it)."""
     env = {**os.environ, "RECSIGHT_API_KEY": api_key, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "recsight", "serve", "--model", str(model), "--db", str(db)]
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "recsight",
-            "serve",
-            "--model",
-            str(model),
-            "--db",
-            str(db),
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [*cmd, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=stderr
     )

@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from recsight.cli.common import (
@@ -22,12 +29,13 @@ from recsight.data.store import Store, StoreInfo
 from recsight.errors import InputError
 
 
-def _progress(quiet: bool) -> Progress:
+def progress_bar(quiet: bool = False) -> Progress:
+    """The Rich progress display the commands share (nothing under --quiet/--json)."""
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
+        TaskProgressColumn(),
         TimeElapsedColumn(),
         console=console,
         transient=True,
@@ -109,7 +117,7 @@ def run_ingest(
     existed = db.exists()
     steps = ["reading", "checking", "writing"]
     try:
-        with _progress(quiet) as progress, Store(db) as store:
+        with progress_bar(quiet) as progress, Store(db) as store:
             task = progress.add_task(f"ingest {events}", total=len(steps))
 
             def step(name: str) -> None:
@@ -164,7 +172,7 @@ def register(app: typer.Typer) -> None:
         """Generate a synthetic shop log (events.parquet, items, users)."""
         from recsight.data.generate import generate_shop
 
-        with _progress(quiet or json_out) as progress:
+        with progress_bar(quiet or json_out) as progress:
             task = progress.add_task("generating shop", total=users)
             summary = generate_shop(
                 out,

@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from recsight.cli.common import QUIET_OPTION, console, handle_errors
-from recsight.cli.data import print_info, print_ingest_report, run_ingest
+from recsight.cli.data import print_info, print_ingest_report, progress_bar, run_ingest
 
 #: The demo's models: classic, neural, text-aware, plus popularity as the floor.
 DEMO_MODELS: list[dict] = [
@@ -29,17 +28,6 @@ DEMO_MODELS: list[dict] = [
     {"name": "content"},
     {"name": "hybrid"},
 ]
-
-
-def _bar() -> Progress:
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
 
 
 def register(app: typer.Typer) -> None:
@@ -74,7 +62,7 @@ def run_demo(out: Path, users: int, items: int, days: int, seed: int, quiet: boo
         stale.unlink(missing_ok=True)
 
     console.rule("1. Generate a shop log")
-    with _bar() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("generating users", total=users)
         summary = generate_shop(
             shop,
@@ -96,7 +84,7 @@ def run_demo(out: Path, users: int, items: int, days: int, seed: int, quiet: boo
         print_info(store.info())
 
     console.rule("3. Behavior report")
-    with _bar() as bar, Store(db, read_only=True) as store:
+    with progress_bar() as bar, Store(db, read_only=True) as store:
         task = bar.add_task("analyzing", total=None)
         analysis = analyze(
             from_store(store), progress=lambda s: bar.update(task, description=f"analyzing {s}")
@@ -124,7 +112,7 @@ def run_demo(out: Path, users: int, items: int, days: int, seed: int, quiet: boo
         },
         source="demo",
     )
-    with _bar() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("starting", total=None)
         board = ExperimentRunner(cfg, out, progress=lambda m: bar.update(task, description=m)).run()
     lb_json = write_json(board, out / "leaderboard.json")
@@ -141,7 +129,7 @@ def run_demo(out: Path, users: int, items: int, days: int, seed: int, quiet: boo
     with Store(db, read_only=True) as store:
         data = store.interactions()
         items_frame = store.items_frame()
-    with _bar() as bar:
+    with progress_bar() as bar:
         task = bar.add_task(f"fitting {best_cfg['name']} on all events", total=None)
         create_model(best_cfg["name"], **best_cfg.get("params", {})).fit(data).save(
             pipeline_dir / "main"

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -47,6 +48,7 @@ from recsight.serving.schemas import (
 log = logging.getLogger("recsight.serving")
 
 API_KEY_ENV = "RECSIGHT_API_KEY"
+EXPOSURE_COLUMNS = ["request_id", "user_id", "item_id", "position", "model_version", "ts"]
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB: a batch of ~5,000 events
 
 
@@ -154,8 +156,15 @@ class Service:
         self.started = time.time()
 
     def _write_exposures(self, rows: list[tuple]) -> None:
+        # one columnar insert: DuckDB's executemany runs row by row and would hold the
+        # write lock (and so every POST /events) for seconds after a busy interval
+        frame = pd.DataFrame(rows, columns=EXPOSURE_COLUMNS)
         with self.write_lock:
-            self.store.con.executemany("INSERT INTO exposures VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self.store.con.register("_exposures_df", frame)
+            try:
+                self.store.con.execute("INSERT INTO exposures SELECT * FROM _exposures_df")
+            finally:
+                self.store.con.unregister("_exposures_df")
 
     def close(self) -> None:
         self.exposures.stop()
