@@ -26,6 +26,10 @@ DEFAULT_WEIGHTS: dict[str, float | str] = {
 }
 
 
+#: Lookups of at most this many ids go through a dict instead of pandas.
+SMALL_LOOKUP = 256
+
+
 class IdIndex:
     """A bijection between external string ids and contiguous integer indices 0..n-1."""
 
@@ -34,6 +38,7 @@ class IdIndex:
         self._index = pd.Index(self.ids)
         if not self._index.is_unique:
             raise ValueError("IdIndex ids must be unique")
+        self._dict: dict[str, int] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -51,11 +56,22 @@ class IdIndex:
         `InputError` or, with ``missing="ignore"``, map to -1."""
         scalar = isinstance(ids, (str, int, np.integer))
         arr = [str(ids)] if scalar else [str(x) for x in ids]  # type: ignore[union-attr]
-        idx = self._index.get_indexer(arr)
+        if len(arr) <= SMALL_LOOKUP:
+            # a dict beats pandas' vectorised lookup (~1 ms of fixed cost) for the handful of
+            # ids a single request carries
+            pos = self._positions()
+            idx = np.fromiter((pos.get(a, -1) for a in arr), dtype=np.int64, count=len(arr))
+        else:
+            idx = self._index.get_indexer(arr)
         if missing == "raise" and (idx < 0).any():
             unknown = [a for a, i in zip(arr, idx, strict=True) if i < 0][:5]
             raise InputError(f"unknown id(s): {', '.join(unknown)}")
         return idx.astype(np.int64)
+
+    def _positions(self) -> dict[str, int]:
+        if self._dict is None:
+            self._dict = {str(k): i for i, k in enumerate(self.ids)}
+        return self._dict
 
     def ids_of(self, idx: Iterable[int] | np.ndarray) -> np.ndarray:
         """External string ids of integer indices."""

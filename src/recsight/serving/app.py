@@ -288,8 +288,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
             raise _HTTPError(422, "no events in the request")
         return svc().persist(events)
 
+    # async: the scoring runs on the event loop, not in the thread pool, since it is CPU-bound
+    # and short; threads would only add hand-offs and GIL contention to the tail latency
     @app.get("/recommendations/{user_id}", response_model=RecommendationsOut)
-    def get_recommendations(
+    async def get_recommendations(
         user_id: str,
         k: int = Query(10, ge=1, le=1000),
         exclude_seen: bool = True,

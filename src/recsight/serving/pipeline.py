@@ -76,6 +76,13 @@ def _digest(path: Path) -> str:
     return h.hexdigest()[:12]
 
 
+def _column_dict(meta: pd.DataFrame, column: str) -> dict[str, str]:
+    if column not in meta.columns:
+        return {}
+    col = meta[column].dropna()
+    return {str(i): str(v) for i, v in zip(col.index, col, strict=True)}
+
+
 def write_manifest(
     folder: str | Path,
     main: str,
@@ -155,6 +162,9 @@ class Pipeline:
     def _index_items(self) -> None:
         items = self.items
         self._meta = items.set_index("item_id") if "item_id" in items.columns else pd.DataFrame()
+        # plain dicts: per-request lookups must not pay pandas' indexing overhead
+        self._titles = _column_dict(self._meta, "title")
+        self._categories = _column_dict(self._meta, "category")
         self._catalog = Catalog.from_items(
             items if "item_id" in items.columns else pd.DataFrame({"item_id": pd.Series(dtype=str)})
         )
@@ -173,16 +183,10 @@ class Pipeline:
         self._index_items()
 
     def title(self, item_id: str) -> str | None:
-        if item_id in self._meta.index and "title" in self._meta.columns:
-            t = self._meta.at[item_id, "title"]
-            return None if pd.isna(t) else str(t)
-        return None
+        return self._titles.get(item_id)
 
     def category(self, item_id: str) -> str | None:
-        if item_id in self._meta.index and "category" in self._meta.columns:
-            c = self._meta.at[item_id, "category"]
-            return None if pd.isna(c) else str(c)
-        return None
+        return self._categories.get(item_id)
 
     # -- candidates and filters -----------------------------------------------------------
     def _candidates(self, model: Recommender, category: str | None) -> list[str] | None:
