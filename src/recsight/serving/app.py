@@ -7,6 +7,7 @@ after its transaction committed, so a crash never loses an acknowledged event.
 
 from __future__ import annotations
 
+import gc
 import hmac
 import logging
 import os
@@ -151,6 +152,10 @@ class Service:
         self.pipeline = Pipeline.load(config.model, self.store.items_frame(), config.llm)
         self.histories = HistoryCache(config.history_events)
         self.histories.load(self.store.con)
+        # the model and the histories are long-lived millions of objects: move them out of
+        # the garbage collector's reach, or every full collection pauses requests for 100s of ms
+        gc.collect()
+        gc.freeze()
         self.telemetry = Telemetry()
         self.exposures = ExposureLog(self._write_exposures)
         self.started = time.time()
