@@ -27,9 +27,13 @@ class ChartInfo(BaseModel):
 
 def _layout(fig: go.Figure, title: str, x: str = "", y: str = "") -> go.Figure:
     fig.update_layout(
-        title=title, xaxis_title=x, yaxis_title=y, height=380,
-        margin=dict(l=60, r=20, t=50, b=50), template="plotly_white",
-    )  # fmt: skip
+        title=title,
+        xaxis_title=x,
+        yaxis_title=y,
+        height=380,
+        margin=dict(l=60, r=20, t=50, b=50),
+        template="plotly_white",
+    )
     return fig
 
 
@@ -84,10 +88,12 @@ def _activity(r: AnalysisReport):
     a = r.activity
     d = a.daily
     busiest = max(range(len(d.events)), key=d.events.__getitem__)
-    fig = go.Figure([
-        go.Scatter(x=d.period, y=d.events, name="events"),
-        go.Scatter(x=d.period, y=d.active_users, name="active users", yaxis="y2"),
-    ])  # fmt: skip
+    fig = go.Figure(
+        [
+            go.Scatter(x=d.period, y=d.events, name="events"),
+            go.Scatter(x=d.period, y=d.active_users, name="active users", yaxis="y2"),
+        ]
+    )
     fig.update_layout(yaxis2=dict(overlaying="y", side="right", title="active users"))
     yield (
         "daily_activity",
@@ -108,10 +114,12 @@ def _activity(r: AnalysisReport):
     )
     nr = a.new_vs_returning
     total_ret, total = sum(nr.returning_users), sum(nr.returning_users) + sum(nr.new_users)
-    fig = go.Figure([
-        go.Bar(x=nr.week, y=nr.new_users, name="new"),
-        go.Bar(x=nr.week, y=nr.returning_users, name="returning"),
-    ])  # fmt: skip
+    fig = go.Figure(
+        [
+            go.Bar(x=nr.week, y=nr.new_users, name="new"),
+            go.Bar(x=nr.week, y=nr.returning_users, name="returning"),
+        ]
+    )
     fig.update_layout(barmode="stack")
     yield (
         "new_vs_returning",
@@ -138,13 +146,20 @@ def _popularity(r: AnalysisReport):
     cats = p.by_category
     if len(cats) > 1:
         total = sum(c.events for c in cats)
-        yield "category_popularity", "Events by category", (
-            f"{cats[0].category} is the biggest category with {cats[0].events:,} {what} "
-            f"({cats[0].events / total:.0%} of the top {len(cats)})"
-        ), _layout(
-            go.Figure(go.Bar(x=[c.category for c in cats], y=[c.events for c in cats])),
-            "Top categories", "category", what,
-        )  # fmt: skip
+        yield (
+            "category_popularity",
+            "Events by category",
+            (
+                f"{cats[0].category} is the biggest category with {cats[0].events:,} {what} "
+                f"({cats[0].events / total:.0%} of the top {len(cats)})"
+            ),
+            _layout(
+                go.Figure(go.Bar(x=[c.category for c in cats], y=[c.events for c in cats])),
+                "Top categories",
+                "category",
+                what,
+            ),
+        )
 
 
 def _funnel(r: AnalysisReport):
@@ -168,14 +183,18 @@ def _funnel(r: AnalysisReport):
     c = r.ctr
     if c is not None and c.by_category:
         best = max(c.by_category, key=lambda x: x.wilson_low)
-        fig = go.Figure(go.Bar(
-            x=[x.key for x in c.by_category], y=[x.ctr for x in c.by_category],
-            error_y=dict(
-                type="data", symmetric=False,
-                array=[x.wilson_high - x.ctr for x in c.by_category],
-                arrayminus=[x.ctr - x.wilson_low for x in c.by_category],
-            ),
-        ))  # fmt: skip
+        fig = go.Figure(
+            go.Bar(
+                x=[x.key for x in c.by_category],
+                y=[x.ctr for x in c.by_category],
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=[x.wilson_high - x.ctr for x in c.by_category],
+                    arrayminus=[x.ctr - x.wilson_low for x in c.by_category],
+                ),
+            )
+        )
         yield (
             "ctr_by_category",
             "CTR by category (95% Wilson interval)",
@@ -184,6 +203,25 @@ def _funnel(r: AnalysisReport):
                 f"(at least {best.wilson_low:.1%} with 95% confidence)"
             ),
             _layout(fig, "Click-through rate by category", "category", "CTR"),
+        )
+    rc = r.recommendation_ctr
+    if rc is not None:
+        best = max(rc.by_model, key=lambda x: x.wilson_low)
+        yield (
+            "recommendation_ctr",
+            "Live CTR of served recommendations by position",
+            (
+                f"{rc.lists:,} recommendation lists served; model {best.key} has the best "
+                f"live CTR, {best.ctr:.1%} of {best.views:,} shown items"
+            ),
+            _layout(
+                go.Figure(
+                    go.Bar(x=[x.key for x in rc.by_position], y=[x.ctr for x in rc.by_position])
+                ),
+                "Click-through of recommendations by position",
+                "position",
+                "CTR",
+            ),
         )
 
 
@@ -228,18 +266,29 @@ def _retention(r: AnalysisReport):
 def _interests(r: AnalysisReport):
     i = r.interests
     tc = i.top_categories
-    yield "interest_categories", "Interest share by category (time-decayed)", (
-        f"{tc[0].category} holds {tc[0].share:.0%} of decayed interest; the median user's "
-        f"normalized category entropy is {i.normalized_entropy.q['p50']:.2f}"
-    ), _layout(
-        go.Figure(go.Bar(x=[c.category for c in tc], y=[c.share for c in tc])),
-        f"Interest share (half-life {i.half_life_days:g} days)", "category", "share",
-    )  # fmt: skip
+    yield (
+        "interest_categories",
+        "Interest share by category (time-decayed)",
+        (
+            f"{tc[0].category} holds {tc[0].share:.0%} of decayed interest; the median user's "
+            f"normalized category entropy is {i.normalized_entropy.q['p50']:.2f}"
+        ),
+        _layout(
+            go.Figure(go.Bar(x=[c.category for c in tc], y=[c.share for c in tc])),
+            f"Interest share (half-life {i.half_life_days:g} days)",
+            "category",
+            "share",
+        ),
+    )
     if i.transitions:
-        hm = go.Figure(go.Heatmap(
-            z=i.transitions, x=i.transition_categories, y=i.transition_categories,
-            colorscale="Purples",
-        ))  # fmt: skip
+        hm = go.Figure(
+            go.Heatmap(
+                z=i.transitions,
+                x=i.transition_categories,
+                y=i.transition_categories,
+                colorscale="Purples",
+            )
+        )
         hm.update_yaxes(autorange="reversed", type="category")
         hm.update_xaxes(type="category")
         yield (
@@ -256,14 +305,26 @@ def _interests(r: AnalysisReport):
 def _segments(r: AnalysisReport):
     s = r.segments
     big = max(s.segments, key=lambda x: x.size)
-    yield "segments", "User segments", (
-        f"{s.k} segments (silhouette {s.silhouette[str(s.k)]:.2f}); the largest holds "
-        f"{big.share:.0%} of users"
-    ), _layout(
-        go.Figure(go.Bar(x=[f"S{x.segment}" for x in s.segments], y=[x.size for x in s.segments],
-                         hovertext=[x.description for x in s.segments])),
-        "Segment sizes", "segment", "users",
-    )  # fmt: skip
+    yield (
+        "segments",
+        "User segments",
+        (
+            f"{s.k} segments (silhouette {s.silhouette[str(s.k)]:.2f}); the largest holds "
+            f"{big.share:.0%} of users"
+        ),
+        _layout(
+            go.Figure(
+                go.Bar(
+                    x=[f"S{x.segment}" for x in s.segments],
+                    y=[x.size for x in s.segments],
+                    hovertext=[x.description for x in s.segments],
+                )
+            ),
+            "Segment sizes",
+            "segment",
+            "users",
+        ),
+    )
 
 
 def _ratings(r: AnalysisReport):
@@ -285,15 +346,27 @@ def _ratings(r: AnalysisReport):
     )
     b = t.by_popularity
     rho = "n/a" if t.popularity_rating_spearman is None else f"{t.popularity_rating_spearman:.2f}"
-    yield "rating_vs_popularity", "Rating vs popularity", (
-        f"Items with {b[-1].min_ratings}+ ratings average {b[-1].mean_rating:.2f} vs "
-        f"{b[0].mean_rating:.2f} for items with {b[0].min_ratings}-{b[0].max_ratings} "
-        f"(Spearman {rho})"
-    ), _layout(
-        go.Figure(go.Scatter(x=[f"{x.min_ratings}-{x.max_ratings}" for x in b],
-                             y=[x.mean_rating for x in b], mode="lines+markers")),
-        "Mean rating by number of ratings", "ratings per item", "mean rating",
-    )  # fmt: skip
+    yield (
+        "rating_vs_popularity",
+        "Rating vs popularity",
+        (
+            f"Items with {b[-1].min_ratings}+ ratings average {b[-1].mean_rating:.2f} vs "
+            f"{b[0].mean_rating:.2f} for items with {b[0].min_ratings}-{b[0].max_ratings} "
+            f"(Spearman {rho})"
+        ),
+        _layout(
+            go.Figure(
+                go.Scatter(
+                    x=[f"{x.min_ratings}-{x.max_ratings}" for x in b],
+                    y=[x.mean_rating for x in b],
+                    mode="lines+markers",
+                )
+            ),
+            "Mean rating by number of ratings",
+            "ratings per item",
+            "mean rating",
+        ),
+    )
 
 
 _BUILDERS: dict[str, Callable] = {

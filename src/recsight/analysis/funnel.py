@@ -74,6 +74,17 @@ class CTR(BaseModel):
     by_category: list[RateInterval]
 
 
+class RecommendationCTR(BaseModel):
+    """Click-through of served recommendation lists: an exposure is one item shown in one
+    response; it is clicked when an event of a click type names that response's request id
+    and that item."""
+
+    click_types: list[str]
+    by_model: list[RateInterval]  # key: model version; views = exposures
+    by_position: list[RateInterval]  # key: 1-based position, over all versions
+    lists: int
+
+
 def default_stages(src: AnalysisSource) -> list[str]:
     """view -> click -> cart -> purchase, keeping the types present in the log."""
     present = src.event_type_counts
@@ -282,4 +293,45 @@ def ctr(
             for r in cats.itertuples()
             if r.views > 0
         ][: TOP_CATEGORIES * 2],
+    )
+
+
+def recommendation_ctr(
+    src: AnalysisSource,
+    click_types: tuple[str, ...] = ("click", "cart", "purchase"),
+    positions: int = 10,
+) -> RecommendationCTR:
+    """Live click-through of the service's recommendations, per model version and position."""
+    x = src.exposures
+    if x is None:
+        raise NotAvailable("no recommendations have been served (no exposures table)")
+    e = src.events.filter(src.events.request_id.notnull() & src.events.event_type.isin(click_types))
+    hits = e.select("request_id", "item_id").distinct().mutate(hit=ibis.literal(1))
+    j = x.left_join(hits, ["request_id", "item_id"])
+    joined = j.select(x.request_id, x.item_id, x.model_version, x.position, hit=j.hit.fill_null(0))
+    by_model = src.df(
+        joined.group_by("model_version")
+        .aggregate(views=joined.count(), clicks=joined.hit.sum(), lists=joined.request_id.nunique())
+        .order_by("model_version")
+    )
+    if by_model.empty:
+        raise NotAvailable("the exposures table is empty")
+    top = joined.filter(joined.position < positions)
+    by_pos = src.df(
+        top.group_by("position")
+        .aggregate(views=top.count(), clicks=top.hit.sum())
+        .order_by("position")
+    )
+    overall = _ratio(by_model.clicks.sum(), by_model.views.sum())
+    return RecommendationCTR(
+        click_types=list(click_types),
+        by_model=[
+            _rate(str(r.model_version), int(r.views), int(r.clicks), overall, 20.0)
+            for r in by_model.itertuples()
+        ],
+        by_position=[
+            _rate(str(int(r.position) + 1), int(r.views), int(r.clicks), overall, 20.0)
+            for r in by_pos.itertuples()
+        ],
+        lists=int(by_model.lists.sum()),
     )

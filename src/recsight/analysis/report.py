@@ -23,7 +23,14 @@ from pydantic import BaseModel
 
 from recsight.analysis.activity import Activity, activity
 from recsight.analysis.charts import ChartInfo, build_charts
-from recsight.analysis.funnel import CTR, Funnel, ctr, funnel
+from recsight.analysis.funnel import (
+    CTR,
+    Funnel,
+    RecommendationCTR,
+    ctr,
+    funnel,
+    recommendation_ctr,
+)
 from recsight.analysis.interests import Interests, interests
 from recsight.analysis.overview import Overview, overview
 from recsight.analysis.popularity import Popularity, popularity
@@ -43,7 +50,7 @@ SECTIONS: dict[str, dict[str, Callable[[AnalysisSource], BaseModel]]] = {
     "quality": {"quality": data_quality},
     "activity": {"activity": activity},
     "popularity": {"popularity": popularity},
-    "funnel": {"funnel": funnel, "ctr": ctr},
+    "funnel": {"funnel": funnel, "ctr": ctr, "recommendation_ctr": recommendation_ctr},
     "sessions": {"sessions": sessions},
     "retention": {"retention": retention},
     "interests": {"interests": interests},
@@ -85,6 +92,7 @@ class AnalysisReport(BaseModel):
     popularity: Popularity | None = None
     funnel: Funnel | None = None
     ctr: CTR | None = None
+    recommendation_ctr: RecommendationCTR | None = None  # when the service served lists
     sessions: Sessions | None = None
     retention: Retention | None = None
     interests: Interests | None = None

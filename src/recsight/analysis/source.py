@@ -34,6 +34,7 @@ class AnalysisSource:
 
     Attributes:
         events, items, users: Ibis tables with the store's schema.
+        exposures: the served recommendations, when the store has any (else None).
         execute: runs an Ibis expression and returns a pandas frame.
         timezone: the declared zone for hour-of-day and day-of-week figures.
         name: a label for reports (the store path).
@@ -43,6 +44,7 @@ class AnalysisSource:
     items: ir.Table
     users: ir.Table
     execute: Callable[[ir.Expr], pd.DataFrame]
+    exposures: ir.Table | None = None  # recommendations served (by `recsight serve`)
     timezone: str = "UTC"
     name: str = ""
     _cache: dict = field(default_factory=dict, repr=False)
@@ -157,10 +159,12 @@ def from_store(store: Store) -> AnalysisSource:
     def execute(expr: ir.Expr) -> pd.DataFrame:
         return con.execute(ibis.to_sql(expr, dialect="duckdb")).df()
 
+    tables = {r[0] for r in store.con.execute("SHOW TABLES").fetchall()}
     return AnalysisSource(
         events=_table(store, "events"),
         items=_table(store, "items"),
         users=_table(store, "users"),
+        exposures=_table(store, "exposures") if "exposures" in tables else None,
         execute=execute,
         timezone=store.timezone,
         name=str(store.path),

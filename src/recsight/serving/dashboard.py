@@ -12,6 +12,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recsight.analysis.funnel import recommendation_ctr
+from recsight.analysis.source import NotAvailable, from_store
+
 if TYPE_CHECKING:
     from recsight.serving.app import Service, ServiceConfig
 
@@ -61,21 +64,20 @@ def dashboard_data(s: Service, config: ServiceConfig) -> dict[str, Any]:
         """
         SELECT user_id, count(*) AS events FROM events GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 8""",
     )
-    ctr = _rows(
-        con,
-        """
-        WITH shown AS (SELECT model_version, count(*) AS exposures,
-                              count(DISTINCT request_id) AS lists
-                       FROM exposures GROUP BY 1),
-             clicked AS (SELECT x.model_version, count(DISTINCT (e.request_id, e.item_id)) AS clicks
-                         FROM events e JOIN exposures x
-                           ON e.request_id = x.request_id AND e.item_id = x.item_id
-                         WHERE e.event_type IN ('click', 'cart', 'purchase')
-                         GROUP BY 1)
-        SELECT shown.model_version, lists, exposures, coalesce(clicks, 0) AS clicks,
-               coalesce(clicks, 0) / exposures AS ctr
-        FROM shown LEFT JOIN clicked USING (model_version) ORDER BY 1""",
-    )
+    try:
+        live = recommendation_ctr(from_store(s.store))
+        ctr = [
+            {
+                "model_version": r.key,
+                "exposures": r.views,
+                "clicks": r.clicks,
+                "ctr": r.ctr,
+                "ctr_low95": r.wilson_low,
+            }
+            for r in live.by_model
+        ]
+    except NotAvailable:
+        ctr = []
     return {
         "info": info.to_dict(),
         "per_day": per_day,
