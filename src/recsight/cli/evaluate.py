@@ -25,9 +25,11 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JSON_OPTION,
         quiet: bool = QUIET_OPTION,
     ) -> None:
-        """Train, tune (on a validation split carved from train) and evaluate the experiment's
-        models on test; print a leaderboard with 95% CIs and significance marks, and write
-        leaderboard.json and leaderboard.html."""
+        """Train, tune and evaluate an experiment's models; print and write a leaderboard.
+
+        Hyperparameters are tuned on a validation split carved from train; the leaderboard
+        has 95% bootstrap CIs and significance marks, and is written as leaderboard.json and
+        leaderboard.html."""
         from recsight.evaluation.experiment import run_experiment
         from recsight.evaluation.leaderboard import rich_tables
 
