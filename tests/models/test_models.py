@@ -13,7 +13,7 @@ from recsight.errors import InputError
 from recsight.models import EASE, MODELS, BiasedMF, ItemKNN, create_model, load_model
 from recsight.models.base import FORMAT_VERSION
 
-# the classic models; neural and text-aware ones have their own tests (tests/models/neural, tests/llm)
+# the classic models; neural and text-aware ones have their own tests (neural/, tests/llm)
 CLASSIC = ["popular", "userknn", "itemknn", "biased_mf", "als", "bpr", "ease"]
 IMPLICIT = [n for n in CLASSIC if not MODELS[n].explicit]
 SMALL = {"als": {"factors": 4, "iterations": 15, "num_threads": 1},
