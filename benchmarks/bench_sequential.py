@@ -243,7 +243,7 @@ def main() -> None:
             model.fit(fit_data)
             record("ease", model, time.perf_counter() - t0, {"reg": 600.0})
     if args.converge:
-        model = SASRec(**size, epochs=10_000, patience=5)
+        model = SASRec(**size, epochs=10_000, patience=5, max_minutes=args.converge_minutes)
         t0 = time.perf_counter()
         model.fit(fit_data)
         h = model.history_
