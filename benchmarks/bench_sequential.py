@@ -174,6 +174,12 @@ def main() -> None:
         "--converge", action="store_true", help="also train recsight's SASRec to convergence"
     )
     ap.add_argument(
+        "--converge-minutes",
+        type=float,
+        default=None,
+        help="safety cap on the convergence run (reported if it is hit)",
+    )
+    ap.add_argument(
         "--quick", action="store_true", help="smoke test: users 1-300, 0.5-minute budgets"
     )
     ap.add_argument("--threads", type=int, default=1)
