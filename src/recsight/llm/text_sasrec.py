@@ -11,12 +11,11 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 
 from recsight.data.dataset import Interactions
 from recsight.llm.content import catalog_texts
 from recsight.llm.encoders import DEFAULT_ENCODER, EmbeddingCache, encode_texts, make_encoder
-from recsight.models.neural.sasrec import SASRec, SequenceEncoder
+from recsight.models.neural.sasrec import SASRec
 
 
 class TextSASRec(SASRec):
@@ -87,16 +86,6 @@ class TextSASRec(SASRec):
         super().fit(train)
         return self
 
-    def _build_net(self) -> nn.Module:
-        side = np.vstack([np.zeros((1, self.text_.shape[1]), np.float32), self.text_])
-        return SequenceEncoder(
-            self._n_tokens(),
-            self._input_len(),
-            self.dim,
-            self.layers,
-            self.heads,
-            self.dropout,
-            self.attn_dropout,
-            causal=True,
-            side=torch.from_numpy(side),
-        )
+    def _side_features(self) -> torch.Tensor:
+        pad = np.zeros((1, self.text_.shape[1]), np.float32)
+        return torch.from_numpy(np.vstack([pad, self.text_]))

@@ -200,7 +200,12 @@ class SASRec(SequenceRecommender):
             self.dropout,
             self.attn_dropout,
             causal=True,
+            side=self._side_features(),
         )
+
+    def _side_features(self) -> torch.Tensor | None:
+        """Frozen per-token features added to the item vectors (row 0: padding); none here."""
+        return None
 
     def _item_weights(self, net: nn.Module) -> torch.Tensor:
         if net.side_proj is None:
