@@ -24,6 +24,9 @@ from recsight.analysis.segments import SegmentDescriber
 from recsight.cli.common import (
     DB_OPTION,
     JSON_OPTION,
+    LLM_GGUF_OPTION,
+    LLM_MODEL_OPTION,
+    LLM_URL_OPTION,
     QUIET_OPTION,
     console,
     err_console,
@@ -77,9 +80,9 @@ def register(app: typer.Typer) -> None:
         ),
         as_json: bool = JSON_OPTION,
         quiet: bool = QUIET_OPTION,
-        llm_url: str = typer.Option(None, "--llm-url", help="OpenAI-compatible LLM server URL"),
-        llm_model: str = typer.Option(None, "--llm-model", help="LLM model name"),
-        llm_gguf: str = typer.Option(None, "--llm-gguf", help="local GGUF model file"),
+        llm_url: str | None = LLM_URL_OPTION,
+        llm_model: str | None = LLM_MODEL_OPTION,
+        llm_gguf: str | None = LLM_GGUF_OPTION,
     ) -> None:
         """Write the behavior report (report.html, report.json) for the store."""
         llm = LLMOptions(llm_url, llm_model, llm_gguf)
@@ -129,9 +132,9 @@ def register(app: typer.Typer) -> None:
         top: int = typer.Option(10, "--top", help="categories, items and recent events shown"),
         as_json: bool = JSON_OPTION,
         quiet: bool = QUIET_OPTION,
-        llm_url: str = typer.Option(None, "--llm-url", help="OpenAI-compatible LLM server URL"),
-        llm_model: str = typer.Option(None, "--llm-model", help="LLM model name"),
-        llm_gguf: str = typer.Option(None, "--llm-gguf", help="local GGUF model file"),
+        llm_url: str | None = LLM_URL_OPTION,
+        llm_model: str | None = LLM_MODEL_OPTION,
+        llm_gguf: str | None = LLM_GGUF_OPTION,
     ) -> None:
         """Print one user's profile: activity, interests, diversity, drift, items."""
         llm = LLMOptions(llm_url, llm_model, llm_gguf)

@@ -20,6 +20,11 @@ err_console = Console(stderr=True, soft_wrap=True)
 DB_OPTION = typer.Option(Path("recsight.duckdb"), "--db", help="Store (DuckDB file).")
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON only.")
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")
+# generative-LLM options (analyze, profile, recommend --explain, serve): an LLM only rewords
+# grounded template text, and text that names anything outside the evidence is rejected
+LLM_URL_OPTION = typer.Option(None, "--llm-url", help="OpenAI-compatible chat endpoint.")
+LLM_MODEL_OPTION = typer.Option(None, "--llm-model", help="Model name at --llm-url.")
+LLM_GGUF_OPTION = typer.Option(None, "--llm-gguf", help="Local GGUF model file.")
 
 F = TypeVar("F", bound=Callable[..., Any])
 

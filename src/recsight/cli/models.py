@@ -17,6 +17,9 @@ from rich.table import Table
 from recsight.cli.common import (
     DB_OPTION,
     JSON_OPTION,
+    LLM_GGUF_OPTION,
+    LLM_MODEL_OPTION,
+    LLM_URL_OPTION,
     QUIET_OPTION,
     console,
     handle_errors,
@@ -164,11 +167,9 @@ def register(app: typer.Typer) -> None:
         ),
         k: int = typer.Option(10, "--k", min=1, help="How many items."),
         explain: bool = typer.Option(False, "--explain", help="Say which history items led."),
-        llm_url: str | None = typer.Option(
-            None, "--llm-url", help="OpenAI-compatible endpoint that rewords explanations."
-        ),
-        llm_model: str | None = typer.Option(None, "--llm-model", help="Model name there."),
-        llm_gguf: Path | None = typer.Option(None, "--llm-gguf", help="Local GGUF model file."),
+        llm_url: str | None = LLM_URL_OPTION,
+        llm_model: str | None = LLM_MODEL_OPTION,
+        llm_gguf: str | None = LLM_GGUF_OPTION,
         as_json: bool = JSON_OPTION,
     ) -> None:
         """Recommend items for a user, a history, or (with a text encoder) a text query."""
@@ -179,7 +180,7 @@ def register(app: typer.Typer) -> None:
         given = [o for o, v in (("--user", user), ("--history", history), ("--text", text)) if v]
         if len(given) != 1:
             raise InputError("recommend: give exactly one of --user, --history or --text")
-        llm = make_llm(llm_url, llm_model, str(llm_gguf) if llm_gguf else None)
+        llm = make_llm(llm_url, llm_model, llm_gguf)
         model = load_model(model_dir)
         # the evidence for an explanation: a known user's training history, or a history
         evidence: str | list[str] = []

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-from recsight.cli.common import DB_OPTION, console, handle_errors
+from recsight.cli.common import (
+    DB_OPTION,
+    LLM_GGUF_OPTION,
+    LLM_MODEL_OPTION,
+    LLM_URL_OPTION,
+    console,
+    handle_errors,
+)
 from recsight.errors import InputError
 
 
@@ -24,9 +31,9 @@ def register(app: typer.Typer) -> None:
         leaderboard: Path | None = typer.Option(
             None, "--leaderboard", help="leaderboard.json shown on the dashboard."
         ),
-        llm_url: str | None = typer.Option(None, "--llm-url", help="OpenAI-compatible endpoint."),
-        llm_model: str | None = typer.Option(None, "--llm-model", help="Model name there."),
-        llm_gguf: Path | None = typer.Option(None, "--llm-gguf", help="Local GGUF model file."),
+        llm_url: str | None = LLM_URL_OPTION,
+        llm_model: str | None = LLM_MODEL_OPTION,
+        llm_gguf: str | None = LLM_GGUF_OPTION,
     ) -> None:
         """Serve recommendations over HTTP, ingest events in real time, show a dashboard."""
         import uvicorn
