@@ -69,9 +69,9 @@ def _store_history(db: Path, user: str) -> tuple[list[str], list[float], int]:
     from recsight.data.store import Store
 
     with Store(db, read_only=True) as store:
-        data = store.interactions(with_features=False)
+        data = store.interactions(with_features=False, users=[user])
     u = data.users.index_of([user], missing="ignore")[0]
-    if u < 0:
+    if u < 0 or not len(data):
         raise InputError(f"--user {user!r}: not in the store {db}")
     row = data.to_csr()[int(u)]
     return list(data.items.ids_of(row.indices)), row.data.tolist(), row.nnz

@@ -245,13 +245,19 @@ class Store:
         self,
         event_types: list[str] | None = None,
         with_features: bool = True,
+        users: Sequence[str] | None = None,
     ) -> Interactions:
-        """All events (optionally of some canonical types) as `Interactions` arrays."""
-        where = ""
+        """All events (optionally only some canonical types, or some users' events) as
+        `Interactions` arrays over the full id space."""
+        conditions: list[str] = []
         params: list[Any] = []
         if event_types:
-            where = "WHERE event_type IN (" + ", ".join("?" * len(event_types)) + ")"
-            params = list(event_types)
+            conditions.append("event_type IN (" + ", ".join("?" * len(event_types)) + ")")
+            params += list(event_types)
+        if users is not None:
+            conditions.append("user_id IN (SELECT unnest(?))")
+            params.append([str(u) for u in users])
+        where = "WHERE " + " AND ".join(conditions) if conditions else ""
         types = [
             r[0]
             for r in self.con.execute(
