@@ -207,3 +207,17 @@ def test_unknown_model_and_params():
     with pytest.raises(InputError, match="neighbors"):
         ItemKNN().set_params(k=3)
     assert ItemKNN(neighbors=7).get_params()["neighbors"] == 7
+
+
+def test_ease_refuses_a_catalog_that_cannot_fit(monkeypatch):
+    import psutil
+
+    from recsight.models.ease import check_memory
+
+    class Mem:
+        available = 8 * 2**30
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem())
+    check_memory(10_000)  # 4 x 10k^2 x 8 B = 3.2 GB fits in 8 GB
+    with pytest.raises(InputError, match=r"EASE needs about 90\.9 GB for 55,233 items"):
+        check_memory(55_233)

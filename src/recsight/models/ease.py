@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
+import psutil
 import scipy.linalg
 import scipy.sparse as sp
 
@@ -24,9 +25,26 @@ from recsight.data.dataset import Interactions
 from recsight.errors import InputError
 from recsight.models.base import Recommender
 
+#: Dense n x n float64 matrices alive at once at the peak of `ease_weights`.
+PEAK_DENSE_COPIES = 4
+
+
+def check_memory(n_items: int) -> None:
+    """EASE inverts a dense n_items x n_items matrix: fail clearly, before allocating, when
+    that cannot fit in the memory available now (rather than being killed by the OS)."""
+    need = PEAK_DENSE_COPIES * n_items * n_items * 8
+    free = psutil.virtual_memory().available
+    if need > 0.8 * free:
+        raise InputError(
+            f"EASE needs about {need / 2**30:.1f} GB for {n_items:,} items (dense item x item "
+            f"matrices) but {free / 2**30:.1f} GB is available; use itemknn or als for a "
+            "catalog this size, or keep only items with enough events (k-core filtering)"
+        )
+
 
 def ease_weights(x: sp.csr_matrix, reg: float, reg_popularity: float = 0.0) -> np.ndarray:
     """The EASE item-item matrix B (float32, zero diagonal) for user x item matrix `x`."""
+    check_memory(x.shape[1])
     g = (x.T @ x).toarray().astype(np.float64)
     d = np.arange(g.shape[0])
     g[d, d] += reg + reg_popularity * g[d, d]
