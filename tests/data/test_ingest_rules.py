@@ -199,6 +199,49 @@ def test_parquet_and_column_mapping(tmp_path):
         assert str(s.events_frame()["timestamp"][0]) == "2023-11-14 22:13:20"
 
 
+def test_typed_parquet_columns_follow_the_same_rules(tmp_path):
+    """Typed columns take other code paths than text (no trimming, presence by NULL): the
+    rules and their example row numbers must come out the same."""
+    df = pd.DataFrame(
+        {
+            "user_id": ["u1", " u2 ", "u3", "u4", "", "u6"],
+            "item_id": ["a", "b", "c", "d", "e", "f"],
+            "timestamp": pd.to_datetime(
+                ["2024-01-01 10:00", "2024-01-01 11:00", None, "2024-01-01 12:00"]
+                + ["2024-01-01 13:00", "2024-01-01 14:00"]
+            ),
+            "event_type": ["PV", "buy", "view", "cart", "view", " fav "],
+            "value": [None, 2.0, None, -1.0, None, None],
+        }
+    )
+    df.to_parquet(tmp_path / "e.parquet")
+    with Store(tmp_path / "s.duckdb") as s:
+        r = ingest(s, tmp_path / "e.parquet")
+        ev = s.events_frame()
+    assert r.dropped == {"missing_user_id": 1, "missing_timestamp": 1, "negative_value": 1}
+    assert r.examples == {"missing_user_id": [5], "missing_timestamp": [3], "negative_value": [4]}
+    assert r.fixed == {"id_whitespace_trimmed": 1, "rows": 1}
+    assert ev["user_id"].tolist() == ["u1", "u2", "u6"]
+    assert ev["event_type"].tolist() == ["view", "purchase", "fav"]
+    assert ev["raw_event_type"].tolist() == ["PV", "buy", "fav"]
+
+
+def test_zoned_parquet_timestamps_are_stored_as_utc(tmp_path):
+    local = pd.to_datetime(["2024-01-01 08:00:00", "2024-07-01 08:00:00.123456"], format="ISO8601")
+    df = pd.DataFrame(
+        {
+            "user_id": ["u", "v"],
+            "item_id": ["a", "b"],
+            "timestamp": local.tz_localize("Asia/Shanghai"),
+        }
+    )
+    df.to_parquet(tmp_path / "e.parquet")
+    with Store(tmp_path / "s.duckdb") as s:
+        ingest(s, tmp_path / "e.parquet", tz="America/New_York")  # --tz is for naive times only
+        ts = s.events_frame()["timestamp"].tolist()
+    assert ts == [pd.Timestamp("2024-01-01 00:00"), pd.Timestamp("2024-07-01 00:00:00.123456")]
+
+
 def test_item_with_two_categories_keeps_the_most_frequent(tmp_path):
     csv = write(tmp_path / "e.csv", "user_id,item_id,category\nu,i,a\nv,i,b\nw,i,b\nu,j,c\n")
     items = write(

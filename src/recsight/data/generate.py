@@ -680,6 +680,12 @@ _TRUTH_SCHEMA = pa.schema(
 )
 
 
+#: Rows per Parquet row group in events.parquet: DuckDB's own group size. Readers (DuckDB,
+#: Spark) split a Parquet scan across cores by row group, so a chunk of ~700K rows in one
+#: group would leave a core idle on small files.
+EVENTS_ROW_GROUP_ROWS = 122_880
+
+
 def generate_shop(
     out_dir: str | Path,
     n_users: int = 2000,
@@ -780,7 +786,7 @@ def generate_shop(
                 ],
                 schema=_EVENTS_SCHEMA,
             )
-            ev_w.write_table(table)
+            ev_w.write_table(table, row_group_size=EVENTS_ROW_GROUP_ROWS)
             us_w.write_table(ch.users)
             tr_w.write_table(ch.truth)
             counts += np.bincount(ch.code, minlength=len(EVENT_TYPES))

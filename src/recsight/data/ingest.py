@@ -29,12 +29,12 @@ from recsight.data.readers import (
     read_side_table,
 )
 from recsight.data.schema import (
-    EVENT_COLUMNS,
     EVENT_TYPE_SYNONYMS,
+    EVENT_TYPES,
     ITEM_COLUMNS,
     MILLISECONDS_THRESHOLD,
 )
-from recsight.data.store import Store, add_ids
+from recsight.data.store import STORED_EVENT_COLUMNS, Store, add_ids
 from recsight.errors import InputError
 
 DEDUPE_POLICIES = ("exact", "none")
@@ -153,7 +153,7 @@ def ingest(
     try:
         rejects = _stage(con, src, scale)
         step("checking")
-        _mark_duplicates(con, src, dedupe, store_has_events=store.count("events") > 0)
+        _mark_duplicates(con, src, dedupe, store_has_events=store.count("event_log") > 0)
         if fill_rating != "none":
             _fill_ratings(con, fill_rating)
         report = _summarise(con, src, rejects, tz)
@@ -197,7 +197,22 @@ def _text(col: str, typ: str) -> str:
             f"CASE WHEN {col} = floor({col}) THEN CAST(CAST({col} AS BIGINT) AS VARCHAR) "
             f"ELSE CAST({col} AS VARCHAR) END"
         )
+    if typ == "VARCHAR":
+        # trim() copies every string; only the (rare) padded or empty ones need it
+        return f"CASE WHEN {_padded(col)} OR {col} = '' THEN NULLIF(trim({col}), '') ELSE {col} END"
     return f"NULLIF(trim(CAST({col} AS VARCHAR)), '')"
+
+
+def _padded(col: str) -> str:
+    """SQL: the text starts or ends with a space (exactly when trim() would change it)."""
+    return f"(prefix({col}, ' ') OR suffix({col}, ' '))"
+
+
+def _present(col: str, typ: str) -> str:
+    """SQL: the source field holds something (a typed column: not NULL; text: not blank)."""
+    if typ in ("VARCHAR", "JSON"):
+        return f"{_text(f'CAST({col} AS VARCHAR)', 'VARCHAR')} IS NOT NULL"
+    return f"{col} IS NOT NULL"
 
 
 def _epoch(num: str) -> str:
@@ -214,7 +229,8 @@ def _timestamp(col: str, typ: str) -> str:
     """SQL turning a source timestamp of any type into naive UTC. Naive inputs are read in the
     session time zone, which `ingest` sets to the declared one."""
     if typ.startswith("TIMESTAMP WITH TIME ZONE"):
-        return f"timezone('UTC', {col})"
+        # the instant's UTC microseconds as a naive timestamp (10x cheaper than timezone())
+        return f"make_timestamp(epoch_us({col}))"
     if typ.startswith("TIMESTAMP") or typ == "DATE":
         return f"timezone('UTC', CAST({col} AS TIMESTAMPTZ))"
     if typ in ("VARCHAR", "JSON"):
@@ -231,13 +247,22 @@ def _event_type_case(raw: str) -> str:
     whens = " ".join(
         f"WHEN {_sql_str(k)} THEN {_sql_str(v)}" for k, v in EVENT_TYPE_SYNONYMS.items()
     )
-    return f"CASE lower({raw}) {whens} ELSE lower({raw}) END"
+    # most logs already use canonical spellings: those skip lower() and the synonym list
+    canonical = ", ".join(_sql_str(t) for t in EVENT_TYPES)
+    return (
+        f"CASE WHEN {raw} IN ({canonical}) THEN {raw} "
+        f"ELSE CASE lower({raw}) {whens} ELSE lower({raw}) END END"
+    )
 
 
 _DEDUPE_FIELDS = ("user_id", "item_id", "ts", "event_type", "raw_event_type", "value", "session_id")
 #: Rows with an event_id are keyed by it alone; rows without one by all their fields.
 _DEDUPE_KEY = ", ".join(
     ["event_id"] + [f"CASE WHEN event_id IS NULL THEN {f} END" for f in _DEDUPE_FIELDS]
+)
+#: A hash that is equal whenever `_DEDUPE_KEY` is (one column to hash in the usual case).
+_DEDUPE_HASH = (
+    f"CASE WHEN event_id IS NOT NULL THEN hash(event_id) ELSE hash({', '.join(_DEDUPE_FIELDS)}) END"
 )
 
 
@@ -280,10 +305,10 @@ def _stage(con: duckdb.DuckDBPyConnection, src: Source, scale: tuple[float, floa
     user = _text(r("user_id"), types[r("user_id").strip('"')])
     item = _text(r("item_id"), types[r("item_id").strip('"')])
     has_ts = "timestamp" in cols
-    ts_raw = f"NULLIF(trim(CAST({r('timestamp')} AS VARCHAR)), '')" if has_ts else "NULL"
+    ts_present = _present(r("timestamp"), types["r_timestamp"]) if has_ts else "false"
     ts = _timestamp(r("timestamp"), types["r_timestamp"]) if has_ts else "NULL::TIMESTAMP"
     if "event_type" in cols:
-        raw_type = f"NULLIF(trim(CAST({r('event_type')} AS VARCHAR)), '')"
+        raw_type = _text(r("event_type"), types["r_event_type"])
         etype = _event_type_case(
             f"coalesce({raw_type}, r_event_type_fallback)" if src.event_type_fallback else raw_type
         )
@@ -294,14 +319,14 @@ def _stage(con: duckdb.DuckDBPyConnection, src: Source, scale: tuple[float, floa
             src.notes.append(f"no event type column: every row is a '{default}' event")
     if "value" in cols:
         vtype = types["r_value"]
-        value_txt = f"NULLIF(trim(CAST({r('value')} AS VARCHAR)), '')"
+        value_present = _present(r("value"), vtype)
         value = (
-            f"TRY_CAST({value_txt} AS DOUBLE)"
+            f"TRY_CAST({_text(r('value'), vtype)} AS DOUBLE)"
             if vtype in ("VARCHAR", "JSON")
             else f"CAST({r('value')} AS DOUBLE)"
         )
     else:
-        value_txt, value = "NULL", "NULL::DOUBLE"
+        value_present, value = "false", "NULL::DOUBLE"
     opt = {
         c: (_text(r(c), types["r_" + c]) if c in cols else "NULL::VARCHAR")
         for c in ("event_id", "session_id", "request_id", "category")
@@ -313,40 +338,35 @@ def _stage(con: duckdb.DuckDBPyConnection, src: Source, scale: tuple[float, floa
         if scale
         else "false"
     )
-    # trim() strips spaces, so an id was changed by it exactly when it starts or ends with one
-    padded = [
-        f"(prefix({r(c)}, ' ') OR suffix({r(c)}, ' '))"
-        for c in ("user_id", "item_id")
-        if types["r_" + c] == "VARCHAR"
-    ]
+    padded = [_padded(r(c)) for c in ("user_id", "item_id") if types["r_" + c] == "VARCHAR"]
     trimmed = " OR ".join(padded) or "false"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _stage AS
         WITH typed AS (
             SELECT CAST({pos} AS BIGINT) AS _pos,
                    {user} AS user_id, {item} AS item_id,
-                   {ts_raw} AS _ts_raw, {ts} AS ts,
+                   {ts_present} AS _ts_present, {ts} AS ts,
                    {raw_type} AS raw_event_type, {etype} AS event_type,
-                   {value_txt} AS _value_raw, {value} AS value,
+                   {value_present} AS _value_present, {value} AS value,
                    {opt["event_id"]} AS event_id, {opt["session_id"]} AS session_id,
                    {opt["request_id"]} AS request_id,
                    {opt["category"]} AS category,
                    coalesce({trimmed}, false) AS _fix_trim
             FROM _raw
         )
-        SELECT * EXCLUDE (_ts_raw, _value_raw),
+        SELECT * EXCLUDE (_ts_present, _value_present),
                CASE
                  WHEN user_id IS NULL THEN 'missing_user_id'
                  WHEN item_id IS NULL THEN 'missing_item_id'
-                 WHEN _ts_raw IS NOT NULL AND ts IS NULL THEN 'bad_timestamp'
-                 WHEN {str(has_ts).lower()} AND _ts_raw IS NULL THEN 'missing_timestamp'
+                 WHEN _ts_present AND ts IS NULL THEN 'bad_timestamp'
+                 WHEN {str(has_ts).lower()} AND NOT _ts_present THEN 'missing_timestamp'
                  WHEN event_type IS NULL THEN 'missing_event_type'
-                 WHEN _value_raw IS NOT NULL AND value IS NULL THEN 'bad_value'
+                 WHEN _value_present AND value IS NULL THEN 'bad_value'
                  WHEN {out_of_range} THEN 'rating_out_of_range'
                  WHEN event_type <> 'rating' AND value < 0 THEN 'negative_value'
                END AS _reason,
                false AS _fix_fill,
-               hash({_DEDUPE_KEY}) AS _h
+               {_DEDUPE_HASH} AS _h
         FROM typed
     """)
     con.execute(f"DROP {kind} _raw")
@@ -375,15 +395,19 @@ def _mark_duplicates(
 ) -> None:
     if dedupe == "none":
         return
-    # The key's hash `_h` (computed while staging): a GROUP BY on one integer finds the
-    # (usually empty) set of candidate groups cheaply, and only those rows get the exact
-    # window comparison.
+    # The key's hash `_h` (computed while staging) answers the usual case, no duplicates at
+    # all, with one count(DISTINCT) (about half the cost of a GROUP BY ... HAVING over 10M
+    # rows); otherwise the candidate groups are found by hash and only their rows get the
+    # exact window comparison.
     key = _DEDUPE_KEY
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE _dupe_hashes AS
-        SELECT _h AS h FROM _stage WHERE _reason IS NULL GROUP BY _h HAVING count(*) > 1
-    """)
-    if con.execute("SELECT count(*) FROM _dupe_hashes").fetchone()[0]:
+    n, n_distinct = con.execute(
+        "SELECT count(*), count(DISTINCT _h) FROM _stage WHERE _reason IS NULL"
+    ).fetchone()
+    if n_distinct < n:
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE _dupe_hashes AS
+            SELECT _h AS h FROM _stage WHERE _reason IS NULL GROUP BY _h HAVING count(*) > 1
+        """)
         con.execute(f"""
             UPDATE _stage SET _reason = 'duplicate' WHERE _pos IN (
                 SELECT _pos FROM (
@@ -392,7 +416,7 @@ def _mark_duplicates(
                     WHERE _reason IS NULL)
                 WHERE rn > 1)
         """)
-    con.execute("DROP TABLE _dupe_hashes")
+        con.execute("DROP TABLE _dupe_hashes")
     if not store_has_events:
         return
     same = " AND ".join(
@@ -510,10 +534,10 @@ def _write_events(con: duckdb.DuckDBPyConnection, src: Source, report: IngestRep
     # seq carries the order, so the rows may be written in any order: let DuckDB parallelise
     con.execute("SET preserve_insertion_order = false")
     con.execute(f"""
-        INSERT INTO events ({", ".join(_q(c) for c in EVENT_COLUMNS)})
-        SELECT (SELECT coalesce(max(seq), -1) FROM events) + 1 + s._pos,
-               s.user_id, s.item_id, um.user_idx, im.item_idx, s.ts, s.event_type,
-               s.raw_event_type, s.value, s.event_id, s.session_id, s.request_id
+        INSERT INTO event_log ({", ".join(_q(c) for c in STORED_EVENT_COLUMNS)})
+        SELECT (SELECT coalesce(max(seq), -1) FROM event_log) + 1 + s._pos,
+               um.user_idx, im.item_idx, s.ts, s.event_type, s.raw_event_type, s.value,
+               s.event_id, s.session_id, s.request_id
         FROM _stage s JOIN user_map um ON s.user_id = um.user_id
                       JOIN item_map im ON s.item_id = im.item_id
         WHERE s._reason IS NULL

@@ -31,8 +31,9 @@ EVENT_TYPE_SYNONYMS: dict[str, str] = {
     "rate": "rating",
 }
 
-#: Canonical event columns, in storage order. `seq` is the ingest order (monotone across
-#: appends); `request_id` links an event to the recommendation response that showed the item.
+#: Canonical event columns, in the order the store's `events` view shows them. `seq` is the
+#: ingest order (monotone across appends); `request_id` links an event to the recommendation
+#: response that showed the item.
 EVENT_COLUMNS: tuple[str, ...] = (
     "seq",
     "user_id",

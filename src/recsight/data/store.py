@@ -19,20 +19,21 @@ import numpy as np
 import pandas as pd
 
 from recsight.data.dataset import IdIndex, Interactions
-from recsight.data.schema import canonical_event_type
+from recsight.data.schema import EVENT_COLUMNS, canonical_event_type
 from recsight.errors import InputError
 
 DEFAULT_DB = "recsight.duckdb"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
+# Events are stored with integer ids only (`event_log`); the `events` view joins the external
+# ids back from the maps. Writing two string columns per event was the largest single cost of
+# a bulk ingest, while the join costs a read little (the maps are small build sides).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
 CREATE TABLE IF NOT EXISTS user_map (user_idx INTEGER PRIMARY KEY, user_id VARCHAR UNIQUE);
 CREATE TABLE IF NOT EXISTS item_map (item_idx INTEGER PRIMARY KEY, item_id VARCHAR UNIQUE);
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE IF NOT EXISTS event_log (
     seq BIGINT,
-    user_id VARCHAR NOT NULL,
-    item_id VARCHAR NOT NULL,
     user_idx INTEGER NOT NULL,
     item_idx INTEGER NOT NULL,
     "timestamp" TIMESTAMP,
@@ -48,6 +49,20 @@ CREATE TABLE IF NOT EXISTS items (
     category VARCHAR, tags VARCHAR[], "text" VARCHAR, price DOUBLE
 );
 CREATE TABLE IF NOT EXISTS users (user_id VARCHAR NOT NULL, user_idx INTEGER NOT NULL);
+"""
+
+#: The columns of `event_log`: the event columns less the external ids.
+STORED_EVENT_COLUMNS: tuple[str, ...] = tuple(
+    c for c in EVENT_COLUMNS if c not in ("user_id", "item_id")
+)
+
+#: The events as every reader sees them: `EVENT_COLUMNS`, external ids included.
+_EVENTS_VIEW = """
+CREATE OR REPLACE VIEW events AS
+SELECT e.seq, u.user_id, i.item_id, e.user_idx, e.item_idx, e."timestamp", e.event_type,
+       e.raw_event_type, e.value, e.event_id, e.session_id, e.request_id
+FROM event_log e JOIN user_map u ON e.user_idx = u.user_idx
+                 JOIN item_map i ON e.item_idx = i.item_idx
 """
 
 
@@ -101,11 +116,41 @@ class Store:
                 "or read a snapshot instead"
             ) from None
         self.con.execute(f"SET memory_limit='{default_memory_limit()}'")
+        # progress is shown by the CLI (Rich); DuckDB's own bar would draw over it
+        self.con.execute("SET enable_progress_bar=false")
         self.con.execute("SET preserve_insertion_order=true")
         if not read_only:
+            self._create_or_migrate()
+        elif self.meta("schema_version") == "1":
+            # read-only, so no upgrade: give the old `events` table the new table's shape
+            self.con.execute(
+                "CREATE TEMP VIEW event_log AS SELECT * EXCLUDE (user_id, item_id) FROM events"
+            )
+
+    def _create_or_migrate(self) -> None:
+        # A version-1 store kept the string ids in an `events` table: move it to `event_log`
+        # in one transaction, so an interrupted upgrade leaves the old store as it was.
+        kinds = dict(
+            self.con.execute(
+                "SELECT table_name, table_type FROM information_schema.tables "
+                "WHERE table_schema = 'main' AND table_name IN ('events', 'event_log')"
+            ).fetchall()
+        )
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            if kinds.get("events") == "BASE TABLE":
+                self.con.execute(
+                    "CREATE TABLE event_log AS SELECT * EXCLUDE (user_id, item_id) FROM events "
+                    "ORDER BY seq"
+                )
+                self.con.execute("DROP TABLE events")
             self.con.execute(_SCHEMA)
-            if self.meta("schema_version") is None:
-                self.set_meta("schema_version", SCHEMA_VERSION)
+            self.con.execute(_EVENTS_VIEW)
+            self.set_meta("schema_version", SCHEMA_VERSION)
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
 
     def __enter__(self) -> Store:
         return self
@@ -147,22 +192,22 @@ class Store:
         q = self.con.execute
         n_events, n_users, n_items, n_pairs = q(
             "SELECT count(*), count(DISTINCT user_idx), count(DISTINCT item_idx), "
-            "count(DISTINCT (user_idx, item_idx)) FROM events"
+            "count(DISTINCT (user_idx, item_idx)) FROM event_log"
         ).fetchone()
         types = dict(
-            q("SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC").fetchall()
+            q("SELECT event_type, count(*) FROM event_log GROUP BY 1 ORDER BY 2 DESC").fetchall()
         )
         raw = dict(
             q(
-                "SELECT coalesce(raw_event_type, '(none)'), count(*) FROM events "
+                "SELECT coalesce(raw_event_type, '(none)'), count(*) FROM event_log "
                 "GROUP BY 1 ORDER BY 2 DESC"
             ).fetchall()
         )
         lo, hi, n_ts = q(
-            'SELECT min("timestamp"), max("timestamp"), count("timestamp") FROM events'
+            'SELECT min("timestamp"), max("timestamp"), count("timestamp") FROM event_log'
         ).fetchone()
         hist = q(
-            "SELECT value, count(*) FROM events WHERE event_type = 'rating' AND value IS "
+            "SELECT value, count(*) FROM event_log WHERE event_type = 'rating' AND value IS "
             "NOT NULL GROUP BY 1 ORDER BY 1"
         ).fetchall()
         sparsity = 1.0 - n_pairs / (n_users * n_items) if n_users and n_items else None
@@ -207,7 +252,7 @@ class Store:
             stored = {
                 r[0]
                 for r in self.con.execute(
-                    "SELECT DISTINCT e.event_id FROM events e "
+                    "SELECT DISTINCT e.event_id FROM event_log e "
                     "SEMI JOIN _append_df a ON e.event_id = a.event_id"
                 ).fetchall()
             }
@@ -215,7 +260,9 @@ class Store:
             self.con.unregister("_append_df")
             fresh = df[~dupe]
             self.con.register("_append_df", fresh)
-            base = self.con.execute("SELECT coalesce(max(seq), -1) + 1 FROM events").fetchone()[0]
+            base = self.con.execute("SELECT coalesce(max(seq), -1) + 1 FROM event_log").fetchone()[
+                0
+            ]
             for kind in ("user", "item"):
                 add_ids(
                     self.con,
@@ -223,10 +270,9 @@ class Store:
                     f"SELECT {kind}_id, min(_pos) AS first FROM _append_df GROUP BY {kind}_id",
                 )
             self.con.execute(f"""
-                INSERT INTO events
-                SELECT {base} + a._pos, a.user_id, a.item_id, um.user_idx, im.item_idx,
-                       a."timestamp", a.event_type, a.raw_event_type, a.value, a.event_id,
-                       a.session_id, a.request_id
+                INSERT INTO event_log
+                SELECT {base} + a._pos, um.user_idx, im.item_idx, a."timestamp", a.event_type,
+                       a.raw_event_type, a.value, a.event_id, a.session_id, a.request_id
                 FROM _append_df a JOIN user_map um ON a.user_id = um.user_id
                                   JOIN item_map im ON a.item_id = im.item_id
             """)
@@ -255,19 +301,21 @@ class Store:
             conditions.append("event_type IN (" + ", ".join("?" * len(event_types)) + ")")
             params += list(event_types)
         if users is not None:
-            conditions.append("user_id IN (SELECT unnest(?))")
+            conditions.append(
+                "user_idx IN (SELECT user_idx FROM user_map WHERE user_id IN (SELECT unnest(?)))"
+            )
             params.append([str(u) for u in users])
         where = "WHERE " + " AND ".join(conditions) if conditions else ""
         types = [
             r[0]
             for r in self.con.execute(
-                "SELECT DISTINCT event_type FROM events ORDER BY 1"
+                "SELECT DISTINCT event_type FROM event_log ORDER BY 1"
             ).fetchall()
         ]
         cols = self.con.execute(
             f"""SELECT user_idx, item_idx, coalesce(value, 'NaN'::DOUBLE) AS value,
                        event_type, seq, epoch_us("timestamp") AS ts
-                FROM events {where} ORDER BY seq""",
+                FROM event_log {where} ORDER BY seq""",
             params,
         ).fetchnumpy()
         et = pd.Categorical(cols["event_type"], categories=types).codes.astype(np.int8)
