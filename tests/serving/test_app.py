@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import duckdb
@@ -110,6 +111,11 @@ def test_bad_input_is_4xx_never_500(client):
     assert client.get("/items/nope/similar").status_code == 400
     big = {"events": [{"user_id": "u", "item_id": "i" * 200, "event_type": "view"}] * 6000}
     assert client.post("/events", json=big, headers=AUTH).status_code == 413
+    # the same body streamed without a Content-Length (chunked) is capped as it is read
+    payload = json.dumps(big).encode()
+    chunks = (payload[i : i + 65536] for i in range(0, len(payload), 65536))
+    r = client.post("/events", content=chunks, headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 413 and "request body over" in r.json()["detail"]
 
 
 def test_exposures_and_request_ids(client, store_copy):

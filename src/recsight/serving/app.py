@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import (
@@ -51,6 +51,33 @@ log = logging.getLogger("recsight.serving")
 API_KEY_ENV = "RECSIGHT_API_KEY"
 EXPOSURE_COLUMNS = ["request_id", "user_id", "item_id", "position", "model_version", "ts"]
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB: a batch of ~5,000 events
+
+
+class BodyLimit:
+    """ASGI middleware capping request bodies that arrive without a Content-Length
+    (chunked): it counts the bytes as the app reads them and answers 413 past the cap.
+    Declared lengths are checked up front by the HTTP middleware, before any read."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                # an HTTPException passes FastAPI's body parsing as it is (others become 400)
+                raise HTTPException(413, f"request body over {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counted, send)
 
 
 @dataclass
@@ -246,6 +273,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
             raise _HTTPError(
                 401, "missing or wrong API key (Authorization: Bearer <key> or X-API-Key)"
             )
+
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
 
     @app.middleware("http")
     async def limits_and_metrics(request: Request, call_next):
