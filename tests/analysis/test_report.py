@@ -60,6 +60,25 @@ def test_bot_detection_finds_planted_bots(shop):
     assert len(found - planted) <= 1  # at most one human flagged out of 598
 
 
+def test_duplicates_are_counted_and_shown_with_external_ids(tmp_path):
+    csv = tmp_path / "e.csv"
+    csv.write_text(
+        "user_id,item_id,event_type,timestamp\n"
+        "alice,x,view,2024-01-01T10:00:00\n"
+        "alice,x,view,2024-01-01T10:00:00\n"
+        "alice,x,view,2024-01-01T10:00:00\n"
+        "bob,x,view,2024-01-01T10:00:00\n"
+        "bob,y,view,2024-01-01T11:00:00\n"
+        "bob,y,view,2024-01-01T11:00:00\n"
+    )
+    with Store(tmp_path / "s.duckdb") as store:
+        ingest(store, csv, dedupe="none")
+        q = data_quality(from_store(store))
+    assert q.duplicates.count == 3  # two extra copies of alice's view, one of bob's
+    shown = sorted((d["user_id"], d["item_id"], d["copies"]) for d in q.duplicates.examples)
+    assert shown == [("alice", "x", 3), ("bob", "y", 2)]
+
+
 def test_segments_and_profile_on_generated_shop(shop):
     db, truth = shop
     with Store(db, read_only=True) as store:
