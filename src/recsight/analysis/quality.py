@@ -127,15 +127,16 @@ def data_quality(src: AnalysisSource, now: dt.datetime | None = None) -> DataQua
     # grouped by the integer ids (one-to-one with the external ones, and cheaper to hash);
     # the external ids are fetched only for the few examples shown
     key = ["user_idx", "item_idx", "timestamp", "event_type", "value"]
-    dup_groups = e.group_by(key).aggregate(copies=e.count()).filter(lambda t: t.copies > 1)
-    n_dup = as_int(src.scalar(dup_groups.aggregate(x=(dup_groups.copies - 1).sum()).x))
-    shown = (
-        e.group_by(key)
-        .aggregate(user_id=e.user_id.arbitrary(), item_id=e.item_id.arbitrary(), copies=e.count())
-        .filter(lambda t: t.copies > 1)
-        .select(*show, "copies")
-    )
-    duplicates = Issue(count=n_dup, examples=_examples(src, shown) if n_dup else [])
+
+    def dup_groups(**extra):
+        groups = e.group_by(key).aggregate(copies=e.count(), **extra)
+        return groups.filter(groups.copies > 1)
+
+    counted = dup_groups()
+    n_dup = as_int(src.scalar(counted.aggregate(x=(counted.copies - 1).sum()).x))
+    shown = dup_groups(user_id=e.user_id.arbitrary(), item_id=e.item_id.arbitrary())
+    examples = _examples(src, shown.select(*show, "copies")) if n_dup else []
+    duplicates = Issue(count=n_dup, examples=examples)
 
     ev_cols = ["timestamp", "value", "event_id", "session_id", "raw_event_type"]
     it_cols = ["title", "category", "price"]

@@ -56,14 +56,18 @@ STORED_EVENT_COLUMNS: tuple[str, ...] = tuple(
     c for c in EVENT_COLUMNS if c not in ("user_id", "item_id")
 )
 
+_ID_SOURCE = {"user_id": "u.user_id", "item_id": "i.item_id"}
+
 #: The events as every reader sees them: `EVENT_COLUMNS`, external ids included.
-_EVENTS_VIEW = """
-CREATE OR REPLACE VIEW events AS
-SELECT e.seq, u.user_id, i.item_id, e.user_idx, e.item_idx, e."timestamp", e.event_type,
-       e.raw_event_type, e.value, e.event_id, e.session_id, e.request_id
+_EVENTS_VIEW = f"""
+CREATE VIEW IF NOT EXISTS events AS
+SELECT {", ".join(_ID_SOURCE.get(c, f'e."{c}"') for c in EVENT_COLUMNS)}
 FROM event_log e JOIN user_map u ON e.user_idx = u.user_idx
                  JOIN item_map i ON e.item_idx = i.item_idx
 """
+
+#: A version-1 `events` table (string ids stored) in the shape of `event_log`.
+_V1_AS_LOG = f"""SELECT {", ".join(f'"{c}"' for c in STORED_EVENT_COLUMNS)} FROM events"""
 
 
 @dataclass
@@ -123,26 +127,23 @@ class Store:
             self._create_or_migrate()
         elif self.meta("schema_version") == "1":
             # read-only, so no upgrade: give the old `events` table the new table's shape
-            self.con.execute(
-                "CREATE TEMP VIEW event_log AS SELECT * EXCLUDE (user_id, item_id) FROM events"
-            )
+            self.con.execute(f"CREATE TEMP VIEW event_log AS {_V1_AS_LOG}")
 
     def _create_or_migrate(self) -> None:
-        # A version-1 store kept the string ids in an `events` table: move it to `event_log`
-        # in one transaction, so an interrupted upgrade leaves the old store as it was.
-        kinds = dict(
+        tables = dict(
             self.con.execute(
                 "SELECT table_name, table_type FROM information_schema.tables "
-                "WHERE table_schema = 'main' AND table_name IN ('events', 'event_log')"
+                "WHERE table_schema = 'main'"
             ).fetchall()
         )
+        if "meta" in tables and self.meta("schema_version") == SCHEMA_VERSION:
+            return
+        # A new store, or a version-1 one that kept the string ids in an `events` table: move
+        # it to `event_log` in one transaction, so an interrupted upgrade leaves it as it was.
         self.con.execute("BEGIN TRANSACTION")
         try:
-            if kinds.get("events") == "BASE TABLE":
-                self.con.execute(
-                    "CREATE TABLE event_log AS SELECT * EXCLUDE (user_id, item_id) FROM events "
-                    "ORDER BY seq"
-                )
+            if tables.get("events") == "BASE TABLE":
+                self.con.execute(f"CREATE TABLE event_log AS {_V1_AS_LOG} ORDER BY seq")
                 self.con.execute("DROP TABLE events")
             self.con.execute(_SCHEMA)
             self.con.execute(_EVENTS_VIEW)
@@ -260,9 +261,8 @@ class Store:
             self.con.unregister("_append_df")
             fresh = df[~dupe]
             self.con.register("_append_df", fresh)
-            base = self.con.execute("SELECT coalesce(max(seq), -1) + 1 FROM event_log").fetchone()[
-                0
-            ]
+            next_seq = "SELECT coalesce(max(seq), -1) + 1 FROM event_log"
+            base = self.con.execute(next_seq).fetchone()[0]
             for kind in ("user", "item"):
                 add_ids(
                     self.con,

@@ -55,9 +55,9 @@ DEFAULT_MAX_BODY = 1 << 20  # 1 MiB: a batch of ~5,000 events
 
 
 class BodyLimit:
-    """ASGI middleware capping request bodies that arrive without a Content-Length
-    (chunked): it counts the bytes as the app reads them and answers 413 past the cap.
-    Declared lengths are checked up front by the HTTP middleware, before any read."""
+    """ASGI middleware capping request bodies at `max_bytes` (413): a declared
+    Content-Length is refused before any read, and a body without one (chunked) is counted
+    as the app reads it."""
 
     def __init__(self, app: Any, max_bytes: int):
         self.app = app
@@ -67,6 +67,11 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        detail = f"request body over {self.max_bytes} bytes"
+        size = dict(scope["headers"]).get(b"content-length")
+        if size is not None and (not size.isdigit() or int(size) > self.max_bytes):
+            await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+            return
         seen = 0
 
         async def counted() -> dict:
@@ -75,7 +80,7 @@ class BodyLimit:
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
                 # an HTTPException passes FastAPI's body parsing as it is (others become 400)
-                raise HTTPException(413, f"request body over {self.max_bytes} bytes")
+                raise HTTPException(413, detail)
             return message
 
         await self.app(scope, counted, send)
@@ -345,15 +350,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
 
     @app.middleware("http")
-    async def limits_and_metrics(request: Request, call_next):
+    async def request_metrics(request: Request, call_next):
         t0 = time.perf_counter()
-        size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > config.max_body_bytes):
-            response: Response = JSONResponse(
-                {"detail": f"request body over {config.max_body_bytes} bytes"}, status_code=413
-            )
-        else:
-            response = await call_next(request)
+        response: Response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         if "svc" in holder:
