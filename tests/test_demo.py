@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,8 +12,10 @@ from recsight.serving.pipeline import Pipeline
 
 
 @pytest.mark.slow
-def test_demo_end_to_end(tmp_path):
-    result = run_demo(tmp_path / "demo", users=300, items=120, days=20, seed=3, quiet=True)
+def test_demo_end_to_end(tmp_path, monkeypatch):
+    # a relative --out, as `make demo` gives it
+    monkeypatch.chdir(tmp_path)
+    result = run_demo(Path("demo"), users=300, items=120, days=20, seed=3, quiet=True)
     report = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
     assert report["overview"]["n_users"] == 300
     board = json.loads((tmp_path / "demo" / "leaderboard.json").read_text())

@@ -102,7 +102,8 @@ def run_demo(out: Path, users: int, items: int, days: int, seed: int, quiet: boo
         {
             "name": "demo-shop",
             "task": "ranking",
-            "dataset": {"db": str(db)},
+            # absolute: an experiment's relative paths are read from its own folder (`out`)
+            "dataset": {"db": str(db.resolve())},
             "split": "user_random:0.8",
             "models": wanted,
             "ks": [10, 20],
