@@ -3,7 +3,8 @@ import pytest
 
 from recsight.errors import InputError
 from recsight.evaluation import metrics as M
-from recsight.evaluation.protocol import evaluate_ranking, evaluate_rating, top_k
+from recsight.evaluation.protocol import evaluate_ranking, evaluate_rating
+from recsight.models.topk import id_keys, top_k
 
 from .fakes import FixedRatings, FixedScores, interactions
 
@@ -95,8 +96,9 @@ def test_sampled_negatives_labelled_and_all_negatives_equals_full():
 
 def test_top_k_orders_and_pads_masked():
     s = np.array([[0.1, 0.9, -np.inf, 0.5]], dtype=np.float32)
-    np.testing.assert_array_equal(top_k(s, 3), [[1, 3, 0]])
-    np.testing.assert_array_equal(top_k(s, 6), [[1, 3, 0, -1, -1, -1]])
+    keys = (id_keys(["u"]), id_keys(["a", "b", "c", "d"]))
+    np.testing.assert_array_equal(top_k(s, 3, *keys)[0], [[1, 3, 0]])
+    np.testing.assert_array_equal(top_k(s, 6, *keys)[0], [[1, 3, 0, -1, -1, -1]])
 
 
 def test_ranking_rejects_bad_arguments():

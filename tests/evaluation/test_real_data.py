@@ -13,6 +13,7 @@ from recsight.evaluation import metrics as M
 from recsight.evaluation.experiment import load_experiment
 from recsight.evaluation.protocol import evaluate_ranking
 from recsight.models.registry import MODELS, create_model
+from recsight.models.topk import id_keys, tie_keys
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "experiments"
 
@@ -40,7 +41,8 @@ def test_full_ranking_on_ml100k_matches_per_user_loop(tmp_path, data_dir):
     for row, u in enumerate(res.users[:40]):
         s = model.score_all(np.array([u]))[0].astype(np.float64)
         s[seen[u].indices] = -np.inf
-        ranked = np.argsort(-s, kind="stable")[:10]
+        keys = tie_keys(id_keys([parts.train.users.ids[u]])[0], id_keys(parts.train.items.ids))
+        ranked = np.lexsort((keys, -s))[:10]  # the documented tie rule, by full sort
         rel = set(truth[u].indices)
         hits = np.array([[i in rel for i in ranked]])
         expected = M.ndcg_at_k(hits, np.array([len(rel)]), 10)[0]

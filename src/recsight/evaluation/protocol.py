@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from recsight.data.dataset import Interactions
 from recsight.errors import InputError
 from recsight.evaluation import metrics as M
+from recsight.models.topk import TIE_SEED, id_keys, top_k
 
 #: Accuracy metrics computed at each K, in display order.
 ACCURACY_METRICS = ("precision", "recall", "hr", "ndcg", "mrr", "map")
@@ -128,25 +129,6 @@ def _check_ks(ks: tuple[int, ...] | list[int]) -> tuple[int, ...]:
     return out
 
 
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k highest scores per row, best first; positions whose score is -inf
-    (masked items) come back as -1."""
-    n_items = scores.shape[1]
-    k_eff = min(k, n_items)
-    if k_eff < n_items:
-        part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
-    else:
-        part = np.tile(np.arange(n_items), (scores.shape[0], 1))
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-part_scores, axis=1, kind="stable")
-    best = np.take_along_axis(part, order, axis=1)
-    best_scores = np.take_along_axis(part_scores, order, axis=1)
-    best = np.where(np.isneginf(best_scores), -1, best)
-    if k_eff < k:
-        best = np.pad(best, ((0, 0), (0, k - k_eff)), constant_values=-1)
-    return best
-
-
 def evaluate_ranking(
     model: Scorer,
     train: Interactions,
@@ -159,6 +141,7 @@ def evaluate_ranking(
     metrics: tuple[str, ...] | list[str] | None = None,
     users: np.ndarray | None = None,
     item_vectors: np.ndarray | sp.spmatrix | None = None,
+    tie_seed: int = TIE_SEED,
 ) -> RankingResult:
     """Top-K evaluation of `model` on `test`, chunked over users.
 
@@ -168,6 +151,8 @@ def evaluate_ranking(
     1 - cosine similarity of who interacted with the items. `users` restricts evaluation to
     those user indices. With `sampled_negatives=N`, each user's test items are ranked among N
     items drawn uniformly (seeded) from those the user has in neither train nor test.
+    Ranking uses the shared top-k and tie rule (`recsight.models.topk`, keyed by `tie_seed`):
+    equal scores are ordered by a hash of (seed, user, item), NaN/inf scores rank last.
     """
     ks = _check_ks(ks)
     wanted = tuple(RANKING_METRICS if metrics is None else metrics)
@@ -213,6 +198,7 @@ def evaluate_ranking(
 
     kmax = ks[-1]
     rng = np.random.default_rng(seed)
+    item_keys = id_keys(train.items.ids)
     acc_keys = [m for m in ACCURACY_METRICS if m in wanted]
     beyond_keys = [m for m in BEYOND_METRICS if m in wanted]
     parts: dict[str, list[np.ndarray]] = {
@@ -230,7 +216,6 @@ def evaluate_ranking(
             raise ValueError(
                 f"score_all returned shape {scores.shape}, expected {(len(chunk), n_items)}"
             )
-        scores[np.isnan(scores)] = -np.inf
         seen_rows = seen[chunk]
         truth_rows = truth[chunk]
         if exclude_seen:
@@ -240,7 +225,7 @@ def evaluate_ranking(
             keep_mask = _sample_candidates(seen_rows, truth_rows, sampled_negatives, rng)
             scores[~keep_mask] = -np.inf
         t0 = time.perf_counter()
-        topk = top_k(scores, kmax)
+        topk, _ = top_k(scores, kmax, id_keys(train.users.ids[chunk]), item_keys, tie_seed)
         score_seconds += time.perf_counter() - t0
         all_topk.append(topk)
         hits = M.hits_matrix(topk, truth_rows)

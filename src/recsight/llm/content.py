@@ -32,7 +32,8 @@ from recsight.llm.encoders import (
     item_texts,
     make_encoder,
 )
-from recsight.models.base import Recommender
+from recsight.models.base import Recommender, history_user_keys
+from recsight.models.topk import id_keys, top_k
 
 _DAY = 86400.0
 #: HNSW graph degree: faiss's usual choice for a good recall / memory balance.
@@ -219,9 +220,15 @@ class ContentRecommender(Recommender):
         return self._ann
 
     def _ann_top_k(
-        self, queries: np.ndarray, seen: sp.csr_matrix, k: int, exclude_seen: bool
+        self,
+        queries: np.ndarray,
+        seen: sp.csr_matrix,
+        k: int,
+        exclude_seen: bool,
+        user_keys: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k by inner product through the index; rows with an empty query (no history)
+        """Top-k by inner product: the index over-fetches candidates, which are re-scored
+        exactly and ranked by the shared top-k rule; rows with an empty query (no history)
         get popularity order, as in the exact path."""
         if k < 1:
             raise InputError(f"k must be a positive integer, got {k}")
@@ -241,15 +248,17 @@ class ContentRecommender(Recommender):
                 cand = found[r][found[r] >= 0]
             if exclude_seen:
                 cand = cand[~np.isin(cand, seen.indices[seen.indptr[r] : seen.indptr[r + 1]])]
-            cand = cand[:width]
+            if not len(cand):
+                continue
             vals = (
                 self.item_popularity_[cand]
                 if empty[r]
                 else self.item_embeddings_[cand] @ queries[r]
             )
-            order = np.argsort(-vals, kind="stable")
-            ids[r, : len(cand)] = self.items_.ids[cand[order]]
-            scores[r, : len(cand)] = vals[order]
+            cols, top = top_k(vals[None, :], width, user_keys[r : r + 1], self.item_keys_[cand])
+            ok = cols[0] >= 0
+            ids[r, : ok.sum()] = self.items_.ids[cand[cols[0][ok]]]
+            scores[r, : ok.sum()] = top[0][ok]
         return ids, scores
 
     def recommend(
@@ -264,7 +273,9 @@ class ContentRecommender(Recommender):
             return super().recommend(users, k, exclude_seen, candidates)
         users = [users] if isinstance(users, str) else list(users)
         uidx = self._user_idx(users)
-        return self._ann_top_k(self.user_vectors(uidx), self.seen_[uidx], k, exclude_seen)
+        return self._ann_top_k(
+            self.user_vectors(uidx), self.seen_[uidx], k, exclude_seen, id_keys(users)
+        )
 
     def recommend_for_history(
         self,
@@ -273,12 +284,14 @@ class ContentRecommender(Recommender):
         exclude_seen: bool = True,
         candidates: Sequence[str] | None = None,
         weights: Sequence[float] | None = None,
+        user: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         self._check_fitted()
         if not self.uses_ann or candidates is not None:
-            return super().recommend_for_history(items, k, exclude_seen, candidates, weights)
+            return super().recommend_for_history(items, k, exclude_seen, candidates, weights, user)
         h = self._history_matrix(items, weights)
-        ids, scores = self._ann_top_k(self.history_vectors(h), h, k, exclude_seen)
+        keys = history_user_keys(user)
+        ids, scores = self._ann_top_k(self.history_vectors(h), h, k, exclude_seen, keys)
         return ids[0], scores[0]
 
     def recommend_text(
@@ -287,7 +300,8 @@ class ContentRecommender(Recommender):
         """Top-k items for a free-text interest: 1-D (ids, scores)."""
         if self.uses_ann and candidates is None:
             empty = sp.csr_matrix((1, self.n_items), dtype=np.float32)
-            ids, scores = self._ann_top_k(self.text_vectors([text]), empty, k, False)
+            keys = history_user_keys(None)
+            ids, scores = self._ann_top_k(self.text_vectors([text]), empty, k, False, keys)
             return ids[0], scores[0]
         return rank_text_scores(self, self.text_scores([text]), k, candidates)
 
@@ -300,7 +314,7 @@ def rank_text_scores(
     allowed = model._candidate_mask(candidates)
     if allowed is not None:
         scores[:, ~allowed] = -np.inf
-    ids, vals = model._top_k(scores, k)
+    ids, vals = model._top_k(scores, k, history_user_keys(None))
     return ids[0], vals[0]
 
 

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from recsight import __version__
 from recsight.data.dataset import IdIndex, Interactions
 from recsight.errors import InputError
+from recsight.models.topk import id_keys, top_k
 
 #: Bumped whenever the saved layout of any model changes; loading another version fails.
 FORMAT_VERSION = 1
@@ -42,6 +43,7 @@ class Recommender:
     items_: IdIndex
     seen_: sp.csr_matrix
     item_popularity_: np.ndarray
+    item_keys_: np.ndarray
 
     # -- hyperparameters ----------------------------------------------------------------------
     @classmethod
@@ -85,6 +87,7 @@ class Recommender:
     def _derive(self) -> None:
         """Attributes computed from saved state (after fit and after load)."""
         self.item_popularity_ = np.diff(self.seen_.tocsc().indptr).astype(np.float32)
+        self.item_keys_ = id_keys(self.items_.ids)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "seen_"):
@@ -110,7 +113,7 @@ class Recommender:
         i = int(self._item_idx([item])[0])
         sims = self._item_similarities(i).astype(np.float32)
         sims[i] = -np.inf
-        ids, scores = self._top_k(sims[None, :], k)
+        ids, scores = self._top_k(sims[None, :], k, id_keys([item]))
         return ids[0], scores[0]
 
     def _item_similarities(self, i: int) -> np.ndarray:
@@ -201,28 +204,19 @@ class Recommender:
         mask[idx[idx >= 0]] = True
         return mask
 
-    def _top_k(self, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Row-wise top-k of a score matrix where -inf marks excluded items. Returns (ids,
-        scores) of width min(k, n_items); rows with fewer allowed items are padded with None
-        ids and NaN scores."""
+    def _top_k(
+        self, scores: np.ndarray, k: int, user_keys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Row-wise top-k of a score matrix where -inf marks excluded items, under the shared
+        tie rule (`recsight.models.topk`; `user_keys` = `id_keys` of each row's user). Returns
+        (ids, scores) of width min(k, n_items); rows with fewer allowed items are padded with
+        None ids and NaN scores."""
         if k < 1:
             raise InputError(f"k must be a positive integer, got {k}")
-        n, m = scores.shape
-        width = min(k, m)
-        if width < m:
-            part = np.argpartition(-scores, width - 1, axis=1)[:, :width]
-        else:
-            part = np.tile(np.arange(m), (n, 1))
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        # best first; equal scores in item-index order
-        order = np.lexsort((part, -part_scores), axis=1)
-        top = np.take_along_axis(part, order, axis=1)
-        top_scores = np.take_along_axis(part_scores, order, axis=1).astype(np.float32)
-        ids = self.items_.ids[top].astype(object)
-        invalid = ~np.isfinite(top_scores)
-        ids[invalid] = None
-        top_scores[invalid] = np.nan
-        return ids, top_scores
+        cols, vals = top_k(scores, min(k, scores.shape[1]), user_keys, self.item_keys_)
+        ids = self.items_.ids[np.maximum(cols, 0)].astype(object)
+        ids[cols < 0] = None
+        return ids, vals
 
     def _rank(
         self,
@@ -231,6 +225,7 @@ class Recommender:
         k: int,
         exclude_seen: bool,
         allowed: np.ndarray | None,
+        user_keys: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         # an empty history has nothing to personalise: answer in popularity order
         empty = np.diff(seen.indptr) == 0
@@ -241,7 +236,7 @@ class Recommender:
             scores[rows, seen.indices] = -np.inf
         if allowed is not None:
             scores[:, ~allowed] = -np.inf
-        return self._top_k(scores, k)
+        return self._top_k(scores, k, user_keys)
 
     def recommend(
         self,
@@ -260,7 +255,8 @@ class Recommender:
         for start in range(0, max(len(uidx), 1), RECOMMEND_CHUNK):
             chunk = uidx[start : start + RECOMMEND_CHUNK]
             s = np.array(self.score_all(chunk), dtype=np.float32)
-            i, v = self._rank(s, self.seen_[chunk], k, exclude_seen, allowed)
+            keys = id_keys(self.users_.ids[chunk])
+            i, v = self._rank(s, self.seen_[chunk], k, exclude_seen, allowed, keys)
             ids.append(i)
             scores.append(v)
         return np.concatenate(ids), np.concatenate(scores)
@@ -272,14 +268,18 @@ class Recommender:
         exclude_seen: bool = True,
         candidates: Sequence[str] | None = None,
         weights: Sequence[float] | None = None,
+        user: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k items for a history the model never trained on (a new user, or a user whose
         history just changed). `weights` default to 1 per event; unknown item ids are
-        ignored; an empty history gives popularity order. Returns 1-D (ids, scores)."""
+        ignored; an empty history gives popularity order. `user` (when the history is a known
+        person's) keys the tie rule, so ties break as in `recommend`. Returns 1-D (ids,
+        scores)."""
         self._check_fitted()
         h = self._history_matrix(items, weights)
         s = np.array(self.score_history(h), dtype=np.float32)
-        ids, scores = self._rank(s, h, k, exclude_seen, self._candidate_mask(candidates))
+        allowed = self._candidate_mask(candidates)
+        ids, scores = self._rank(s, h, k, exclude_seen, allowed, history_user_keys(user))
         return ids[0], scores[0]
 
     def score(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
@@ -350,6 +350,11 @@ class Recommender:
                 setattr(model, key, value.item() if value.ndim == 0 else value)
         model._derive()
         return model
+
+
+def history_user_keys(user: str | None) -> np.ndarray:
+    """Tie-rule key of an ad-hoc history: its user's id, or the empty id when anonymous."""
+    return id_keys(["" if user is None else user])
 
 
 def read_config(path: str | Path) -> dict[str, Any]:

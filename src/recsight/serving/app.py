@@ -412,7 +412,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
             recs = _text_recommendations(s, body)
         else:
             history = History(
-                body.history, ["view"] * len(body.history), [None] * len(body.history)
+                items=body.history,
+                types=["view"] * len(body.history),
+                values=[None] * len(body.history),
             )
             recs = s.pipeline.recommend(
                 history, body.k, body.exclude_seen, body.category, body.explain

@@ -52,6 +52,7 @@ class HistoryCache:
         with self._lock:
             events = list(self._users.get(user_id, ()))
         return History(
+            user_id=user_id,
             items=[e[0] for e in events],
             types=[e[1] for e in events],
             values=[e[2] for e in events],

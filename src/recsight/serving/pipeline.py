@@ -25,8 +25,9 @@ from recsight import __version__
 from recsight.errors import InputError
 from recsight.llm.explain import Catalog, explain_recommendation
 from recsight.llm.generate import LLM
-from recsight.models.base import Recommender, read_config
+from recsight.models.base import Recommender, history_user_keys, read_config
 from recsight.models.registry import load_model
+from recsight.models.topk import top_k
 
 MANIFEST = "manifest.json"
 EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "cart": 3.0, "fav": 3.0, "purchase": 5.0}
@@ -34,8 +35,10 @@ EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "cart": 3.0, "fav": 3.0, "purchase":
 
 @dataclass
 class History:
-    """One user's recent events, oldest first (what the scorer folds in)."""
+    """One user's recent events, oldest first (what the scorer folds in); `user_id` is None
+    for an anonymous history (it keys the shared tie rule)."""
 
+    user_id: str | None = None
     items: list[str] = field(default_factory=list)
     types: list[str] = field(default_factory=list)
     values: list[float | None] = field(default_factory=list)
@@ -232,6 +235,7 @@ class Pipeline:
                 exclude_seen=exclude_seen,
                 candidates=self._candidates(model, category),
                 weights=weights,
+                user=history.user_id,
             )
             recs = self._build(ids, scores)
             if explain:
@@ -250,8 +254,8 @@ class Pipeline:
         if exclude_seen and history.items:
             seen = self.main.items_.index_of(history.items, missing="ignore")
             pop[seen[seen >= 0]] = -np.inf
-        order = np.argsort(-pop, kind="stable")[:k]
-        order = order[np.isfinite(pop[order])]
+        cols, _ = top_k(pop[None, :], k, history_user_keys(history.user_id), self.main.item_keys_)
+        order = cols[0][cols[0] >= 0]
         recs = [Recommendation(str(ids[i]), float(pop[i])) for i in order]
         for r in recs:
             r.title, r.category = self.title(r.item_id), self.category(r.item_id)

@@ -21,7 +21,7 @@ import torch
 
 from recsight.data.dataset import Interactions
 from recsight.errors import InputError
-from recsight.models.base import Recommender
+from recsight.models.base import Recommender, history_user_keys
 from recsight.models.neural.training import (
     TrainHistory,
     flatten_state,
@@ -192,14 +192,17 @@ class SequenceRecommender(TorchRecommender):
         exclude_seen: bool = True,
         candidates: Sequence[str] | None = None,
         weights: Sequence[float] | None = None,
+        user: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k after the ordered history `items` (oldest first; unknown ids dropped).
-        `weights` only matter for which items count as seen (all of them do)."""
+        `weights` only matter for which items count as seen (all of them do); `user` keys
+        the tie rule as in `Recommender.recommend_for_history`."""
         self._check_fitted()
         seq = self._ordered(items)
         h = self._history_matrix(items, weights)
         s = self.score_sequences([seq])
-        ids, scores = self._rank(s, h, k, exclude_seen, self._candidate_mask(candidates))
+        allowed = self._candidate_mask(candidates)
+        ids, scores = self._rank(s, h, k, exclude_seen, allowed, history_user_keys(user))
         return ids[0], scores[0]
 
     def explain(self, user: str, item: str, top: int = 3) -> list[tuple[str, float]]:

@@ -36,6 +36,7 @@ from recsight.models.neural.training import (
     torch_threads,
     train_loop,
 )
+from recsight.models.topk import id_keys
 
 
 class TransformerBlock(nn.Module):
@@ -271,14 +272,16 @@ class SASRec(SequenceRecommender):
                 v_inputs = torch.from_numpy(
                     last_window(t_indptr, t_items, valid_users, self._input_len())
                 )
-                v_targets = torch.from_numpy(valid_items)
+                v_targets = valid_items
+                v_seen = fit_part.to_csr(binary=True)[valid_users]
+                v_keys = id_keys(train.users.ids[valid_users])
 
                 def validate() -> float:
                     scores = torch.cat([
                         self._scores_from(net, v_inputs[s : s + 512])
                         for s in range(0, len(v_inputs), 512)
                     ])  # fmt: skip
-                    return ranking_ndcg(scores, v_targets, 10)
+                    return ranking_ndcg(scores, v_targets, v_keys, self.item_keys_, v_seen, 10)
 
             self.history_ = train_loop(
                 net,

@@ -18,11 +18,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recsight.errors import InputError
+from recsight.models.topk import non_finite_count, target_ranks
 
 
 @dataclass
@@ -94,6 +96,22 @@ def load_flat_state(module: torch.nn.Module, flat: np.ndarray) -> None:
     module.load_state_dict(out)
 
 
+def resolve_device(spec: str | torch.device = "cpu") -> torch.device:
+    """The torch device for a model's ``device`` parameter: "cpu", "cuda" (fails clearly when
+    no GPU is visible), "auto" (cuda when available, else cpu) or any torch device string."""
+    if isinstance(spec, torch.device):
+        return spec
+    name = str(spec).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device: {spec!r} was asked for but torch sees no CUDA GPU; use cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise InputError(f"device: expected cpu, cuda, cuda:N or auto, not {spec!r}") from None
+
+
 def seed_everything(seed: int) -> np.random.Generator:
     """Seed torch and return the numpy generator a fit draws its batches from."""
     torch.manual_seed(int(seed))
@@ -125,6 +143,8 @@ def train_loop(
     max_seconds: float | None = None,
     verbose: bool = False,
     description: str = "training",
+    optimizer: torch.optim.Optimizer | None = None,
+    on_epoch_end: Callable[[EpochRecord], None] | None = None,
 ) -> TrainHistory:
     """Train `module` in place with AdamW and return the `TrainHistory`.
 
@@ -133,12 +153,18 @@ def train_loop(
     restored at the end and training stops after `patience` epochs without improvement
     (None: never early). `max_seconds` is a wall-clock budget checked after every batch.
     Ctrl-C stops training the same way, keeping the best weights so far.
+
+    Hooks for what wraps the loop rather than edits it: `optimizer` replaces the default
+    AdamW (e.g. Opacus' DP optimizer, or one over a DistributedDataParallel module's
+    parameters; `lr`/`weight_decay` are then the caller's business), `on_epoch_end` sees
+    each `EpochRecord` (progress reporting, checkpoints, privacy accounting). Devices are the
+    model's business: `batches` yields tensors already on `resolve_device(...)`.
     """
     if epochs < 1:
         raise InputError(f"epochs: expected a positive integer, not {epochs}")
     if lr <= 0:
         raise InputError(f"lr: expected a positive learning rate, not {lr}")
-    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = optimizer or torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
     history = TrainHistory(metric_name=metric_name if validate else None)
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs = 0
@@ -185,6 +211,8 @@ def train_loop(
                         metric = float(validate())
                 rec = EpochRecord(epoch, total / max(count, 1), metric, time.perf_counter() - t0)
                 history.epochs.append(rec)
+                if on_epoch_end is not None:
+                    on_epoch_end(rec)
                 improved = metric is not None and (
                     history.best_metric is None
                     or (metric > history.best_metric if higher_is_better
@@ -215,10 +243,35 @@ def train_loop(
     return history
 
 
-def ranking_ndcg(scores: torch.Tensor, targets: torch.Tensor, k: int = 10) -> float:
-    """Mean NDCG@k of one held-out item per row under full ranking (a target's rank is the
-    number of items scoring strictly higher; masked items carry -inf)."""
-    target_scores = scores.gather(1, targets[:, None])
-    rank = (scores > target_scores).sum(dim=1)
-    gain = torch.where(rank < k, 1.0 / torch.log2(rank.to(torch.float32) + 2.0), 0.0)
-    return float(gain.mean()) if len(gain) else math.nan
+def ranking_ndcg(
+    scores: torch.Tensor | np.ndarray,
+    targets: torch.Tensor | np.ndarray,
+    user_keys: np.ndarray,
+    item_keys: np.ndarray,
+    seen: sp.csr_matrix | None = None,
+    k: int = 10,
+) -> float:
+    """Mean NDCG@k of one held-out item per row under the evaluator's protocol: full ranking,
+    the rows' `seen` items masked (rows whose target is itself seen are skipped, as the
+    evaluator drops such users), and the shared tie rule of `recsight.models.topk`, so a
+    model with constant scores validates like random ranking, not like a perfect one.
+    NaN or inf scores raise `FloatingPointError` (training stops with that message)."""
+    s = scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else scores
+    s = np.array(s, dtype=np.float32, copy=True)
+    t = np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets, np.int64)
+    bad = non_finite_count(s)
+    if bad:
+        raise FloatingPointError(
+            f"validation: the model produced {bad} NaN/inf scores (diverged); lower lr"
+        )
+    keep = np.ones(len(t), dtype=bool)
+    if seen is not None:
+        seen = seen.tocsr()
+        keep = np.asarray(seen[np.arange(len(t)), t]).ravel() == 0
+        r, c = seen.nonzero()
+        s[r, c] = -np.inf
+    if not keep.any():
+        return math.nan
+    rank = target_ranks(s[keep], t[keep], np.asarray(user_keys)[keep], item_keys)
+    gain = np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
+    return float(gain.mean())

@@ -1,0 +1,170 @@
+"""The one top-k routine and its tie rule, shared by every path that ranks items.
+
+`Recommender.recommend`, the evaluator, training-time validation, serving, batch
+recommendations (single node and Spark) and the peer harness in ``benchmarks/`` all rank with
+`top_k` (or count a target's position with `target_ranks`, which agrees with it), so a model
+gets the same list wherever it is asked.
+
+**Tie rule.** Higher scores come first. Equal scores are ordered by a pseudo-random key,
+``hash(seed, user, item)``, computed from the *external* ids (`id_keys`), so the order is the
+same in every chunk, process, Spark partition and request, and it does not follow item index
+order (which follows ingest order and so correlates with time and popularity). A model whose
+scores are all equal therefore ranks like a random model. Keys are computed only for the k
+entries a row returns and, where the k-th score also occurs beyond them, for the tied items.
+
+**Non-finite scores.** ``-inf`` marks an excluded item (seen, filtered). NaN and ``+inf`` are
+treated as ``-inf``: such items are never recommended and a target that scores them is a miss
+(`non_finite_count` lets training stop with a clear message instead).
+
+The hash is written here because it must be identical in numpy, on Spark executors and across
+versions: splitmix64's finaliser (public domain, Steele et al. 2014) over pandas' SipHash of
+the id strings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+#: Default seed of the tie keys (an experiment may set its own; every path must then agree).
+TIE_SEED = 0
+_HASH_KEY = "recsight-tiekey1"  # pandas' SipHash key: exactly 16 characters
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def id_keys(ids: object) -> np.ndarray:
+    """A uint64 key per external id (ids compared as strings, so 42 and "42" agree)."""
+    arr = np.asarray(ids, dtype=object).reshape(-1)
+    as_str = np.array([str(x) for x in arr], dtype=object)
+    return pd.util.hash_array(as_str, hash_key=_HASH_KEY, categorize=False).astype(np.uint64)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    x = x ^ (x >> np.uint64(30))
+    x = x * _M1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+def tie_keys(user_keys: np.ndarray, item_keys: np.ndarray, seed: int = TIE_SEED) -> np.ndarray:
+    """``hash(seed, user, item)`` for broadcastable arrays of user and item keys."""
+    u = np.asarray(user_keys, dtype=np.uint64)
+    i = np.asarray(item_keys, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        return _mix(u ^ _mix(i + np.uint64(seed) * _GOLDEN))
+
+
+def _clean(scores: np.ndarray) -> np.ndarray:
+    """float32 scores with NaN and +inf replaced by -inf (a copy only when needed)."""
+    s = np.asarray(scores, dtype=np.float32)
+    bad = np.isnan(s) | np.isposinf(s)
+    if bad.any():
+        s = s.copy()
+        s[bad] = -np.inf
+    return s
+
+
+def non_finite_count(scores: np.ndarray) -> int:
+    """How many scores are NaN or +inf (``-inf`` is a mask, not an error)."""
+    s = np.asarray(scores)
+    return int(np.count_nonzero(np.isnan(s) | np.isposinf(s)))
+
+
+def _row_item_keys(item_keys: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Item keys of the columns `cols` (n x w); `item_keys` is (m,) or per row (n, m)."""
+    if item_keys.ndim == 1:
+        return item_keys[cols]
+    return np.take_along_axis(item_keys, cols, axis=1)
+
+
+def top_k(
+    scores: np.ndarray,
+    k: int,
+    user_keys: np.ndarray,
+    item_keys: np.ndarray,
+    seed: int = TIE_SEED,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top-k of ``scores`` (n x m) under the tie rule of this module.
+
+    `user_keys` has one key per row, `item_keys` one per column (shape (m,), or (n, m) when
+    each row has its own candidate columns). Returns ``(columns, values)`` of shape
+    ``(n, k)``: int64 column indices best first and float32 scores; positions without an
+    allowed item (fewer than k finite scores) hold -1 and NaN.
+    """
+    if k < 1:
+        raise ValueError(f"k must be a positive integer, got {k}")
+    s = _clean(scores)
+    n, m = s.shape
+    ukeys = np.asarray(user_keys, dtype=np.uint64).reshape(-1)
+    ikeys = np.asarray(item_keys, dtype=np.uint64)
+    if len(ukeys) != n:
+        raise ValueError(f"user_keys: expected {n} keys (one per row), got {len(ukeys)}")
+    if ikeys.shape[-1] != m:
+        raise ValueError(f"item_keys: expected {m} keys (one per column), got {ikeys.shape[-1]}")
+    width = min(k, m)
+    if width < m:
+        part = np.argpartition(-s, width - 1, axis=1)[:, :width]
+        part_s = np.take_along_axis(s, part, axis=1)
+        kth = part_s.min(axis=1)
+        # rows whose k-th score also occurs outside the partition: choose among the tied
+        # items by key, not by whatever argpartition happened to leave in place
+        n_ge = np.count_nonzero(s >= kth[:, None], axis=1)
+        for r in np.flatnonzero((n_ge > width) & np.isfinite(kth)):
+            row = s[r]
+            above = np.flatnonzero(row > kth[r])
+            tied = np.flatnonzero(row == kth[r])
+            need = width - len(above)
+            row_ikeys = ikeys if ikeys.ndim == 1 else ikeys[r]
+            keys = tie_keys(ukeys[r], row_ikeys[tied], seed)
+            part[r] = np.concatenate([above, tied[np.argpartition(keys, need - 1)[:need]]])
+        part_s = np.take_along_axis(s, part, axis=1)
+    else:
+        part = np.broadcast_to(np.arange(m), (n, m)).copy()
+        part_s = s.copy()
+    keys = tie_keys(ukeys[:, None], _row_item_keys(ikeys, part), seed)
+    order = np.lexsort((keys, -part_s), axis=1)
+    cols = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    vals = np.take_along_axis(part_s, order, axis=1).astype(np.float32)
+    invalid = ~np.isfinite(vals)
+    cols[invalid] = -1
+    vals[invalid] = np.nan
+    if width < k:
+        cols = np.pad(cols, ((0, 0), (0, k - width)), constant_values=-1)
+        vals = np.pad(vals, ((0, 0), (0, k - width)), constant_values=np.nan)
+    return cols, vals
+
+
+def target_ranks(
+    scores: np.ndarray,
+    targets: np.ndarray,
+    user_keys: np.ndarray,
+    item_keys: np.ndarray,
+    seed: int = TIE_SEED,
+) -> np.ndarray:
+    """0-based position of one target column per row under the same rule as `top_k` (a
+    target at position r < k is exactly what `top_k` returns at r). A target whose score is
+    not finite (masked, NaN, inf) gets position m, i.e. a miss at every cut-off."""
+    s = _clean(scores)
+    n, m = s.shape
+    targets = np.asarray(targets, dtype=np.int64)
+    rows = np.arange(n)
+    ukeys = np.asarray(user_keys, dtype=np.uint64).reshape(-1)
+    ikeys = np.asarray(item_keys, dtype=np.uint64)
+    t = s[rows, targets]
+    rank = np.count_nonzero(s > t[:, None], axis=1).astype(np.int64)
+    eq = s == t[:, None]
+    eq[rows, targets] = False
+    r, c = np.nonzero(eq)
+    if len(r):
+        if ikeys.ndim == 1:
+            tkey = tie_keys(ukeys, ikeys[targets], seed)
+            keys = tie_keys(ukeys[r], ikeys[c], seed)
+        else:
+            tkey = tie_keys(ukeys, ikeys[rows, targets], seed)
+            keys = tie_keys(ukeys[r], ikeys[r, c], seed)
+        rank += np.bincount(r[keys < tkey[r]], minlength=n)
+    rank[~np.isfinite(t)] = m
+    return rank
