@@ -86,3 +86,82 @@ def test_cli_errors(app, db, tmp_path):
     assert res.exit_code == 2 and "cannot read free text" in res.output
     res = runner.invoke(app, ["recommend", "--model", str(tmp_path / "m"), "--user", "ghost"])
     assert res.exit_code == 2 and "ghost" in res.output
+
+
+def _last_two(data, user):
+    """A user's last and second-to-last items by time."""
+    u = int(data.users.index_of([user])[0])
+    sel = np.flatnonzero(data.user_idx == u)
+    order = sel[np.lexsort((data.seq[sel], data.timestamp[sel]))]
+    return data.items.ids[data.item_idx[order[-1]]], data.items.ids[data.item_idx[order[-2]]]
+
+
+def test_train_split_fits_on_train_and_valid(app, db, tmp_path):
+    """With --split, the model sees everything but the test part: under leave_last the
+    second-to-last event (the validation part) is in the training data, the last is not; the
+    manifest says what was used, down to a hash of the rows."""
+    from recsight.data.splits import split
+
+    out = tmp_path / "m"
+    res = CliRunner().invoke(app, ["train", "ease", "--db", str(db), "--out", str(out),
+                                   "--split", "leave_last:1", "--seed", "7"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    with Store(db, read_only=True) as store:
+        data = store.interactions()
+    parts = split(data, "leave_last:1", seed=7)
+    model = load_model(out)
+    for user in ("u0", "u21"):
+        last, before = _last_two(data, user)
+        seen = set(model.items_.ids[model.seen_[int(model.users_.index_of([user])[0])].indices])
+        assert before in seen and last not in seen
+    assert "split leave_last:1, seed 7" in res.output
+    training = json.loads((out / "manifest.json").read_text())["config"]["training"]
+    n_fit = len(data) - len(parts.test)
+    assert training["n_rows"] == n_fit == parts.report.n_train + parts.report.n_valid
+    assert training["n_users"] == 40 and training["part"] == "train+valid"
+    assert training["split"] == "leave_last:1" and training["seed"] == 7
+    assert training["content_sha256"] == parts.fit_part.content_hash()
+    assert f"{n_fit:,} events of 40 users" in res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["fitted_on"]["n_rows"] == n_fit
+
+
+def test_train_refit_on_all_events_with_best_epoch(app, db, tmp_path):
+    """--refit: test metrics come from the split fit, then the saved model is fitted on every
+    event for the best validation epoch count, without early stopping, and says so."""
+    out = tmp_path / "m"
+    small = ["epochs=4", "dim=8", "heads=1", "layers=1", "max_len=5", "patience=1",
+             "verbose=false"]  # fmt: skip
+    args = ["train", "sasrec", "--db", str(db), "--out", str(out), "--split", "leave_last:1",
+            "--refit", "--json"] + [a for p in small for a in ("--param", p)]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert "ndcg@10" in report["metrics"]["metrics"]
+    assert report["metrics"]["fitted_on"]["part"] == "train+valid"
+    with Store(db, read_only=True) as store:
+        data = store.interactions()
+    training = json.loads((out / "manifest.json").read_text())["config"]["training"]
+    assert training["part"] == "all" and training["n_rows"] == len(data)
+    assert training["content_sha256"] == data.content_hash()
+    model = load_model(out)
+    assert model.early_stopping is False and 1 <= model.epochs <= 4
+    assert model.epochs == report["params"]["epochs"]
+    assert report["refit"]["early_stopping"] is False
+    last, _ = _last_two(data, "u0")
+    assert last in set(model.items_.ids[model.seq_items_])  # the test events are learned from
+    u = int(model.users_.index_of(["u0"])[0])
+    assert model.items_.ids[model.seq_items_[model.seq_indptr_[u + 1] - 1]] == last
+    res = CliRunner().invoke(app, ["train", "ease", "--db", str(db), "--out", str(out),
+                                   "--refit"])  # fmt: skip
+    assert res.exit_code == 2 and "--refit" in res.output
+
+
+def test_content_hash_ignores_order_and_ids(blocks):
+    """The same events hash the same in any order; one changed value changes the hash."""
+    perm = np.random.default_rng(0).permutation(len(blocks))
+    assert blocks.subset(perm).content_hash() == blocks.content_hash()
+    changed = blocks.subset(np.arange(len(blocks)))
+    changed.value = changed.value.copy()
+    changed.value[3] = 4.0
+    assert changed.content_hash() != blocks.content_hash()

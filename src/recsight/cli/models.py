@@ -41,6 +41,47 @@ def _evaluate(model: Recommender, train: Interactions, test: Interactions) -> di
     return evaluate_ranking(model, train, test, ks=(10, 20)).to_dict()
 
 
+def _training_record(
+    data: Interactions, split_spec: str | None, seed: int, part: str
+) -> dict[str, Any]:
+    """What a fit saw: which part of which split, its size and a content hash of its rows."""
+    return {
+        "part": part,
+        "split": split_spec,
+        "seed": seed if split_spec else None,
+        "n_rows": len(data),
+        "n_users": int(np.unique(data.user_idx).size),
+        "n_items": int(np.unique(data.item_idx).size),
+        "content_sha256": data.content_hash(),
+    }
+
+
+def _describe(used: dict[str, Any], test: Interactions | None) -> str:
+    what = f"{used['n_rows']:,} events of {used['n_users']:,} users, {used['n_items']:,} items"
+    if test is None:
+        return f"fitting on all {what}"
+    return (
+        f"fitting on {what} (split {used['split']}, seed {used['seed']}: train + valid); "
+        f"{len(test):,} test events held out"
+    )
+
+
+def _refit_params(model: Recommender) -> dict[str, Any]:
+    """Hyperparameters for the refit on all events: as chosen, except that a model that
+    stopped early on its internal validation trains for its best epoch count without it
+    (there is no held-out data left to stop on)."""
+    params = model.get_params()
+    history = getattr(model, "history_", None)
+    if params.get("early_stopping") and history is not None and history.best_epoch:
+        params.update(epochs=int(history.best_epoch), early_stopping=False)
+    return params
+
+
+def _changed(before: dict[str, Any], after: dict[str, Any]) -> str:
+    diff = [f"{k}={after[k]}" for k in after if before.get(k) != after[k]]
+    return ", ".join(diff) or "same hyperparameters"
+
+
 def _status(message: str, show: bool) -> AbstractContextManager[Any]:
     """A Rich spinner while work runs, or nothing under --json/--quiet."""
     return console.status(message) if show else nullcontext()
@@ -88,9 +129,17 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Directory to save the model into."),
         param: list[str] = typer.Option(None, "--param", help="Hyperparameter key=value."),
         split_spec: str | None = typer.Option(
-            None, "--split", help="Hold out a test part (e.g. random:0.8) and report metrics."
+            None,
+            "--split",
+            help="Hold out a test part (e.g. random:0.8), fit on the rest, report test metrics.",
         ),
         seed: int = typer.Option(42, "--seed", help="Seed of the split."),
+        refit: bool = typer.Option(
+            False,
+            "--refit",
+            help="After the test metrics, fit the saved model on all events (neural models "
+            "for the best validation epoch count).",
+        ),
         as_json: bool = JSON_OPTION,
         quiet: bool = QUIET_OPTION,
     ) -> None:
@@ -98,25 +147,54 @@ def register(app: typer.Typer) -> None:
         from recsight.data.splits import split
         from recsight.data.store import Store
 
+        if refit and not split_spec:
+            raise InputError("--refit: give --split too (refit follows a held-out test)")
         params = parse_params(param)
         if "cache_db" in model_class(name).param_names():
             params.setdefault("cache_db", str(db))  # text embeddings cached in the store
         model = create_model(name, **params)
         with Store(db, read_only=True) as store:
             data = store.interactions()
-        train_data, test = data, None
+        fit_data, test = data, None
         if split_spec:
+            # fit on everything but the test part, as `recsight evaluate` does: with
+            # leave_last the validation event is the input right before the test event
             parts = split(data, split_spec, seed=seed)
-            train_data, test = parts.train, parts.test
+            fit_data, test = parts.fit_part, parts.test
         show = not (quiet or as_json)
+        part = "all" if test is None else "train+valid"
+        used = _training_record(fit_data, split_spec, seed, part)
+        if show:
+            console.print(_describe(used, test))
         started = time.perf_counter()
-        with _status(f"fitting {name} on {len(train_data):,} events", show):
-            model.fit(train_data)
+        with _status(f"fitting {name} on {len(fit_data):,} events", show):
+            model.fit(fit_data)
         fit_seconds = time.perf_counter() - started
+        report: dict[str, Any] = {"model": name, "out": str(out)}
+        metrics = None
+        if test is not None:
+            with _status("evaluating on the test part", show):
+                metrics = _evaluate(model, fit_data, test)
+            metrics.update({"split": split_spec, "seed": seed, "fitted_on": used})
+            report["metrics"] = metrics
+        if refit:
+            chosen, refit_params = model.get_params(), _refit_params(model)
+            report["refit"] = {k: v for k, v in refit_params.items() if chosen.get(k) != v}
+            model = create_model(name, **refit_params)
+            fit_data = data
+            used = _training_record(data, split_spec, seed, "all")
+            if show:
+                console.print(f"refitting on all events: {_changed(chosen, refit_params)}")
+            started = time.perf_counter()
+            with _status(f"refitting {name} on {len(data):,} events", show):
+                model.fit(data)
+            fit_seconds = time.perf_counter() - started
         model.save(out)
+        if metrics is not None:
+            (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         cutoff = None
-        if train_data.has_timestamps:
-            cutoff = datetime.fromtimestamp(float(np.nanmax(train_data.timestamp)), UTC)
+        if fit_data.has_timestamps:
+            cutoff = datetime.fromtimestamp(float(np.nanmax(fit_data.timestamp)), UTC)
             cutoff = cutoff.isoformat().replace("+00:00", "Z")
         # the folder is also a one-model serving pipeline, with a manifest for `serve`
         write_manifest(
@@ -129,22 +207,17 @@ def register(app: typer.Typer) -> None:
                 "split": split_spec,
                 "seed": seed,
                 "db": str(db),
+                "refit": refit,
+                "training": used,
             },
         )
-        report: dict[str, Any] = {
-            "model": name,
+        report.update({
             "params": model.get_params(),
-            "out": str(out),
-            "n_train_events": len(train_data),
+            "n_train_events": len(fit_data),
+            "training": used,
             "fit_seconds": round(fit_seconds, 3),
             "training_cutoff": cutoff,
-        }
-        if test is not None:
-            with _status("evaluating on the test part", show):
-                metrics = _evaluate(model, train_data, test)
-            metrics.update({"split": split_spec, "seed": seed})
-            (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-            report["metrics"] = metrics
+        })  # fmt: skip
         if as_json:
             print_json(report)
         elif not quiet:

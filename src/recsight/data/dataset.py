@@ -6,6 +6,7 @@ owned by the store, plus the `IdIndex` objects that translate back to the user's
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -213,6 +214,28 @@ class Interactions:
         counts = np.bincount(self.user_idx, minlength=self.n_users)
         indptr = np.concatenate([[0], np.cumsum(counts)])
         return indptr, items
+
+    def content_hash(self) -> str:
+        """sha256 of the events as a set of (user_id, item_id, timestamp, value) rows with
+        external ids, sorted, so the same events give the same hash whatever their order or
+        the store's integer ids (what a saved model's manifest records it was trained on)."""
+        users = self.users.ids_of(self.user_idx).astype(str)
+        items = self.items.ids_of(self.item_idx).astype(str)
+        ts = (
+            np.full(len(self), np.nan)
+            if self.timestamp is None
+            else np.asarray(self.timestamp, np.float64)
+        )
+        value = np.asarray(self.value, np.float64)
+        order = np.lexsort((value, ts, items, users))
+        h = hashlib.sha256()
+        for col in (users, items):
+            h.update("\x1f".join(col[order]).encode())
+            h.update(b"\x1e")
+        for col in (ts, value):
+            col = col[order]
+            h.update(np.where(np.isnan(col), np.nan, col).tobytes())  # one NaN bit pattern
+        return h.hexdigest()
 
     def to_frame(self) -> pd.DataFrame:
         """Events as a pandas frame with external ids."""

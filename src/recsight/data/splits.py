@@ -7,7 +7,7 @@ trained on `train` scores `test` users and items without re-mapping. Random spli
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,12 @@ class Split:
     test: Interactions
     valid: Interactions | None
     report: SplitReport
+
+    @property
+    def fit_part(self) -> Interactions:
+        """Everything but the test part (train + valid): what a model is fitted on before it
+        is tested, once its hyperparameters are chosen."""
+        return concat(self.train, self.valid)
 
 
 @dataclass(frozen=True)
@@ -187,6 +193,26 @@ def _make(data: Interactions, side: np.ndarray, method: str, seed: int) -> Split
         cold_test_items=int((~seen_items[t_items]).sum()),
     )
     return Split(train=train, test=test, valid=valid, report=report)
+
+
+def concat(a: Interactions, b: Interactions | None) -> Interactions:
+    """Events of `a` and `b` (same id space), in ingest order."""
+    if b is None or len(b) == 0:
+        return a
+    order = np.argsort(np.concatenate([a.seq, b.seq]), kind="stable")
+
+    def cat(x: np.ndarray | None, y: np.ndarray | None) -> np.ndarray | None:
+        return None if x is None or y is None else np.concatenate([x, y])[order]
+
+    return replace(
+        a,
+        user_idx=cat(a.user_idx, b.user_idx),
+        item_idx=cat(a.item_idx, b.item_idx),
+        value=cat(a.value, b.value),
+        event_type=cat(a.event_type, b.event_type),
+        seq=cat(a.seq, b.seq),
+        timestamp=cat(a.timestamp, b.timestamp),
+    )
 
 
 def filter_kcore(data: Interactions, k: int) -> Interactions:

@@ -24,7 +24,6 @@ import itertools
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from recsight.data.dataset import Interactions
-from recsight.data.splits import SplitSpec, filter_kcore, filter_min_rating, split
+from recsight.data.splits import SplitSpec, concat, filter_kcore, filter_min_rating, split
 from recsight.errors import InputError
 from recsight.evaluation.leaderboard import (
     LOWER_IS_BETTER,
@@ -296,26 +295,6 @@ def load_data(cfg: ExperimentConfig, base: Path) -> Interactions:
     return data
 
 
-def concat(a: Interactions, b: Interactions | None) -> Interactions:
-    """Events of `a` and `b` (same id space), in ingest order."""
-    if b is None or len(b) == 0:
-        return a
-    order = np.argsort(np.concatenate([a.seq, b.seq]), kind="stable")
-
-    def cat(x: np.ndarray | None, y: np.ndarray | None) -> np.ndarray | None:
-        return None if x is None or y is None else np.concatenate([x, y])[order]
-
-    return replace(
-        a,
-        user_idx=cat(a.user_idx, b.user_idx),
-        item_idx=cat(a.item_idx, b.item_idx),
-        value=cat(a.value, b.value),
-        event_type=cat(a.event_type, b.event_type),
-        seq=cat(a.seq, b.seq),
-        timestamp=cat(a.timestamp, b.timestamp),
-    )
-
-
 def _grid(model: ModelConfig) -> list[dict[str, Any]]:
     keys = list(model.grid)
     return [
@@ -448,7 +427,7 @@ class ExperimentRunner:
         """(train, test, (inner_train, valid) or None when no model is tuned)."""
         cfg = self.cfg
         main = split(data, cfg.split, seed=cfg.seed)
-        train = concat(main.train, main.valid)
+        train = main.fit_part
         if not cfg.needs_tuning:
             return train, main.test, None
         if main.valid is not None and cfg.tuning.split is None:
