@@ -27,7 +27,13 @@ from recsight.data.dataset import Interactions
 from recsight.errors import InputError
 from recsight.evaluation import metrics as M
 from recsight.models.neural.base import TorchRecommender, holdout_last
-from recsight.models.neural.training import minibatches, seed_everything, torch_threads, train_loop
+from recsight.models.neural.training import (
+    check_finite,
+    minibatches,
+    seed_everything,
+    torch_threads,
+    train_loop,
+)
 
 TASKS = ("binary", "regression")
 #: Adam steps and learning rate of the history fold-in.
@@ -181,6 +187,7 @@ class PairRecommender(TorchRecommender):
 
                 def validate() -> float:
                     out = self._pair_out(net, self._user_rep(net, v_u, v_c), v_i).numpy()
+                    check_finite(out)
                     if self.task == "regression":
                         pred = np.clip(out + self.global_mean_, *self.rating_range_)
                         return M.rmse(v_y.numpy(), pred)

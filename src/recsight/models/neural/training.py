@@ -243,6 +243,16 @@ def train_loop(
     return history
 
 
+def check_finite(scores: np.ndarray, what: str = "validation") -> None:
+    """Raise `FloatingPointError` (training stops with this message) when `scores` hold NaN
+    or +inf: a diverged model must not validate as anything."""
+    bad = non_finite_count(scores)
+    if bad:
+        raise FloatingPointError(
+            f"{what}: the model produced {bad} NaN/inf scores (diverged); lower lr"
+        )
+
+
 def ranking_ndcg(
     scores: torch.Tensor | np.ndarray,
     targets: torch.Tensor | np.ndarray,
@@ -259,11 +269,7 @@ def ranking_ndcg(
     s = scores.detach().cpu().numpy() if isinstance(scores, torch.Tensor) else scores
     s = np.array(s, dtype=np.float32, copy=True)
     t = np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets, np.int64)
-    bad = non_finite_count(s)
-    if bad:
-        raise FloatingPointError(
-            f"validation: the model produced {bad} NaN/inf scores (diverged); lower lr"
-        )
+    check_finite(s)
     keep = np.ones(len(t), dtype=bool)
     if seen is not None:
         seen = seen.tocsr()
