@@ -23,6 +23,7 @@ from recsight.analysis.report import TITLES
 from recsight.analysis.segments import SegmentDescriber
 from recsight.cli.common import (
     DB_OPTION,
+    EVENTS_OPTION,
     JSON_OPTION,
     LLM_GGUF_OPTION,
     LLM_MODEL_OPTION,
@@ -31,8 +32,8 @@ from recsight.cli.common import (
     console,
     err_console,
     handle_errors,
+    open_data,
 )
-from recsight.data.store import Store
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ def register(app: typer.Typer) -> None:
     def analyze_cmd(
         out: Path = typer.Option(..., "--out", help="folder for report.html and report.json"),
         db: Path = DB_OPTION,
+        events: Path | None = EVENTS_OPTION,
         sections: list[str] = typer.Option(
             None, "--sections", help="sections to compute (comma-separated or repeated)"
         ),
@@ -84,7 +86,7 @@ def register(app: typer.Typer) -> None:
         llm_model: str | None = LLM_MODEL_OPTION,
         llm_gguf: str | None = LLM_GGUF_OPTION,
     ) -> None:
-        """Write the behavior report (report.html, report.json) for the store."""
+        """Write the behavior report (report.html, report.json) for the store or a layout."""
         llm = LLMOptions(llm_url, llm_model, llm_gguf)
         seg_writer, _ = summary_writers(llm)
         options: dict = {
@@ -94,7 +96,7 @@ def register(app: typer.Typer) -> None:
         if funnel:
             options["funnel"] = {"stages": [s.strip() for s in funnel.split(",") if s.strip()]}
         show = not (quiet or as_json)
-        with Store(db, read_only=True) as store:
+        with open_data(db, events) as store:
             src = from_store(store)
             status = err_console.status("analyzing") if show else contextlib.nullcontext()
             with status as st:
@@ -129,6 +131,7 @@ def register(app: typer.Typer) -> None:
     def profile_cmd(
         user_id: str = typer.Argument(..., help="external user id"),
         db: Path = DB_OPTION,
+        events: Path | None = EVENTS_OPTION,
         top: int = typer.Option(10, "--top", help="categories, items and recent events shown"),
         as_json: bool = JSON_OPTION,
         quiet: bool = QUIET_OPTION,
@@ -139,7 +142,7 @@ def register(app: typer.Typer) -> None:
         """Print one user's profile: activity, interests, diversity, drift, items."""
         llm = LLMOptions(llm_url, llm_model, llm_gguf)
         _, writer = summary_writers(llm)
-        with Store(db, read_only=True) as store:
+        with open_data(db, events) as store:
             p = user_profile(from_store(store), user_id, top_k=top, describe=writer)
         if as_json:
             sys.stdout.write(p.model_dump_json(indent=1) + "\n")

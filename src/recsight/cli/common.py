@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from recsight.data.store import Store
 from recsight.errors import InputError, RecsightError
 
 console = Console()
@@ -20,6 +21,11 @@ err_console = Console(stderr=True, soft_wrap=True)
 DB_OPTION = typer.Option(Path("recsight.duckdb"), "--db", help="Store (DuckDB file).")
 JSON_OPTION = typer.Option(False, "--json", help="Print machine-readable JSON only.")
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")
+EVENTS_OPTION = typer.Option(
+    None,
+    "--events",
+    help="Read a dataset layout folder (`recsight export`/`generate` output) instead of --db.",
+)
 # generative-LLM options (analyze, profile, recommend --explain, serve): an LLM only rewords
 # grounded template text, and text that names anything outside the evidence is rejected
 LLM_URL_OPTION = typer.Option(None, "--llm-url", help="OpenAI-compatible chat endpoint.")
@@ -41,6 +47,16 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def open_data(db: Path, events: Path | None) -> Store:
+    """The data a command reads: the layout at `events` (read in place through DuckDB) when
+    given, else the store at `db`, both read-only."""
+    if events is not None:
+        from recsight.data.layout import open_store
+
+        return open_store(events)
+    return Store(db, read_only=True)
 
 
 def parse_pairs(pairs: list[str] | None, option: str) -> dict[str, str]:

@@ -17,10 +17,12 @@ from rich.table import Table
 
 from recsight.cli.common import (
     DB_OPTION,
+    EVENTS_OPTION,
     JSON_OPTION,
     QUIET_OPTION,
     console,
     handle_errors,
+    open_data,
     parse_pairs,
     print_json,
 )
@@ -241,9 +243,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     @handle_errors
-    def info(db: Path = DB_OPTION, json_out: bool = JSON_OPTION) -> None:
-        """Summarise the store: counts, sparsity, time range, event types, ratings."""
-        with Store(db, read_only=True) as store:
+    def info(
+        db: Path = DB_OPTION, events: Path | None = EVENTS_OPTION, json_out: bool = JSON_OPTION
+    ) -> None:
+        """Summarise the store (or a layout): counts, sparsity, time range, event types, ratings."""
+        with open_data(db, events) as store:
             summary = store.info()
         if json_out:
             print_json(summary.to_dict())
@@ -253,14 +257,21 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @handle_errors
     def export(
-        out: Path = typer.Option(..., "--out", help="Folder for the Parquet snapshot."),
+        out: Path = typer.Option(..., "--out", help="Folder for the dataset layout."),
         db: Path = DB_OPTION,
         json_out: bool = JSON_OPTION,
     ) -> None:
-        """Export the store to a Parquet snapshot (`recsight ingest DIR` reads it back)."""
+        """Export the store to the Parquet dataset layout (events/event_date=.../, items,
+        users, manifest.json) that `--events DIR`, Spark and `recsight ingest DIR` read."""
+        from recsight.data.layout import export_store
+
         with Store(db, read_only=True) as store:
-            files = store.export_parquet(out)
+            manifest = export_store(store, out)
         if json_out:
-            print_json(files)
+            print_json(manifest.to_dict())
         else:
-            console.print("wrote " + ", ".join(files.values()))
+            console.print(
+                f"wrote {manifest.n_events:,} events of {manifest.n_users:,} users on "
+                f"{manifest.n_items:,} items to {out} (events/, items.parquet, users.parquet, "
+                "manifest.json)"
+            )

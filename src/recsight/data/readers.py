@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from recsight.data.layout import EVENTS_DIR, events_glob, is_layout, read_manifest
 from recsight.data.schema import COLUMN_SYNONYMS
 from recsight.errors import InputError
 
@@ -256,16 +257,19 @@ def read_csv_source(
     return src
 
 
-def read_parquet_source(path: Path, mapping: dict[str, str] | None, con) -> Source:
-    """A Parquet file (or a folder snapshot with events/items/users.parquet)."""
+def read_parquet_source(
+    path: Path, mapping: dict[str, str] | None, con, files: str | None = None
+) -> Source:
+    """A Parquet file (or a folder snapshot with events/items/users.parquet); `files`, a glob
+    of a dataset layout's event files (`recsight.data.layout`), whose `seq` orders the rows."""
     if not path.exists():
         raise InputError(f"{path}: file not found")
+    scan_of = _sql_str(files or path)
+    opts = ", hive_partitioning = false" if files else ", file_row_number = true"
     try:
         names = [
             r[0]
-            for r in con.execute(
-                f"DESCRIBE SELECT * FROM read_parquet({_sql_str(path)})"
-            ).fetchall()
+            for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({scan_of}{opts})").fetchall()
         ]
     except Exception as exc:  # duckdb raises several error types for a broken file
         raise InputError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
@@ -274,13 +278,12 @@ def read_parquet_source(path: Path, mapping: dict[str, str] | None, con) -> Sour
     if "raw_event_type" in names and "event_type" in names and "event_type" not in (mapping or {}):
         # a recsight snapshot: re-map the raw types, falling back to the canonical ones
         columns["event_type"], fallback = "raw_event_type", "event_type"
-    scan = f"read_parquet({_sql_str(path)}, file_row_number=true)"
     return Source(
         path,
         "parquet",
-        scan,
+        f"read_parquet({scan_of}{opts})",
         columns,
-        row_number_column="file_row_number",
+        row_number_column="seq" if files else "file_row_number",
         event_type_fallback=fallback,
     )
 
@@ -471,11 +474,12 @@ def detect_format(path: Path) -> str:
             return "movielens-100k"
         if _ml1m_candidates(path):
             return "movielens-1m"
-        if (path / "events.parquet").exists():
+        if (path / "events.parquet").exists() or is_layout(path):
             return "parquet"
         raise InputError(
             f"{path}: cannot tell the format of this folder; expected u.data (MovieLens 100K), "
-            "ratings*.dat (MovieLens 1M) or events.parquet (a recsight snapshot); "
+            "ratings*.dat (MovieLens 1M), events.parquet (a recsight snapshot) or manifest.json "
+            "with events/ (a recsight dataset layout); "
             "or point at a file and pass --format"
         )
     name = path.name.lower()
@@ -511,8 +515,12 @@ def open_source(path: str | Path, fmt: str | None, mapping: dict[str, str] | Non
         return read_taobao_source(path)
     if fmt == "parquet":
         folder = path if path.is_dir() else None
-        events = folder / "events.parquet" if folder else path
-        src = read_parquet_source(events, mapping, con)
+        if folder and is_layout(folder):
+            read_manifest(folder)  # a newer layout version is refused here
+            src = read_parquet_source(folder / EVENTS_DIR, mapping, con, events_glob(folder))
+        else:
+            events = folder / "events.parquet" if folder else path
+            src = read_parquet_source(events, mapping, con)
         if folder:
             for kind in ("items", "users"):
                 side = folder / f"{kind}.parquet"

@@ -129,6 +129,14 @@ class Store:
             # read-only, so no upgrade: give the old `events` table the new table's shape
             self.con.execute(f"CREATE TEMP VIEW event_log AS {_V1_AS_LOG}")
 
+    @classmethod
+    def over(cls, con: duckdb.DuckDBPyConnection, path: str | Path) -> Store:
+        """A read-only store around an open connection that already has the store's tables
+        (or views of the same shape), e.g. a Parquet layout (`recsight.data.layout`)."""
+        store = cls.__new__(cls)
+        store.path, store.read_only, store.con = Path(path), True, con
+        return store
+
     def _create_or_migrate(self) -> None:
         tables = dict(
             self.con.execute(
