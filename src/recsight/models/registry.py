@@ -34,15 +34,16 @@ MODELS: dict[str, type[Recommender]] = {
 
 
 def _register_extras() -> None:
-    """Add the text-aware models: `recsight.llm` imports `recsight.models`, so importing it
-    here at module load would be circular."""
+    """Add the text-aware and federated models: `recsight.llm` and `recsight.privacy` import
+    `recsight.models`, so importing them here at module load would be circular."""
     if "content" in MODELS:
         return
     from recsight.llm.coldstart import HybridRecommender
     from recsight.llm.content import ContentRecommender
     from recsight.llm.text_sasrec import TextSASRec
+    from recsight.privacy.federated import FederatedMF
 
-    for cls in (ContentRecommender, HybridRecommender, TextSASRec):
+    for cls in (ContentRecommender, HybridRecommender, TextSASRec, FederatedMF):
         MODELS[cls.name] = cls
 
 
