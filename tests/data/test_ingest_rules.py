@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -153,9 +154,41 @@ def test_fill_rating_policies(tmp_path, policy, expected):
     )
     with Store(tmp_path / "s.duckdb") as s:
         r = ingest(s, csv, fill_rating=policy, dedupe="none")
-        values = s.events_frame()["value"].tolist()
-    assert r.fixed["rating_filled"] == 3
-    assert values[3:] == pytest.approx(expected)
+        stored = s.events_frame()["value"]
+        data = s.interactions()
+    # the store keeps them missing (no statistic of other rows is written into events) ...
+    assert stored[3:].isna().all() and r.fixed == {}
+    assert any("3 ratings without a value" in n for n in r.notes) and data.fill_rating == policy
+    # ... and the policy fills them from the rows a model is given
+    assert np.isnan(data.value[3:]).all()
+    assert data.rating_values()[3:] == pytest.approx(expected)
+
+
+def test_fill_rating_uses_training_rows_only_and_metrics_use_real_ratings(tmp_path):
+    """The fill of a training split never sees the test split's ratings, and rating metrics
+    are computed on real ratings only (a missing test rating is not scored as its fill)."""
+    from recsight.evaluation.protocol import evaluate_rating
+
+    # i1 is rated 5 in train (rows 1-2) and 1 in test (rows 4-5); (u3,i1) misses its
+    # rating in train, (u6,i1) in test
+    csv = write(
+        tmp_path / "r.csv",
+        "user_id,item_id,rating,timestamp\n"
+        "u1,i1,5,1\nu2,i1,5,2\nu3,i1,,3\nu4,i1,1,10\nu5,i1,1,11\nu6,i1,,12\n",
+    )
+    with Store(tmp_path / "s.duckdb") as s:
+        ingest(s, csv, fill_rating="item-mean")
+        data = s.interactions()
+    train, test = data.subset(np.arange(3)), data.subset(np.arange(3, 6))
+    assert train.rating_values()[2] == 5.0  # not 3.0, the mean over train and test
+    assert train.to_csr({"rating": "value"})[2, 0] == 5.0
+
+    class Three:
+        def predict_idx(self, u, i):  # noqa: ANN001, ANN202
+            return np.full(len(u), 3.0)
+
+    res = evaluate_rating(Three(), test)
+    assert res.n_ratings == 2 and res.rmse == pytest.approx(2.0)  # |3 - 1| on the two real
 
 
 def test_missing_ratings_kept_as_null_by_default(tmp_path):

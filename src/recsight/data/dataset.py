@@ -85,6 +85,9 @@ class Interactions:
 
     `timestamp` holds epoch seconds (float64, NaN where unknown) or is None when the log has no
     timestamps at all; `seq` is the ingest order, used to break timestamp ties.
+    `fill_rating` (the store's ``--fill-rating`` policy) fills missing ratings in `weights`
+    from these events' own ratings, so a model's fill never sees rows outside its training
+    data (see `rating_values`); `value` itself keeps them missing.
     """
 
     user_idx: np.ndarray
@@ -98,6 +101,8 @@ class Interactions:
     timestamp: np.ndarray | None = None
     item_features: pd.DataFrame | None = field(default=None, repr=False)
     user_features: pd.DataFrame | None = field(default=None, repr=False)
+    #: How rating events without a value are filled (`FILL_POLICIES`; None: left missing).
+    fill_rating: str | None = None
 
     def __len__(self) -> int:
         return len(self.user_idx)
@@ -151,15 +156,46 @@ class Interactions:
         (events whose value is missing then weigh 1). Types not listed weigh 0."""
         weights = DEFAULT_WEIGHTS if weights is None else weights
         w = np.zeros(len(self), dtype=np.float32)
+        values = self.rating_values() if "value" in weights.values() else self.value
         for code, name in enumerate(self.event_types):
             rule = weights.get(name, 0.0)
             mask = self.event_type == code
             if rule == "value":
-                v = self.value[mask]
+                v = values[mask]
                 w[mask] = np.where(np.isnan(v), 1.0, v)
             else:
                 w[mask] = float(rule)
         return w
+
+    def rating_values(self) -> np.ndarray:
+        """`value` with missing ratings filled by the `fill_rating` policy: the mean of the
+        item's ("item-mean") or user's ("user-mean") ratings among these events, else of all
+        of them ("global-mean", and the fallback). Computed from this object's own rows, so on
+        a training split it never sees test ratings. Without a policy: `value` unchanged."""
+        if self.fill_rating in (None, "none"):
+            return self.value
+        keys = {"item-mean": self.item_idx, "user-mean": self.user_idx, "global-mean": None}
+        if self.fill_rating not in keys:
+            raise InputError(
+                f"fill_rating: expected one of none, {', '.join(keys)}, not {self.fill_rating!r}"
+            )
+        is_rating = self.type_mask(["rating"])
+        missing = is_rating & np.isnan(self.value)
+        real = is_rating & ~missing
+        if not missing.any() or not real.any():
+            return self.value
+        v = self.value[real].astype(np.float64)
+        fill = np.full(int(missing.sum()), v.mean())
+        key = keys[self.fill_rating]
+        if key is not None:
+            n = int(key.max()) + 1
+            sums = np.bincount(key[real], weights=v, minlength=n)
+            counts = np.bincount(key[real], minlength=n)
+            k = key[missing]
+            fill = np.where(counts[k] > 0, sums[k] / np.maximum(counts[k], 1), fill)
+        out = self.value.copy()
+        out[missing] = fill
+        return out
 
     def to_csr(
         self,

@@ -39,6 +39,8 @@ from recsight.errors import InputError
 
 DEDUPE_POLICIES = ("exact", "none")
 FILL_POLICIES = ("none", "item-mean", "user-mean", "global-mean")
+#: Store metadata key of the --fill-rating policy (applied at fit time, see `_note_fill`).
+FILL_META = "fill_rating"
 MAX_EXAMPLES = 5
 
 #: Why a row was dropped, in the order the checks apply (the first failing check names it).
@@ -154,9 +156,9 @@ def ingest(
         rejects = _stage(con, src, scale)
         step("checking")
         _mark_duplicates(con, src, dedupe, store_has_events=store.count("event_log") > 0)
-        if fill_rating != "none":
-            _fill_ratings(con, fill_rating)
         report = _summarise(con, src, rejects, tz)
+        if fill_rating != "none":
+            _note_fill(con, store, fill_rating, report)
         step("writing")
         con.execute("BEGIN TRANSACTION")
         try:
@@ -165,6 +167,8 @@ def ingest(
                 report.items = _merge_side(con, "item", items_df, items_name or "items")
             if users_df is not None:
                 report.users = _merge_side(con, "user", users_df, users_name or "users")
+            if fill_rating != "none":
+                store.set_meta(FILL_META, fill_rating)
             if store.meta("timezone") is None:
                 store.set_meta("timezone", tz)
             elif store.meta("timezone") != tz:
@@ -365,7 +369,6 @@ def _stage(con: duckdb.DuckDBPyConnection, src: Source, scale: tuple[float, floa
                  WHEN {out_of_range} THEN 'rating_out_of_range'
                  WHEN event_type <> 'rating' AND value < 0 THEN 'negative_value'
                END AS _reason,
-               false AS _fix_fill,
                {_DEDUPE_HASH} AS _h
         FROM typed
     """)
@@ -433,33 +436,31 @@ def _mark_duplicates(
     """)
 
 
-def _fill_ratings(con: duckdb.DuckDBPyConnection, policy: str) -> None:
-    """Fill missing rating values from the mean over stored and newly kept ratings."""
-    key = {"item-mean": "item_id", "user-mean": "user_id", "global-mean": None}[policy]
-    ratings = (
-        "SELECT user_id, item_id, value FROM _stage WHERE _reason IS NULL AND "
-        "event_type = 'rating' AND value IS NOT NULL UNION ALL SELECT user_id, item_id, "
-        "value FROM events WHERE event_type = 'rating' AND value IS NOT NULL"
-    )
-    glob = f"(SELECT avg(value) FROM ({ratings}))"
-    if key:
-        fill = (
-            f"coalesce((SELECT avg(r.value) FROM ({ratings}) r WHERE r.{key} = _stage.{key}), "
-            f"{glob})"
+def _note_fill(
+    con: duckdb.DuckDBPyConnection, store: Store, policy: str, report: IngestReport
+) -> None:
+    """Count the kept ratings without a value. They stay NULL in the store: the fill is a
+    statistic of ratings, so it is computed when a model is fitted, from its training rows
+    only (`Interactions.fill_rating`), never from test rows (and rating metrics only ever
+    see real ratings)."""
+    n = con.execute(
+        "SELECT count(*) FROM _stage WHERE _reason IS NULL AND event_type = 'rating' "
+        "AND value IS NULL"
+    ).fetchone()[0]
+    if n:
+        report.notes.append(
+            f"{n:,} ratings without a value are kept empty; models fill them with the "
+            f"{policy} of their training ratings (--fill-rating {policy})"
         )
-    else:
-        fill = glob
-    con.execute(f"""
-        UPDATE _stage SET value = {fill}, _fix_fill = true
-        WHERE _reason IS NULL AND event_type = 'rating' AND value IS NULL AND {glob} IS NOT NULL
-    """)
+    before = store.meta(FILL_META)
+    if before not in (None, policy):
+        report.notes.append(f"--fill-rating: the store's policy changes from {before} to {policy}")
 
 
 def _summarise(con: duckdb.DuckDBPyConnection, src: Source, rejects: dict, tz: str) -> IngestReport:
-    n_rows, kept, fix_trim, fix_fill = con.execute(
+    n_rows, kept, fix_trim = con.execute(
         "SELECT count(*), count(*) FILTER (_reason IS NULL), "
-        "count(*) FILTER (_reason IS NULL AND _fix_trim), "
-        "count(*) FILTER (_reason IS NULL AND _fix_fill) FROM _stage"
+        "count(*) FILTER (_reason IS NULL AND _fix_trim) FROM _stage"
     ).fetchone()
     rows = con.execute(
         "SELECT _reason, count(*), list(_pos ORDER BY _pos)[1:5] FROM _stage "
@@ -476,16 +477,8 @@ def _summarise(con: duckdb.DuckDBPyConnection, src: Source, rejects: dict, tz: s
         dropped[reason] = int(count)
         examples[reason] = [_line_of(src, int(p), reject_lines) for p in positions]
     fixed: dict[str, int] = {}
-    if fix_trim:
-        fixed["id_whitespace_trimmed"] = int(fix_trim)
-    if fix_fill:
-        fixed["rating_filled"] = int(fix_fill)
-    if fixed:
-        fixed["rows"] = int(
-            con.execute(
-                "SELECT count(*) FROM _stage WHERE _reason IS NULL AND (_fix_trim OR _fix_fill)"
-            ).fetchone()[0]
-        )
+    if fix_trim:  # the one repair made to kept rows
+        fixed = {"id_whitespace_trimmed": int(fix_trim), "rows": int(fix_trim)}
     return IngestReport(
         source=str(src.path),
         format=src.format,

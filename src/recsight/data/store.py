@@ -342,6 +342,7 @@ class Store:
             users=self.user_index(),
             items=self.item_index(),
             timestamp=ts,
+            fill_rating=self.meta("fill_rating"),  # set by ingest --fill-rating
         )
         if with_features:
             data.item_features = self.items_frame().set_index("item_idx").sort_index()

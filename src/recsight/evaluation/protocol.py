@@ -318,7 +318,9 @@ def evaluate_rating(
     model: RatingPredictor, test: Interactions, batch_size: int = 262_144
 ) -> RatingResult:
     """RMSE, MSE and MAE of `model.predict_idx` on the test events that carry a value
-    (ratings), plus per-user MSE and MAE arrays (users sorted) for paired tests.
+    (ratings), plus per-user MSE and MAE arrays (users sorted) for paired tests. Only real
+    ratings count: one ingested without a value stays missing (``--fill-rating`` fills it
+    for training only), so it is never scored against a fill.
 
     Predictions that come back NaN (a model that cannot score a pair) are counted in
     `n_unscored` and left out, so a model cannot improve its error by abstaining silently:

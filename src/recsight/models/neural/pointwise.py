@@ -101,10 +101,11 @@ class PairRecommender(TorchRecommender):
     def _targets(self, train: Interactions) -> tuple[np.ndarray, np.ndarray | None]:
         """(events used, fixed labels or None for sampled-negative training)."""
         if self.task == "regression":
-            keep = train.type_mask(["rating"]) & ~np.isnan(train.value)
+            values = train.rating_values()  # missing ones filled from train (--fill-rating)
+            keep = train.type_mask(["rating"]) & ~np.isnan(values)
             if not keep.any():
                 raise InputError("training data: task='regression' needs rating events")
-            return np.flatnonzero(keep), train.value[keep].astype(np.float32)
+            return np.flatnonzero(keep), values[keep].astype(np.float32)
         pos = (
             np.ones(len(train), bool)
             if self.positive_types is None
