@@ -31,6 +31,13 @@ def register(app: typer.Typer) -> None:
         leaderboard: Path | None = typer.Option(
             None, "--leaderboard", help="leaderboard.json shown on the dashboard."
         ),
+        history_users: int = typer.Option(
+            100_000,
+            "--history-users",
+            min=1,
+            help="Users whose recent histories stay in memory (read from the store on first "
+            "request; the least recently served are evicted).",
+        ),
         llm_url: str | None = LLM_URL_OPTION,
         llm_model: str | None = LLM_MODEL_OPTION,
         llm_gguf: str | None = LLM_GGUF_OPTION,
@@ -42,7 +49,13 @@ def register(app: typer.Typer) -> None:
 
         if not db.exists():
             raise InputError(f"{db}: no such store; create it with `recsight ingest`")
-        config = config_from_env(model, db, snapshot_dir=snapshot_dir, leaderboard=leaderboard)
+        config = config_from_env(
+            model,
+            db,
+            snapshot_dir=snapshot_dir,
+            leaderboard=leaderboard,
+            history_users=history_users,
+        )
         if llm_url or llm_gguf:
             from recsight.llm.generate import make_llm
 

@@ -195,10 +195,17 @@ class Recommender:
         """Weight of a history event when the caller gives none."""
         return 1.0
 
-    def _candidate_mask(self, candidates: Sequence[str] | None) -> np.ndarray | None:
-        """Boolean mask of allowed items; unknown candidate ids are dropped."""
+    def _candidate_mask(self, candidates: Sequence[str] | np.ndarray | None) -> np.ndarray | None:
+        """Boolean mask of allowed items; unknown candidate ids are dropped. `candidates` may
+        already be such a mask (length n_items), as the service precomputes them."""
         if candidates is None:
             return None
+        if isinstance(candidates, np.ndarray) and candidates.dtype == bool:
+            if candidates.shape != (self.n_items,):
+                raise InputError(
+                    f"candidates: a mask needs {self.n_items} entries, got {candidates.shape}"
+                )
+            return candidates
         mask = np.zeros(self.n_items, dtype=bool)
         idx = self.items_.index_of(list(candidates), missing="ignore")
         mask[idx[idx >= 0]] = True

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -52,6 +53,7 @@ log = logging.getLogger("recsight.serving")
 API_KEY_ENV = "RECSIGHT_API_KEY"
 EXPOSURE_COLUMNS = ["request_id", "user_id", "item_id", "position", "model_version", "ts"]
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB: a batch of ~5,000 events
+CLUSTER_MIN_LAG = 100_000  # events past the by-user copy before it is rebuilt
 
 
 class BodyLimit:
@@ -96,6 +98,7 @@ class ServiceConfig:
     leaderboard: Path | None = None
     report_dir: Path | None = None
     history_events: int = 200
+    history_users: int = 100_000  # users whose histories stay in memory (least recent evicted)
     llm: Any = None  # a recsight.llm generator for reworded explanations, when configured
 
 
@@ -249,16 +252,54 @@ class Service:
             "item_id VARCHAR, position INTEGER, model_version VARCHAR, ts TIMESTAMP)"
         )
         self.pipeline = Pipeline.load(config.model, self.store.items_frame(), config.llm)
-        self.histories = HistoryCache(config.history_events)
-        self.histories.load(self.store.con)
-        # the model and the histories are long-lived millions of objects: move them out of
-        # the garbage collector's reach, or every full collection pauses requests for 100s of ms
+        # histories are read by user on first request, each thread on its own connection
+        self._readers = threading.local()
+        self._reader_stores: list[Store] = []
+        self._readers_lock = threading.Lock()
+        self.histories = HistoryCache(
+            lambda user, n: self.reader().recent_events(user, n),
+            max_events=config.history_events,
+            max_users=config.history_users,
+        )
+        self._clusterer = threading.Thread(
+            target=self._cluster_by_user, daemon=True, name="cluster-by-user"
+        )
+        self._clusterer_store: Store | None = None
+        self._clusterer.start()
+        # the model is long-lived millions of objects: move them out of the garbage
+        # collector's reach, or every full collection pauses requests for 100s of ms
         gc.collect()
         gc.freeze()
         self.telemetry = Telemetry()
         self.exposures = ExposureLog(self._write_exposures)
         self.commits = GroupCommit(self.store.append_events, self.write_lock)
         self.started = time.time()
+
+    def _cluster_by_user(self) -> None:
+        """Keep the store's by-user copy fresh (see `Store.cluster_by_user`): rebuilt in the
+        background when missing or when a tenth of the events came after it, so start-up
+        never waits for it; until it is ready, history loads scan the event table."""
+        store = self._clusterer_store = self.store.reader()
+        try:
+            lag = store.by_user_lag()
+            if lag is None or lag > max(CLUSTER_MIN_LAG, store.count("event_log") // 10):
+                t0 = time.perf_counter()
+                n = store.cluster_by_user()
+                log.info("by-user copy of %d events built in %.1f s", n, time.perf_counter() - t0)
+        except duckdb.Error:  # interrupted at shutdown, or the store is busy: next start
+            log.warning("by-user copy not built; history loads scan the events", exc_info=True)
+        finally:
+            store.close()
+
+    def reader(self) -> Store:
+        """This thread's read connection to the store: reads on it never take the write
+        lock, so analytics and history loads neither wait for nor delay event ingest."""
+        store = getattr(self._readers, "store", None)
+        if store is None:
+            store = self._readers.store = self.store.reader()
+            with self._readers_lock:
+                self._reader_stores.append(store)
+        return store
 
     def _write_exposures(self, rows: list[tuple]) -> None:
         # one columnar insert: DuckDB's executemany runs row by row and would hold the
@@ -272,8 +313,13 @@ class Service:
                 self.store.con.unregister("_exposures_df")
 
     def close(self) -> None:
+        if self._clusterer.is_alive() and self._clusterer_store is not None:
+            self._clusterer_store.con.interrupt()
+        self._clusterer.join(timeout=10)
         self.commits.stop()
         self.exposures.stop()
+        for reader in self._reader_stores:
+            reader.close()
         self.store.close()
 
     def persist(self, events: list[EventIn]) -> EventsAck:
@@ -282,7 +328,7 @@ class Service:
         for rec, res in zip(records, results, strict=True):
             if res["status"] == "stored":  # the next recommendation sees this event
                 etype = canonical_event_type(rec["event_type"])
-                self.histories.add(rec["user_id"], rec["item_id"], etype, rec["value"])
+                self.histories.add(rec["user_id"], res["seq"], rec["item_id"], etype, rec["value"])
         stored = sum(r["status"] == "stored" for r in results)
         self.telemetry.events.inc(stored)
         return EventsAck(stored=stored, duplicates=len(results) - stored, results=results)
@@ -434,16 +480,15 @@ def create_app(config: ServiceConfig) -> FastAPI:
         from recsight.analysis.source import from_store
 
         s = svc()
-        with s.write_lock:  # the analysis runs on the service's own connection
-            try:
-                prof = user_profile(from_store(s.store), user_id)
-            except InputError:
-                return {
-                    "user_id": user_id,
-                    "n_events": 0,
-                    "known": False,
-                    "summary": "no events yet: recommendations follow popularity",
-                }
+        try:  # on this thread's read connection: ingest goes on meanwhile
+            prof = user_profile(from_store(s.reader()), user_id)
+        except InputError:
+            return {
+                "user_id": user_id,
+                "n_events": 0,
+                "known": False,
+                "summary": "no events yet: recommendations follow popularity",
+            }
         return {**prof.model_dump(), "known": True}
 
     @app.get("/health")
@@ -455,6 +500,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
             "uptime_s": round(time.time() - s.started, 1),
             "manifest": s.pipeline.manifest,
             "users_in_memory": len(s.histories),
+            "history_cache": {"hits": s.histories.hits, "misses": s.histories.misses},
             "writes_enabled": bool(config.api_key),
         }
 
@@ -478,9 +524,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         on the old one (the swap is one reference assignment)."""
         s = svc()
         folder = Path(body.model) if body and body.model else config.model
-        with s.write_lock:
-            items = s.store.items_frame()
-        new = Pipeline.load(folder, items, config.llm)
+        new = Pipeline.load(folder, s.reader().items_frame(), config.llm)
         old_version, s.pipeline = s.pipeline.version, new
         config.model = folder
         return {"previous": old_version, "current": new.version, "manifest": new.manifest}
@@ -499,8 +543,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
         s = svc()
         s.exposures.flush()  # so live CTR counts what was just served
-        with s.write_lock:
-            return dashboard_data(s, config)
+        return dashboard_data(s, config)
 
     return app
 

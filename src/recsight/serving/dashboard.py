@@ -42,9 +42,11 @@ def _leaderboard(config: ServiceConfig) -> Any:
 
 
 def dashboard_data(s: Service, config: ServiceConfig) -> dict[str, Any]:
-    """Aggregates for the dashboard, computed on the service's connection."""
-    con = s.store.con
-    info = s.store.info()
+    """Aggregates for the dashboard, computed on the calling thread's read connection (never
+    under the write lock, so event ingest goes on meanwhile)."""
+    store = s.reader()
+    con = store.con
+    info = store.info()
     per_day = _rows(
         con,
         """
@@ -65,7 +67,7 @@ def dashboard_data(s: Service, config: ServiceConfig) -> dict[str, Any]:
         SELECT user_id, count(*) AS events FROM events GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 8""",
     )
     try:
-        live = recommendation_ctr(from_store(s.store))
+        live = recommendation_ctr(from_store(store))
         ctr = [
             {
                 "model_version": r.key,

@@ -1,62 +1,123 @@
-"""Users' recent histories, kept in memory so a new event changes the next recommendation.
+"""Users' recent histories for the service: a bounded LRU filled from the store on demand.
 
-Loaded from the store in one query at start-up (the last `max_events` events per user) and
-appended to as the service persists new events, so a request never scans the event table.
+Start-up loads nothing, so its time and memory do not grow with the number of users: a
+user's last `max_events` events are read from the store (one query by user) the first time a
+request needs them, kept while the user stays among the `max_users` most recently served, and
+appended to as the service persists the user's new events, so a new event changes the next
+recommendation without a store read.
+
+Reads race with writes: an event can be committed while its user is being loaded, and its
+`add` can arrive before or after the load's query saw it. Each cached event keeps its store
+`seq`, and events added while a user is loading are merged into the loaded history unless the
+query already returned them, so an event is never lost nor counted twice.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import deque
-
-import duckdb
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from recsight.serving.pipeline import History
 
+#: One stored event as the cache keeps it: (seq, item_id, event_type, value).
+Event = tuple[int, str, str, float | None]
+
+#: Reads a user's last `limit` events from the store, oldest first.
+Loader = Callable[[str, int], list[Event]]
+
+
+@dataclass
+class _Loading:
+    """A user being read from the store: events added meanwhile, and whether the user was
+    evicted meanwhile (then the read may predate a deletion and is done again)."""
+
+    readers: int = 0
+    pending: list[Event] = field(default_factory=list)
+    evicted: bool = False
+
 
 class HistoryCache:
-    """Thread-safe per-user deques of (item, type, value), oldest first."""
+    """Thread-safe LRU of per-user deques of events, oldest first."""
 
-    def __init__(self, max_events: int = 200):
+    def __init__(self, load: Loader, max_events: int = 200, max_users: int = 100_000):
+        if max_users < 1 or max_events < 1:
+            raise ValueError("max_users and max_events must be positive")
         self.max_events = max_events
+        self.max_users = max_users
+        self._load = load
         self._lock = threading.Lock()
-        self._users: dict[str, deque[tuple[str, str, float | None]]] = {}
+        self._users: OrderedDict[str, deque[Event]] = OrderedDict()
+        self._loading: dict[str, _Loading] = {}
+        self.hits = 0
+        self.misses = 0
 
-    def load(self, con: duckdb.DuckDBPyConnection) -> int:
-        """Fill from the store's events; returns the number of users loaded."""
-        rows = con.execute(
-            f"""
-            SELECT user_id, item_id, event_type, value FROM (
-                SELECT user_id, item_id, event_type, value, "timestamp", seq,
-                       row_number() OVER (PARTITION BY user_id
-                                          ORDER BY "timestamp" DESC NULLS LAST, seq DESC) AS r
-                FROM events)
-            WHERE r <= {int(self.max_events)}
-            ORDER BY user_id, "timestamp" NULLS FIRST, seq
-            """
-        ).fetchall()
-        users: dict[str, deque[tuple[str, str, float | None]]] = {}
-        for user, item, etype, value in rows:
-            users.setdefault(user, deque(maxlen=self.max_events)).append((item, etype, value))
+    def _events(self, user_id: str) -> list[Event]:
         with self._lock:
-            self._users = users
-        return len(users)
-
-    def add(self, user_id: str, item_id: str, event_type: str, value: float | None) -> None:
-        with self._lock:
-            dq = self._users.setdefault(user_id, deque(maxlen=self.max_events))
-            dq.append((item_id, event_type, value))
+            dq = self._users.get(user_id)
+            if dq is not None:
+                self._users.move_to_end(user_id)
+                self.hits += 1
+                return list(dq)
+            self.misses += 1
+            state = self._loading.setdefault(user_id, _Loading())
+            state.readers += 1
+        try:
+            while True:
+                rows = self._load(user_id, self.max_events)
+                with self._lock:
+                    if state.evicted:  # forgotten during the read: read again
+                        state.evicted = False
+                        continue
+                    dq = self._users.get(user_id)
+                    if dq is None:  # another reader may have filled it meanwhile
+                        seen = {r[0] for r in rows}
+                        dq = deque(rows, maxlen=self.max_events)
+                        dq.extend(e for e in state.pending if e[0] not in seen)
+                        state.pending.clear()
+                        self._users[user_id] = dq
+                        while len(self._users) > self.max_users:
+                            self._users.popitem(last=False)
+                    return list(dq)
+        finally:
+            with self._lock:
+                state.readers -= 1
+                if state.readers == 0:
+                    self._loading.pop(user_id, None)
 
     def get(self, user_id: str) -> History:
-        """The user's history (empty for an unknown user)."""
-        with self._lock:
-            events = list(self._users.get(user_id, ()))
+        """The user's history (empty for a user without events)."""
+        events = self._events(user_id)
         return History(
             user_id=user_id,
-            items=[e[0] for e in events],
-            types=[e[1] for e in events],
-            values=[e[2] for e in events],
+            items=[e[1] for e in events],
+            types=[e[2] for e in events],
+            values=[e[3] for e in events],
         )
+
+    def add(
+        self, user_id: str, seq: int, item_id: str, event_type: str, value: float | None
+    ) -> None:
+        """Record an event the store has just committed (with its store `seq`). A user who is
+        not cached is left alone: the next read from the store includes the event."""
+        event = (seq, item_id, event_type, value)
+        with self._lock:
+            dq = self._users.get(user_id)
+            if dq is not None:
+                dq.append(event)
+            elif user_id in self._loading:
+                self._loading[user_id].pending.append(event)
+
+    def evict(self, user_id: str) -> None:
+        """Drop the user's cached history (e.g. after their events were deleted from the
+        store); a load in flight is discarded and read again."""
+        with self._lock:
+            self._users.pop(user_id, None)
+            state = self._loading.get(user_id)
+            if state is not None:
+                state.evicted = True
+                state.pending.clear()
 
     def __contains__(self, user_id: str) -> bool:
         with self._lock:

@@ -10,6 +10,7 @@ A pipeline folder holds ``manifest.json`` and one sub-folder per model. A bare m
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -108,6 +109,61 @@ def write_manifest(
     return path
 
 
+class ItemFilters:
+    """One model's item filters, precomputed when the item metadata is set, so a request pays
+    nothing proportional to the catalog beyond the scoring itself: availability, category
+    codes, and the popularity order of the available items overall and within each category.
+    """
+
+    #: category masks kept (each is one byte per item)
+    MASKS = 64
+
+    def __init__(self, model: Recommender, meta: pd.DataFrame, unavailable: set[str]):
+        ids = pd.Index(model.items_.ids)
+        self.available = ~ids.isin(list(unavailable)) if unavailable else None
+        if "category" in meta.columns:
+            cats = meta["category"].reindex(ids)
+            codes, self._categories = pd.factorize(cats, use_na_sentinel=True)
+        else:
+            codes, self._categories = np.full(len(ids), -1), pd.Index([])
+        self.has_categories = "category" in meta.columns
+        self.codes = codes.astype(np.int32)
+        self._code = {str(c): i for i, c in enumerate(self._categories)}
+        pop = np.asarray(model.item_popularity_, dtype=np.float32)
+        self.popularity = pop
+        keep = np.ones(len(ids), bool) if self.available is None else self.available
+        # available items grouped by category code (-1 first), most popular first within each
+        items = np.flatnonzero(keep)
+        order = np.lexsort((items, -pop[items], self.codes[items]))
+        self._by_cat = items[order]
+        bounds = np.searchsorted(self.codes[self._by_cat], np.arange(-1, len(self._categories) + 1))
+        self._bounds = bounds
+        self._all = items[np.lexsort((items, -pop[items]))]
+        # negated popularity along each order (ascending), for the searches at a cut-off
+        self._by_cat_neg = -pop[self._by_cat]
+        self._all_neg = -pop[self._all]
+        self.mask = functools.lru_cache(maxsize=self.MASKS)(self._mask)
+
+    def popularity_order(self, category: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """Available items (of `category`), most popular first, and their negated
+        popularity (so ascending)."""
+        if category is None:
+            return self._all, self._all_neg
+        code = self._code.get(category)
+        if code is None:
+            return self._all[:0], self._all_neg[:0]
+        part = slice(self._bounds[code + 1], self._bounds[code + 2])
+        return self._by_cat[part], self._by_cat_neg[part]
+
+    def _mask(self, category: str | None) -> np.ndarray | None:
+        """Boolean mask of the allowed items, or None when every item is allowed."""
+        if category is None:
+            return self.available
+        code = self._code.get(category, -2)  # an unknown category allows nothing
+        mask = self.codes == code
+        return mask if self.available is None else mask & self.available
+
+
 class Pipeline:
     """A loaded pipeline: main model, fallbacks, item metadata and the manifest."""
 
@@ -179,6 +235,10 @@ class Pipeline:
             self._unavailable = set(self._meta.index[~flags])
         else:
             self._unavailable = set()
+        self._filters = {
+            id(m): ItemFilters(m, self._meta, self._unavailable)
+            for m in [self.main, *self.fallbacks]
+        }
 
     def set_items(self, items: pd.DataFrame) -> None:
         """Replace the item metadata (titles, categories, availability)."""
@@ -192,18 +252,13 @@ class Pipeline:
         return self._categories.get(item_id)
 
     # -- candidates and filters -----------------------------------------------------------
-    def _candidates(self, model: Recommender, category: str | None) -> list[str] | None:
-        """Allowed item ids for `model`, or None when every item is allowed."""
-        if category is None and not self._unavailable:
-            return None
-        ids = pd.Index(model.items_.ids)
-        keep = ~ids.isin(list(self._unavailable))
-        if category is not None:
-            if "category" not in self._meta.columns:
-                raise InputError("category filter: the items have no category column")
-            cats = self._meta["category"].reindex(ids)
-            keep &= (cats == category).to_numpy()
-        return list(ids[keep])
+    def _candidates(self, model: Recommender, category: str | None) -> np.ndarray | None:
+        """Mask of the items `model` may recommend, or None when every item is allowed
+        (precomputed: see `ItemFilters`)."""
+        filters = self._filters[id(model)]
+        if category is not None and not filters.has_categories:
+            raise InputError("category filter: the items have no category column")
+        return filters.mask(category)
 
     # -- the pipeline ---------------------------------------------------------------------
     def recommend(
@@ -246,17 +301,33 @@ class Pipeline:
     def _popular(
         self, history: History, k: int, exclude_seen: bool, category: str | None
     ) -> list[Recommendation]:
-        pop = self.main.item_popularity_.astype(np.float64).copy()
-        ids = self.main.items_.ids
-        allowed = self._candidates(self.main, category)
-        if allowed is not None:
-            pop[~pd.Index(ids).isin(allowed)] = -np.inf
+        filters = self._filters[id(self.main)]
+        if category is not None and not filters.has_categories:
+            raise InputError("category filter: the items have no category column")
+        order, neg = filters.popularity_order(category)
+        seen = np.zeros(0, np.int64)
         if exclude_seen and history.items:
             seen = self.main.items_.index_of(history.items, missing="ignore")
-            pop[seen[seen >= 0]] = -np.inf
-        cols, _ = top_k(pop[None, :], k, history_user_keys(history.user_id), self.main.item_keys_)
-        order = cols[0][cols[0] >= 0]
-        recs = [Recommendation(str(ids[i]), float(pop[i])) for i in order]
+            seen = np.unique(seen[seen >= 0])
+        # the k best unseen items lie among the first k + len(seen) in popularity order; the
+        # items tied with the k-th go along, so the shared tie rule chooses among them
+        pop = filters.popularity
+        head = order[: k + len(seen)]
+        head = head[~np.isin(head, seen)]
+        if len(head) >= k:
+            kth = pop[head[k - 1]]
+            head = order[: np.searchsorted(neg, -kth, side="right")]
+            head = head[~np.isin(head, seen)]
+        if not len(head):
+            return []
+        cols, _ = top_k(
+            pop[head][None, :],
+            k,
+            history_user_keys(history.user_id),
+            self.main.item_keys_[head],
+        )
+        ids = self.main.items_.ids
+        recs = [Recommendation(str(ids[head[c]]), float(pop[head[c]])) for c in cols[0] if c >= 0]
         for r in recs:
             r.title, r.category = self.title(r.item_id), self.category(r.item_id)
             r.explanation = "popular with other users" if r.score > 0 else None
