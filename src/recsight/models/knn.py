@@ -1,9 +1,12 @@
 """Neighbourhood models: item-based and user-based k-nearest neighbours.
 
-Similarities are computed block by block with sparse products (a block of rows against all
-rows, densified, shrunk, then cut to its top-N positive neighbours), so only the top-N lists
-are ever stored: ML-1M needs a few megabytes. Similarity kinds, on the training matrix X
-(users x items, event weights as values):
+Similarities are computed block by block with sparse products that stay sparse (a block of
+rows against all rows, shrunk by co-occurrence counts on the stored entries only, then cut to
+each row's top-N positive neighbours), so nothing catalog x catalog is ever dense and only the
+top-N lists are kept: blocks are sized by the co-occurrences they produce, not by the catalog.
+Item-kNN counts co-occurrences over each user's `max_user_items` most recent items only, so
+one very active user (a bot, a crawler) adds at most that many squared pairs. Similarity
+kinds, on the training matrix X (users x items, event weights as values):
 
 - ``cosine``: cosine of the raw vectors;
 - ``pearson``: cosine after centring each vector's stored entries on its own mean;
@@ -31,8 +34,8 @@ from recsight.models.base import Recommender
 
 SIMILARITIES = ("cosine", "pearson", "adjusted")
 
-#: Dense floats per similarity block (rows x n_objects).
-_BLOCK_FLOATS = 1 << 24
+#: Co-occurrences (stored entries of a similarity block) computed at once; bounds memory.
+_BLOCK_PAIRS = 1 << 24
 
 
 def _row_means(m: sp.csr_matrix) -> np.ndarray:
@@ -66,38 +69,58 @@ def _binary(m: sp.csr_matrix) -> sp.csr_matrix:
     return b
 
 
+def cooccurrences(q: sp.csr_matrix, xb_t: sp.csr_matrix) -> sp.csr_matrix:
+    """Co-occurrence counts of query rows `q` with all rows (their binary patterns given
+    transposed as `xb_t`): entry (r, s) = how many columns r and s share."""
+    return (_binary(q) @ xb_t).tocsr()
+
+
 def similarity_block(
     q: sp.csr_matrix,
-    xn_t: sp.csc_matrix,
-    xb_t: sp.csc_matrix,
+    xn_t: sp.csr_matrix,
+    xb_t: sp.csr_matrix,
     shrinkage: float,
-) -> np.ndarray:
-    """Dense similarities of prepared query rows `q` against all prepared rows (given
-    transposed), with shrinkage by co-occurrence counts."""
-    sims = (q @ xn_t).toarray()
+) -> sp.csr_matrix:
+    """Sparse similarities of prepared query rows `q` against all prepared rows (given
+    transposed), shrunk by co-occurrence counts; only co-occurring pairs are stored."""
+    sims = (q @ xn_t).tocsr()
     if shrinkage > 0:
-        co = (_binary(q) @ xb_t).toarray()
-        sims *= co / (co + shrinkage)
+        co = cooccurrences(q, xb_t)
+        co.data = co.data / (co.data + shrinkage)
+        sims = sims.multiply(co).tocsr()  # entry-wise: the pattern stays sims' own
     return sims
 
 
-def top_n(sims: np.ndarray, n: int) -> sp.csr_matrix:
-    """Keep each row's `n` largest positive entries; equal similarities at the cut are
-    kept by lower index, so the result never depends on how rows were blocked."""
-    b, m = sims.shape
-    n = min(n, m)
-    if n < m:
-        cols = np.argpartition(-sims, n - 1, axis=1)[:, :n]
-        kth = np.take_along_axis(sims, cols, axis=1).min(axis=1)
-        mask = sims > kth[:, None]
-        need = n - mask.sum(axis=1)
-        ties = sims == kth[:, None]
-        mask |= ties & (np.cumsum(ties, axis=1) <= need[:, None])
-    else:
-        mask = np.ones_like(sims, dtype=bool)
-    mask &= sims > 0
-    rows, cols = np.nonzero(mask)
-    return sp.csr_matrix((sims[rows, cols].astype(np.float32), (rows, cols)), shape=(b, m))
+def top_n(sims: sp.csr_matrix, n: int) -> sp.csr_matrix:
+    """Keep each row's `n` largest positive stored entries; equal similarities at the cut
+    are kept by lower index, so the result never depends on how rows were blocked."""
+    sims = sims.tocsr()
+    sims.sum_duplicates()
+    rows = np.repeat(np.arange(sims.shape[0]), np.diff(sims.indptr))
+    pos = sims.data > 0
+    rows, cols, vals = rows[pos], sims.indices[pos], sims.data[pos]
+    order = np.lexsort((cols, -vals, rows))  # by row, best first, ties by lower index
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    starts = np.searchsorted(rows, np.arange(sims.shape[0]))
+    keep = np.arange(len(rows)) - starts[rows] < n
+    return sp.csr_matrix(
+        (vals[keep].astype(np.float32), (rows[keep], cols[keep])), shape=sims.shape
+    )
+
+
+def row_blocks(q: sp.csr_matrix, x_t: sp.csr_matrix, budget: int = _BLOCK_PAIRS) -> list[slice]:
+    """Consecutive row ranges of `q` whose products with `x_t` hold at most about `budget`
+    stored entries each (counted as multiply-adds, an upper bound on the entries)."""
+    feature_nnz = np.diff(x_t.indptr).astype(np.float64)  # rows of x having each feature
+    work = np.bincount(
+        np.repeat(np.arange(q.shape[0]), np.diff(q.indptr)),
+        weights=feature_nnz[q.indices],
+        minlength=q.shape[0],
+    )
+    block = np.floor((np.cumsum(work) - work) / budget).astype(np.int64)
+    cuts = np.flatnonzero(np.diff(block)) + 1
+    bounds = [0, *cuts.tolist(), q.shape[0]]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
 
 
 def knn_matrix(
@@ -111,17 +134,48 @@ def knn_matrix(
     """Top-N neighbour lists among the rows of `rows`: an (n x n) CSR, row r = r's
     neighbours and their similarities."""
     xn = prepare_rows(rows, similarity, other_means)
-    xn_t, xb_t = xn.T.tocsc(), _binary(xn).T.tocsc()
+    xn_t, xb_t = xn.T.tocsr(), _binary(xn).T.tocsr()
     n = rows.shape[0]
-    step = max(1, _BLOCK_FLOATS // max(n, 1))
     parts = []
-    for start in range(0, n, step):
-        sims = similarity_block(xn[start : start + step], xn_t, xb_t, shrinkage)
+    for block in row_blocks(xn, xn_t):
+        sims = similarity_block(xn[block], xn_t, xb_t, shrinkage)
         if not include_self:
-            r = np.arange(sims.shape[0])
-            sims[r, start + r] = 0.0
+            sims = sims.tocoo()
+            off = sims.row + block.start != sims.col
+            sims = sp.csr_matrix((sims.data[off], (sims.row[off], sims.col[off])), sims.shape)
         parts.append(top_n(sims, neighbors))
-    return sp.vstack(parts).tocsr() if parts else sp.csr_matrix((0, 0), dtype=np.float32)
+    return sp.vstack(parts).tocsr() if parts else sp.csr_matrix((n, n), dtype=np.float32)
+
+
+def recent_items(x: sp.csr_matrix, train: Interactions, cap: int | None) -> sp.csr_matrix:
+    """`x` (users x items) with each user's row cut to the `cap` items they used most
+    recently (by last event time, then ingest order); rows within the cap are unchanged."""
+    x = x.tocsr()
+    deg = np.diff(x.indptr)
+    if cap is None or not (deg > cap).any():
+        return x
+    if train.timestamp is None:
+        order = np.argsort(train.seq, kind="stable")
+    else:
+        order = np.lexsort((train.seq, np.nan_to_num(train.timestamp, nan=-np.inf)))
+    key = train.user_idx.astype(np.int64) * x.shape[1] + train.item_idx
+    recency = np.empty(len(order), np.int64)
+    recency[order] = np.arange(len(order))
+    # last use of each (user, item) pair, looked up for the stored entries of x
+    uniq, inv = np.unique(key, return_inverse=True)
+    last = np.full(len(uniq), -1, np.int64)
+    np.maximum.at(last, inv, recency)
+    rows = np.repeat(np.arange(x.shape[0]), deg)
+    entry_key = rows.astype(np.int64) * x.shape[1] + x.indices
+    when = last[np.searchsorted(uniq, entry_key)]
+    by_row = np.lexsort((-when, rows))  # per row, most recent first
+    starts = x.indptr[:-1]
+    rank = np.empty(len(rows), np.int64)
+    rank[by_row] = np.arange(len(rows)) - starts[rows[by_row]]
+    keep = rank < cap
+    out = sp.csr_matrix((x.data[keep], (rows[keep], x.indices[keep])), shape=x.shape)
+    out.sort_indices()
+    return out
 
 
 class _KNNBase(Recommender):
@@ -153,14 +207,28 @@ class ItemKNN(_KNNBase):
 
     name: ClassVar[str] = "itemknn"
 
+    def __init__(
+        self,
+        neighbors: int = 100,
+        similarity: str = "cosine",
+        shrinkage: float = 0.0,
+        weights: Mapping[str, float | str] | None = None,
+        max_user_items: int | None = 1000,
+    ):
+        super().__init__(neighbors, similarity, shrinkage, weights)
+        self.max_user_items = max_user_items
+
     def fit(self, train: Interactions) -> ItemKNN:
         self._check_params()
+        if self.max_user_items is not None and int(self.max_user_items) < 1:
+            raise InputError(f"max_user_items must be >= 1 or None, got {self.max_user_items}")
         x = train.to_csr(self.weights)
         self._set_training(train, x)
         user_means = _row_means(self.seen_) if self.similarity == "adjusted" else None
+        cap = None if self.max_user_items is None else int(self.max_user_items)
         self.similarity_ = knn_matrix(
-            self.seen_.T.tocsr(), self.similarity, user_means, self.shrinkage,
-            int(self.neighbors), include_self=False,
+            recent_items(self.seen_, train, cap).T.tocsr(), self.similarity, user_means,
+            self.shrinkage, int(self.neighbors), include_self=False,
         )  # fmt: skip
         self._derive()
         return self
@@ -203,16 +271,15 @@ class UserKNN(_KNNBase):
             _row_means(self.seen_.T.tocsr()) if self.similarity == "adjusted" else None
         )
         self._xn = prepare_rows(self.seen_, self.similarity, self._item_means)
-        self._xn_t = self._xn.T.tocsc()
-        self._xb_t = _binary(self._xn).T.tocsc()
+        self._xn_t = self._xn.T.tocsr()
+        self._xb_t = _binary(self._xn).T.tocsr()
 
     def _neighbours(self, histories: sp.csr_matrix) -> sp.csr_matrix:
         q = prepare_rows(histories, self.similarity, self._item_means)
-        step = max(1, _BLOCK_FLOATS // max(self.seen_.shape[0], 1))
         parts = [
-            top_n(similarity_block(q[s : s + step], self._xn_t, self._xb_t, self.shrinkage),
+            top_n(similarity_block(q[b], self._xn_t, self._xb_t, self.shrinkage),
                   int(self.neighbors))
-            for s in range(0, q.shape[0], step)
+            for b in row_blocks(q, self._xn_t)
         ]  # fmt: skip
         return sp.vstack(parts).tocsr()
 
