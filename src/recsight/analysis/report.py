@@ -41,6 +41,7 @@ from recsight.analysis.segments import Segments, segments
 from recsight.analysis.sessions import Sessions, sessions
 from recsight.analysis.source import AnalysisSource, NotAvailable
 from recsight.errors import InputError, NeedsTimestampsError
+from recsight.privacy.dp_counts import DPCounts, dp_counts
 
 SCHEMA_VERSION = "1"
 
@@ -56,7 +57,11 @@ SECTIONS: dict[str, dict[str, Callable[[AnalysisSource], BaseModel]]] = {
     "interests": {"interests": interests},
     "segments": {"segments": segments},
     "ratings": {"ratings": ratings},
+    "private_counts": {"dp_counts": dp_counts},
 }
+
+#: Sections computed only when named (``recsight analyze --dp-epsilon`` names this one).
+OPT_IN = ("private_counts",)
 
 TITLES = {
     "overview": "Overview",
@@ -69,6 +74,7 @@ TITLES = {
     "interests": "Interests",
     "segments": "Segments",
     "ratings": "Ratings",
+    "private_counts": "Differentially private counts",
 }
 
 
@@ -98,13 +104,15 @@ class AnalysisReport(BaseModel):
     interests: Interests | None = None
     segments: Segments | None = None
     ratings: Ratings | None = None
+    dp_counts: DPCounts | None = None  # user-level DP tables (`recsight.privacy.dp_counts`)
     charts: list[ChartInfo] = []  # each chart's id, title and one-line takeaway
 
 
 def parse_sections(spec: str | list[str] | None) -> list[str]:
-    """Section names from "a,b" or a list (None: all), validated, in report order."""
+    """Section names from "a,b" or a list (None: all but the opt-in ones), validated, in
+    report order."""
     if spec is None:
-        return list(SECTIONS)
+        return [n for n in SECTIONS if n not in OPT_IN]
     names = spec.split(",") if isinstance(spec, str) else [p for s in spec for p in s.split(",")]
     names = [n.strip().lower() for n in names if n.strip()]
     bad = [n for n in names if n not in SECTIONS]
@@ -273,6 +281,17 @@ def _facts(r: AnalysisReport, section: str) -> str:
     if section == "interests" and r.interests and r.interests.associations:
         return "<p>Most associated item pairs (lift over recent items):</p>" + _table(
             [p.model_dump() for p in r.interests.associations[:10]]
+        )
+    if section == "private_counts" and r.dp_counts:
+        d = r.dp_counts
+        totals: dict[str, int] = {}
+        for c in d.events_by_type_day:  # sums of noisy cells: post-processing, no extra cost
+            totals[c.event_type] = totals.get(c.event_type, 0) + c.count
+        return (
+            f"<p>{html.escape(d.statement)}</p>"
+            + _table([s.model_dump() for s in d.funnel])
+            + "<p>Events by type over all days (sums of the noisy daily counts):</p>"
+            + _table(list(totals.items()))
         )
     if section == "segments" and r.segments:
         return (

@@ -19,7 +19,7 @@ from recsight.analysis import (
     write_report,
 )
 from recsight.analysis.profile import ProfileDescriber
-from recsight.analysis.report import TITLES
+from recsight.analysis.report import TITLES, parse_sections
 from recsight.analysis.segments import SegmentDescriber
 from recsight.cli.common import (
     DB_OPTION,
@@ -80,6 +80,15 @@ def register(app: typer.Typer) -> None:
         session_gap: float = typer.Option(
             30.0, "--session-gap", help="inactivity gap in minutes that ends a session"
         ),
+        dp_epsilon: float | None = typer.Option(
+            None,
+            "--dp-epsilon",
+            help="add user-level differentially private counts (events by type and day, "
+            "funnel) with this total epsilon",
+        ),
+        dp_user_events: int = typer.Option(
+            100, "--dp-user-events", help="events counted per user at most, for --dp-epsilon"
+        ),
         as_json: bool = JSON_OPTION,
         quiet: bool = QUIET_OPTION,
         llm_url: str | None = LLM_URL_OPTION,
@@ -95,6 +104,9 @@ def register(app: typer.Typer) -> None:
         }
         if funnel:
             options["funnel"] = {"stages": [s.strip() for s in funnel.split(",") if s.strip()]}
+        if dp_epsilon is not None:
+            sections = [*parse_sections(sections or None), "private_counts"]
+            options["dp_counts"] = {"epsilon": dp_epsilon, "max_events_per_user": dp_user_events}
         show = not (quiet or as_json)
         with open_data(db, events) as store:
             src = from_store(store)
