@@ -20,23 +20,32 @@ def test_full_ranking_hand_computed():
     np.testing.assert_array_equal(res.users, [0, 1, 2])
     # u0 ranks [1, 2, 3, 4] (item 0 masked): hits at ranks 1 and 3 of 2 relevant
     # u1 ranks [4, 3, 0] (items 1, 2 masked); item 2 dropped from truth as seen in train
-    # u2 ranks [4, ...]: hit at rank 1
-    np.testing.assert_allclose(res.per_user["recall@3"], [1.0, 1.0, 1.0])
-    np.testing.assert_allclose(res.per_user["hr@1"], [1.0, 0.0, 1.0])
-    np.testing.assert_allclose(res.per_user["mrr@3"], [1.0, 1 / 3, 1.0])
+    # u2 is cold (no train event): like `recommend`, it gets train popularity, where items
+    # 0-2 (one user each) come before item 4 (none): a miss whatever its own scores say
+    np.testing.assert_allclose(res.per_user["recall@3"], [1.0, 1.0, 0.0])
+    np.testing.assert_allclose(res.per_user["hr@1"], [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(res.per_user["mrr@3"], [1.0, 1 / 3, 0.0])
     idcg2 = 1 + 1 / np.log2(3)
-    np.testing.assert_allclose(res.per_user["ndcg@3"], [(1 + 0.5) / idcg2, 0.5, 1.0])
-    np.testing.assert_allclose(res.per_user["precision@3"], [2 / 3, 1 / 3, 1 / 3])
+    np.testing.assert_allclose(res.per_user["ndcg@3"], [(1 + 0.5) / idcg2, 0.5, 0.0])
+    np.testing.assert_allclose(res.per_user["precision@3"], [2 / 3, 1 / 3, 0.0])
     assert res.summary["ndcg@3"] == pytest.approx(res.per_user["ndcg@3"].mean())
-    # lists at 3: u0 {1,2,3}, u1 {4,3,0}, u2 {4,...}: all 5 items covered
+    np.testing.assert_array_equal(res.cold, [False, False, True])
+    d = res.to_dict()
+    assert d["cold_users"] == {"n_users": 1, "metrics": pytest.approx(
+        {k: v[2] for k, v in res.per_user.items()})}  # fmt: skip
+    assert d["warm_users"]["n_users"] == 2
+    assert d["warm_users"]["metrics"]["ndcg@3"] == pytest.approx((1.5 / idcg2 + 0.5) / 2)
+    # lists at 3: u0 {1,2,3}, u1 {4,3,0}, u2 {0,1,2}: all 5 items covered; at 1: u0 1, u1 4
+    # and u2 whichever of 0-2 the tie rule puts first
+    u2_first = top_k(np.array([[1, 1, 1, 0, 0]]), 1, id_keys(["u2"]), id_keys(TRAIN.items.ids))
     assert res.summary["coverage@3"] == pytest.approx(1.0)
-    assert res.summary["coverage@1"] == pytest.approx(2 / 5)
+    assert res.summary["coverage@1"] == pytest.approx(len({1, 4, int(u2_first[0][0, 0])}) / 5)
 
 
 def test_exclude_seen_false_counts_repeats():
     res = evaluate_ranking(FixedScores(SCORES), TRAIN, TEST, ks=(2,), exclude_seen=False)
     # u1 truth is {0, 2}; ranking [4, 3, 2, 1, 0] -> no hit in top 2
-    np.testing.assert_allclose(res.per_user["recall@2"], [0.5, 0.0, 1.0])
+    np.testing.assert_allclose(res.per_user["recall@2"], [0.5, 0.0, 0.0])
     assert res.metadata["exclude_seen"] is False
 
 

@@ -92,6 +92,11 @@ class Leaderboard:
                 "n_users": int(len(run.result.users)),
                 "metrics": {c: self.cells[run.label][c].to_dict() for c in self.columns},
             })  # fmt: skip
+            if isinstance(run.result, RankingResult):
+                rows[-1]["cold_users"] = {
+                    "n_users": int(run.result.cold.sum()),
+                    "metrics": run.result.group_summary(cold=True),
+                }
         return {
             "experiment": self.experiment,
             "task": self.task,

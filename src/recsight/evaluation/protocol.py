@@ -9,6 +9,14 @@ test item are not evaluated (`RankingResult.n_skipped` counts them). To evaluate
 consumption (e.g. leave-last-out where the last item was seen before) pass
 ``exclude_seen=False``: then nothing is masked and repeats count as hits.
 
+Cold users (no training event, or none the model kept) get what `recommend` and serving give
+them: the model cannot personalise an empty history, so they are ranked by the model's
+training popularity (`item_popularity_`: distinct training users per item, as of the training
+data, never time-decayed; the train matrix's counts for a bare scorer). A serving pipeline's
+content fallback only answers histories whose items the main model does not know, which
+cannot happen for a user with no history, so the chain ends at popularity here as it does
+there. Their metrics are also reported on their own (`RankingResult.cold`, ``cold_users``).
+
 Sampled-negatives evaluation (rank the test items among N random unseen items) is available on
 request only, and the result's `protocol` label says so, because it inflates every metric.
 """
@@ -60,9 +68,20 @@ class RankingResult:
     n_skipped: int
     score_seconds: float
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Aligned with `users`: True for cold users (ranked by the popularity fallback).
+    cold: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    def group_summary(self, cold: bool) -> dict[str, float]:
+        """Means of the per-user metrics over the cold (or the warm) users only (empty when
+        there are none)."""
+        sel = self.cold if cold else ~self.cold
+        if not sel.any():
+            return {}
+        return {key: float(v[sel].mean()) for key, v in self.per_user.items()}
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (per-user arrays left out)."""
+        """JSON-ready summary (per-user arrays left out), cold and warm users also apart."""
+        n_cold = int(self.cold.sum())
         return {
             "protocol": self.protocol,
             "ks": list(self.ks),
@@ -71,6 +90,11 @@ class RankingResult:
             "n_items": self.n_items,
             "score_seconds": self.score_seconds,
             "metrics": self.summary,
+            "cold_users": {"n_users": n_cold, "metrics": self.group_summary(True)},
+            "warm_users": {
+                "n_users": int(len(self.users)) - n_cold,
+                "metrics": self.group_summary(False),
+            },
             **self.metadata,
         }
 
@@ -186,6 +210,7 @@ def evaluate_ranking(
     n_skipped = int(len(test_users) - len(candidates))
 
     item_counts = np.diff(seen.tocsc().indptr).astype(np.float64)
+    can_score, fallback = _fallback(model, seen, item_counts)
     n_train_users = int((np.diff(seen.indptr) > 0).sum())
     tail = M.long_tail_items(item_counts)
     need_div = "diversity" in wanted
@@ -209,13 +234,18 @@ def evaluate_ranking(
 
     for start in range(0, len(candidates), batch_users):
         chunk = candidates[start : start + batch_users]
+        warm = can_score[chunk]
+        scores = np.empty((len(chunk), n_items), dtype=np.float32)
+        scores[~warm] = fallback
         t0 = time.perf_counter()
-        scores = np.array(model.score_all(chunk), dtype=np.float32, copy=True)
+        if warm.any():
+            block = np.asarray(model.score_all(chunk[warm]), dtype=np.float32)
+            if block.shape != (int(warm.sum()), n_items):
+                raise ValueError(
+                    f"score_all returned shape {block.shape}, expected {(int(warm.sum()), n_items)}"
+                )
+            scores[warm] = block
         score_seconds += time.perf_counter() - t0
-        if scores.shape != (len(chunk), n_items):
-            raise ValueError(
-                f"score_all returned shape {scores.shape}, expected {(len(chunk), n_items)}"
-            )
         seen_rows = seen[chunk]
         truth_rows = truth[chunk]
         if exclude_seen:
@@ -251,7 +281,25 @@ def evaluate_ranking(
         n_skipped=n_skipped,
         score_seconds=score_seconds,
         metadata={"exclude_seen": exclude_seen},
+        cold=~can_score[candidates],
     )
+
+
+def _fallback(
+    model: Scorer, seen: sp.csr_matrix, item_counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(which users the model can score, the popularity scores the others get), as
+    `Recommender.recommend` decides: a user whose training row is empty, in the evaluator's
+    train matrix or in the model's own (events of types the model weighs 0 do not count), is
+    ranked by the model's training popularity."""
+    can_score = np.diff(seen.indptr) > 0
+    own = getattr(model, "seen_", None)
+    if sp.issparse(own) and own.shape == seen.shape:
+        can_score &= np.diff(own.tocsr().indptr) > 0
+    pop = getattr(model, "item_popularity_", None)
+    if pop is None or np.shape(pop) != item_counts.shape:
+        pop = item_counts
+    return can_score, np.asarray(pop, dtype=np.float32)
 
 
 @dataclass
