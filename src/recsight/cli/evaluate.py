@@ -22,6 +22,18 @@ def register(app: typer.Typer) -> None:
             "--out",
             help="Output folder (default: the YAML's `output` or out/experiments/NAME).",
         ),
+        memory_budget: str | None = typer.Option(
+            None,
+            "--memory-budget",
+            help="Memory for scoring chunks of users, e.g. 4GB (default: the YAML's "
+            "memory_budget, else a quarter of RAM).",
+        ),
+        max_test_users: int | None = typer.Option(
+            None,
+            "--max-test-users",
+            min=1,
+            help="Evaluate a seeded sample of this many test users (stated in the output).",
+        ),
         as_json: bool = JSON_OPTION,
         quiet: bool = QUIET_OPTION,
     ) -> None:
@@ -43,8 +55,19 @@ def register(app: typer.Typer) -> None:
             disable=not show,
         ) as bar:
             task = bar.add_task("starting", total=None)
+            overrides = {
+                k: v
+                for k, v in {
+                    "memory_budget": memory_budget,
+                    "max_test_users": max_test_users,
+                }.items()
+                if v is not None
+            }
             board, files = run_experiment(
-                experiment, out=out, progress=lambda msg: bar.update(task, description=msg)
+                experiment,
+                out=out,
+                progress=lambda msg: bar.update(task, description=msg),
+                overrides=overrides,
             )
         if as_json:
             print_json({**board.to_dict(), "files": {k: str(v) for k, v in files.items()}})

@@ -48,6 +48,7 @@ from recsight.evaluation.protocol import (
     RATING_METRICS,
     evaluate_ranking,
     evaluate_rating,
+    memory_budget_bytes,
 )
 from recsight.evaluation.significance import TESTS
 
@@ -156,6 +157,8 @@ class ExperimentConfig(_Strict):
     ks: list[int] = Field(default_factory=lambda: [10, 20])
     exclude_seen: bool = True
     sampled_negatives: int | None = Field(default=None, ge=1)
+    memory_budget: str | int | None = None  # e.g. 4GB; default a quarter of RAM
+    max_test_users: int | None = Field(default=None, ge=1)  # a seeded sample of test users
     significance: SignificanceConfig = Field(default_factory=SignificanceConfig)
     bootstrap: int = Field(default=1000, ge=0)
     seed: int = 42
@@ -165,6 +168,16 @@ class ExperimentConfig(_Strict):
     @classmethod
     def _split(cls, v: str) -> str:
         SplitSpec.parse(v)
+        return v
+
+    @field_validator("memory_budget")
+    @classmethod
+    def _budget(cls, v: str | int | None) -> str | int | None:
+        if v is not None:
+            try:
+                memory_budget_bytes(v)
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
         return v
 
     @field_validator("ks")
@@ -345,6 +358,8 @@ class ExperimentRunner:
             sampled_negatives=cfg.sampled_negatives,
             seed=cfg.seed,
             metrics=tuple(metrics),
+            memory_budget=cfg.memory_budget,
+            max_test_users=cfg.max_test_users,
         )
 
     def _build(self, mc: ModelConfig, params: dict[str, Any]) -> Any:
@@ -501,11 +516,15 @@ def run_experiment(
     out: Path | None = None,
     factory: ModelFactory | None = None,
     progress: Progress | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> tuple[Leaderboard, dict[str, Path]]:
-    """Load, run and write an experiment: returns the leaderboard and the written files."""
+    """Load, run and write an experiment: returns the leaderboard and the written files.
+    `overrides` replace top-level keys of the YAML (the command line's options)."""
     from recsight.evaluation.leaderboard import write_html, write_json
 
     cfg, base = load_experiment(path)
+    if overrides:
+        cfg = parse_experiment({**cfg.model_dump(exclude_unset=True), **overrides}, str(path))
     board = ExperimentRunner(cfg, base, factory, progress).run()
     target = output_dir(cfg, out)
     files = {

@@ -83,10 +83,17 @@ def hits_matrix(topk: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
     topk = np.asarray(topk)
     if truth.shape[0] != topk.shape[0]:
         raise ValueError("topk and truth must have one row per user")
-    valid = topk >= 0
-    safe = np.where(valid, topk, 0)
-    dense = truth.astype(bool).toarray()
-    return np.take_along_axis(dense, safe, axis=1) & valid
+    # looked up in the sparse rows (sorted (row, item) keys), never densified: a chunk of
+    # users x a million items would not fit
+    t = sp.csr_matrix(truth)
+    rows = np.repeat(np.arange(t.shape[0], dtype=np.int64), np.diff(t.indptr))
+    nz = t.data != 0
+    keys = np.sort(rows[nz] * t.shape[1] + t.indices[nz])
+    if not len(keys):
+        return np.zeros(topk.shape, dtype=bool)
+    query = np.arange(topk.shape[0], dtype=np.int64)[:, None] * t.shape[1] + topk
+    pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+    return (keys[pos] == query) & (topk >= 0)
 
 
 # --- beyond accuracy ----------------------------------------------------------------------

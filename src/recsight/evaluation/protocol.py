@@ -1,7 +1,11 @@
 """Evaluation protocols: full-ranking top-K evaluation and rating-prediction error.
 
 `evaluate_ranking` scores every item of the catalog for chunks of users (`model.score_all`),
-so memory is bounded by ``batch_users x n_items`` whatever the number of users. Ground truth
+so memory is bounded by ``batch_users x n_items`` whatever the number of users; by default
+the chunk is sized from a memory budget (`memory_budget`, default a quarter of the machine's
+RAM), and hits are looked up in the sparse test matrix, never in a dense one. With
+`max_test_users` a seeded sample of the test users is evaluated, and the protocol label says
+so. Chunking never changes a metric: users are ranked independently. Ground truth
 is each user's distinct test items. With ``exclude_seen=True`` (the default) the user's train
 items are masked out of the ranking *and* dropped from the ground truth: they could never be
 recommended, so counting them would only cap every model's recall alike. Users left with no
@@ -23,6 +27,7 @@ request only, and the result's `protocol` label says so, because it inflates eve
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -41,6 +46,39 @@ ACCURACY_METRICS = ("precision", "recall", "hr", "ndcg", "mrr", "map")
 BEYOND_METRICS = ("novelty", "diversity", "popularity", "long_tail")
 RANKING_METRICS = ACCURACY_METRICS + BEYOND_METRICS + ("coverage",)
 RATING_METRICS = ("rmse", "mse", "mae")
+
+#: Bytes a chunk needs per (user, item) score while it is ranked: the model's float32 scores
+#: and their copy, top-k's int64 partition indices and its float and boolean temporaries.
+BYTES_PER_SCORE = 32
+#: What sampled negatives add per score: float64 random keys and two boolean masks.
+BYTES_PER_SAMPLED_SCORE = 10
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+
+
+def memory_budget_bytes(spec: int | str | None) -> int:
+    """A memory budget in bytes: an int, or a size such as ``4GB``, ``512MiB``, ``1.5 GB``;
+    None means a quarter of the machine's RAM."""
+    if spec is None:
+        import psutil
+
+        return int(psutil.virtual_memory().total // 4)
+    if isinstance(spec, int | float) and not isinstance(spec, bool):
+        value = float(spec)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(spec))
+        if m is None or m.group(2).upper() not in _UNITS:
+            raise InputError(f"memory budget {spec!r}: expected a size such as 4GB, 512MB or 2GiB")
+        value = float(m.group(1)) * _UNITS[m.group(2).upper()]
+    if value < 1:
+        raise InputError(f"memory budget {spec!r}: expected a positive size")
+    return int(value)
+
+
+def users_per_chunk(n_items: int, memory_budget: int | str | None, sampled: bool = False) -> int:
+    """How many users' full-catalog scores fit in `memory_budget` at once (at least one)."""
+    per_score = BYTES_PER_SCORE + (BYTES_PER_SAMPLED_SCORE if sampled else 0)
+    return max(1, memory_budget_bytes(memory_budget) // (max(n_items, 1) * per_score))
 
 
 class Scorer(Protocol):
@@ -159,13 +197,15 @@ def evaluate_ranking(
     test: Interactions,
     ks: tuple[int, ...] | list[int] = (10, 20),
     exclude_seen: bool = True,
-    batch_users: int = 1024,
+    batch_users: int | None = None,
     sampled_negatives: int | None = None,
     seed: int = 0,
     metrics: tuple[str, ...] | list[str] | None = None,
     users: np.ndarray | None = None,
     item_vectors: np.ndarray | sp.spmatrix | None = None,
     tie_seed: int = TIE_SEED,
+    memory_budget: int | str | None = None,
+    max_test_users: int | None = None,
 ) -> RankingResult:
     """Top-K evaluation of `model` on `test`, chunked over users.
 
@@ -177,6 +217,10 @@ def evaluate_ranking(
     items drawn uniformly (seeded) from those the user has in neither train nor test.
     Ranking uses the shared top-k and tie rule (`recsight.models.topk`, keyed by `tie_seed`):
     equal scores are ordered by a hash of (seed, user, item), NaN/inf scores rank last.
+
+    Users are scored `batch_users` at a time, by default as many as `memory_budget` allows
+    (`users_per_chunk`; default a quarter of RAM). `max_test_users` evaluates a sample of
+    that many of the evaluable users, drawn with `seed` (the same users for every model).
     """
     ks = _check_ks(ks)
     wanted = tuple(RANKING_METRICS if metrics is None else metrics)
@@ -188,8 +232,10 @@ def evaluate_ranking(
         )
     if sampled_negatives is not None and sampled_negatives < 1:
         raise InputError(f"sampled_negatives: expected a positive count, not {sampled_negatives}")
-    if batch_users < 1:
+    if batch_users is not None and batch_users < 1:
         raise InputError(f"batch_users: expected a positive count, not {batch_users}")
+    if max_test_users is not None and max_test_users < 1:
+        raise InputError(f"max_test_users: expected a positive count, not {max_test_users}")
     if train.n_items != test.n_items or train.n_users != test.n_users:
         raise InputError("train and test must share one id space (use recsight.data.splits)")
 
@@ -208,6 +254,21 @@ def evaluate_ranking(
         test_users = test_users[np.isin(test_users, np.asarray(users))]
         candidates = candidates[keep]
     n_skipped = int(len(test_users) - len(candidates))
+    protocol = protocol_label(sampled_negatives)
+    metadata: dict[str, Any] = {"exclude_seen": exclude_seen}
+    if max_test_users is not None and len(candidates) > max_test_users:
+        # its own generator, so the sampled negatives do not depend on the user sample
+        pick = np.random.default_rng([seed, 1]).choice(len(candidates), max_test_users, False)
+        metadata["sampled_users"] = {
+            "n": max_test_users,
+            "of": int(len(candidates)),
+            "seed": seed,
+        }
+        protocol += f"; {max_test_users:,} of {len(candidates):,} test users sampled (seed {seed})"
+        candidates = candidates[np.sort(pick)]
+    if batch_users is None:
+        batch_users = users_per_chunk(train.n_items, memory_budget, sampled_negatives is not None)
+    metadata["batch_users"] = int(batch_users)
 
     item_counts = np.diff(seen.tocsc().indptr).astype(np.float64)
     can_score, fallback = _fallback(model, seen, item_counts)
@@ -272,7 +333,7 @@ def evaluate_ranking(
         for k in ks:
             summary[f"coverage@{k}"] = M.catalog_coverage(topk_all[:, :k], n_items)
     return RankingResult(
-        protocol=protocol_label(sampled_negatives),
+        protocol=protocol,
         ks=ks,
         users=candidates,
         per_user=per_user,
@@ -280,7 +341,7 @@ def evaluate_ranking(
         n_items=n_items,
         n_skipped=n_skipped,
         score_seconds=score_seconds,
-        metadata={"exclude_seen": exclude_seen},
+        metadata=metadata,
         cold=~can_score[candidates],
     )
 
