@@ -210,12 +210,13 @@ def run_federated(
     ray_cpus: int = 1,
     ray_object_store_mb: int = 256,
     verbose: bool = False,
+    history: FederatedHistory | None = None,
 ) -> tuple[np.ndarray, FederatedHistory]:
     """Run Flower's simulation engine: one virtual node per row of `histories`, `rounds`
     rounds of `clients_per_round` sampled clients, FedAvg of the item factors starting from
     `initial`. `evaluate(round, item_factors)` (server side; it sees only item factors) is
     called after every round and its metrics are recorded. Returns the final item factors
-    and the round-by-round history."""
+    and the round-by-round history (`history`, filled as rounds finish, when given)."""
     _require_flower()
     from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
     from flwr.serverapp import Grid, ServerApp
@@ -226,7 +227,7 @@ def run_federated(
     if not 1 <= clients_per_round <= n:
         raise InputError(f"clients_per_round: expected 1..{n} (the number of users), not "
                          f"{clients_per_round}")  # fmt: skip
-    history = FederatedHistory()
+    history = FederatedHistory() if history is None else history
     out: dict[str, np.ndarray] = {}
     clock = [0.0]
     dp = dp_noise > 0
@@ -379,14 +380,16 @@ class FederatedMF(_FactorModel):
         evaluate: Callable[[int, np.ndarray], dict[str, float] | None] | None = None,
     ) -> FederatedMF:
         """Train by simulated federated rounds, one client per user of `train`.
-        `evaluate(round, item_factors)` (optional) is called after every round."""
+        `evaluate(round, item_factors)` (optional) is called after every round; `history_`
+        fills as rounds finish."""
         self._check()
         _require_flower()
         x = train.to_csr(self.weights)
         self._set_training(train, x)
         rng = np.random.default_rng(self.seed)
         initial = rng.normal(0.0, 0.1, (train.n_items, int(self.factors))).astype(np.float32)
-        y, self.history_ = run_federated(
+        self.history_ = FederatedHistory()
+        y, _ = run_federated(
             self.seen_,
             initial,
             rounds=int(self.rounds),
@@ -398,9 +401,24 @@ class FederatedMF(_FactorModel):
             ray_cpus=int(self.ray_cpus),
             ray_object_store_mb=int(self.ray_object_store_mb),
             verbose=bool(self.verbose),
+            history=self.history_,
         )
         self.item_factors_ = np.ascontiguousarray(y, dtype=np.float32)
         self._derive()
+        if self.dp_noise > 0:
+            from recsight.privacy.guarantee import PrivacyReport
+
+            self.privacy_ = PrivacyReport(
+                unit="user",
+                epsilon_target=None,
+                epsilon_spent=float(self.history_.epsilon),
+                delta=float(self.history_.delta),
+                noise_multiplier=float(self.dp_noise),
+                max_grad_norm=float(self.dp_clip),
+                sample_rate=min(int(self.clients_per_round), train.n_users) / train.n_users,
+                steps=len(self.history_.rounds),
+                accountant="rdp, no credit for client sampling",
+            )
         return self
 
     def score_all(self, user_idx: np.ndarray) -> np.ndarray:
