@@ -10,12 +10,17 @@ Usage: python run_peers.py SPEC.json, where the spec is::
      "train": "train.npz",        # arrays user, item, value (ints in one shared id space)
      "targets": "targets.npz",    # rating: arrays user, item (pairs to predict)
                                   # ranking: array users (who gets a top-k list)
-     "k": 20, "n_users": N, "n_items": M, "seed": 42, "out": "folder",
+     "n_users": N, "n_items": M, "seed": 42, "out": "folder",
      "models": [{"label": "implicit ALS", "lib": "implicit", "algo": "als", "params": {}}]}
 
-For each model it writes ``out/<n>.npz`` (``pred`` aligned with the target pairs, or ``topk``
-of shape (len(users), k) holding item indices, -1 where fewer were returned) and
-``out/<n>.json`` with fit and predict/recommend seconds.
+For each model it writes ``out/<n>.npz`` (``pred`` aligned with the target pairs, or
+``scores`` of shape (len(users), n_items), float32, -inf for items the library cannot score)
+and ``out/<n>.json`` with fit and predict/score seconds. Ranking tasks return scores, not
+top-k lists: bench_vs_peers.py ranks every library's scores with recsight's shared top-k
+(``recsight.models.topk``), so exclusion of train items and the tie rule are identical for
+every model. The scores are each library's own: implicit's factor products (what its
+``recommend`` ranks; BPR's item bias is one of its factors) and item-item similarity sums,
+Cornac's ``score``.
 """
 
 from __future__ import annotations
@@ -75,10 +80,10 @@ def surprise_rating(algo: str, params: dict[str, Any], train, pairs, seed: int):
     return {"pred": pred}, fit_s, time.perf_counter() - t0
 
 
-# --- implicit: top-k --------------------------------------------------------------------------
+# --- implicit: scores --------------------------------------------------------------------------
 
 
-def implicit_topk(algo: str, params: dict[str, Any], x: sp.csr_matrix, users, k: int, seed: int):
+def implicit_scores(algo: str, params: dict[str, Any], x: sp.csr_matrix, users, seed: int):
     from implicit.als import AlternatingLeastSquares
     from implicit.bpr import BayesianPersonalizedRanking
     from implicit.nearest_neighbours import CosineRecommender
@@ -97,16 +102,21 @@ def implicit_topk(algo: str, params: dict[str, Any], x: sp.csr_matrix, users, k:
         model.fit(x, show_progress=False)
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ids, _ = model.recommend(users, x[users].tocsr(), N=k, filter_already_liked_items=True)
-        rec_s = time.perf_counter() - t0
-    return {"topk": np.asarray(ids, dtype=np.int64)}, fit_s, rec_s
+        if algo == "itemitem_cosine":
+            # what implicit's ItemItemRecommender.recommend ranks: user row x similarity
+            scores = (x[users] @ model.similarity).toarray()
+        else:
+            # what MatrixFactorizationBase.recommend ranks: user factors . item factors
+            scores = model.user_factors[users] @ model.item_factors.T
+        score_s = time.perf_counter() - t0
+    return {"scores": np.asarray(scores, dtype=np.float32)}, fit_s, score_s
 
 
-# --- Cornac: top-k ----------------------------------------------------------------------------
+# --- Cornac: scores -----------------------------------------------------------------------------
 
 
-def cornac_topk(algo: str, params: dict[str, Any], train, x: sp.csr_matrix, users, k: int,
-                seed: int):  # fmt: skip
+def cornac_scores(algo: str, params: dict[str, Any], train, x: sp.csr_matrix, users,
+                  seed: int):  # fmt: skip
     from cornac.data import Dataset
     from cornac.models import BPR, EASE, MostPop
 
@@ -129,21 +139,12 @@ def cornac_topk(algo: str, params: dict[str, Any], train, x: sp.csr_matrix, user
     for raw, inner in data.iid_map.items():
         item_of[inner] = int(raw)
     t0 = time.perf_counter()
-    topk = np.full((len(users), k), -1, dtype=np.int64)
-    n_items = x.shape[1]
+    scores = np.full((len(users), x.shape[1]), -np.inf, dtype=np.float32)
     for row, u in enumerate(users):
         inner = data.uid_map.get(str(int(u)))
-        if inner is None:
-            continue
-        scores = np.full(n_items, -np.inf)
-        scores[item_of] = model.score(inner)
-        scores[x[u].indices] = -np.inf  # exclude the user's train items
-        kk = min(k, n_items)
-        part = np.argpartition(-scores, kk - 1)[:kk]
-        part = part[np.argsort(-scores[part], kind="stable")]
-        part = part[np.isfinite(scores[part])]
-        topk[row, : len(part)] = part
-    return {"topk": topk}, fit_s, time.perf_counter() - t0
+        if inner is not None:
+            scores[row, item_of] = model.score(inner)
+    return {"scores": scores}, fit_s, time.perf_counter() - t0
 
 
 def main(spec_path: str) -> None:
@@ -162,11 +163,10 @@ def main(spec_path: str) -> None:
                 raise ValueError(f"rating task: unsupported library {lib!r}")
             arrays, fit_s, pred_s = surprise_rating(algo, params, train, targets, seed)
         elif lib == "implicit":
-            arrays, fit_s, pred_s = implicit_topk(algo, params, x, targets["users"],
-                                                  spec["k"], seed)  # fmt: skip
+            arrays, fit_s, pred_s = implicit_scores(algo, params, x, targets["users"], seed)
         elif lib == "cornac":
-            arrays, fit_s, pred_s = cornac_topk(algo, params, train, x, targets["users"],
-                                                spec["k"], seed)  # fmt: skip
+            arrays, fit_s, pred_s = cornac_scores(algo, params, train, x, targets["users"],
+                                                  seed)  # fmt: skip
         else:
             raise ValueError(f"ranking task: unsupported library {lib!r}")
         np.savez(out / f"{n}.npz", **arrays)
