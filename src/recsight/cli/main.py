@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from recsight.cli import analysis, data, demo, evaluate, models, serve
+from recsight.cli import analysis, data, demo, evaluate, models, privacy, serve
 
 app = typer.Typer(
     name="recsight",
@@ -14,8 +14,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# the order of the contract table: data, analysis, models, evaluation, serving, the main job
-for module in (data, analysis, models, evaluate, serve, demo):
+# the order of the contract table: data, analysis, models, evaluation, serving, privacy, the
+# main job
+for module in (data, analysis, models, evaluate, serve, privacy, demo):
     module.register(app)
 
 

@@ -101,6 +101,10 @@ def default_memory_limit() -> str:
     return os.environ.get("RECSIGHT_MEMORY_LIMIT", "1536MB")
 
 
+class StoreBusyError(InputError):
+    """The store file is held by another process (a running service or ingest)."""
+
+
 class Store:
     """A recsight store on a DuckDB file (created on first write).
 
@@ -113,10 +117,18 @@ class Store:
         self.read_only = read_only
         if read_only and not self.path.exists():
             raise InputError(f"{self.path}: no such store; create it with `recsight ingest`")
+        self._connect()
+        if not read_only:
+            self._create_or_migrate()
+        elif self.meta("schema_version") == "1":
+            # read-only, so no upgrade: give the old `events` table the new table's shape
+            self.con.execute(f"CREATE TEMP VIEW event_log AS {_V1_AS_LOG}")
+
+    def _connect(self) -> None:
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
+            self.con = duckdb.connect(str(self.path), read_only=self.read_only)
         except duckdb.IOException as exc:
-            raise InputError(
+            raise StoreBusyError(
                 f"{self.path}: cannot open the store ({str(exc).splitlines()[0]}). DuckDB allows "
                 "one writing process: if `recsight serve` or another ingest is running, stop it "
                 "or read a snapshot instead"
@@ -125,11 +137,30 @@ class Store:
         # progress is shown by the CLI (Rich); DuckDB's own bar would draw over it
         self.con.execute("SET enable_progress_bar=false")
         self.con.execute("SET preserve_insertion_order=true")
-        if not read_only:
-            self._create_or_migrate()
-        elif self.meta("schema_version") == "1":
-            # read-only, so no upgrade: give the old `events` table the new table's shape
-            self.con.execute(f"CREATE TEMP VIEW event_log AS {_V1_AS_LOG}")
+
+    def compact(self) -> None:
+        """Rewrite the database file with only its live rows and swap it in.
+
+        DuckDB leaves deleted rows' bytes in the file's free blocks (a CHECKPOINT does not
+        clear them), so after an erasure the whole database is copied into a new file
+        (`COPY FROM DATABASE`: tables, constraints, views) which replaces the old one. The
+        connection is reopened on the new file; other connections to it must be reopened too.
+        """
+        if self.read_only:
+            raise InputError(f"{self.path}: opened read-only; cannot compact")
+        fresh = self.path.with_name(self.path.name + ".compact")
+        fresh.unlink(missing_ok=True)
+        name = self.con.execute("SELECT current_database()").fetchone()[0]
+        self.con.execute("CHECKPOINT")
+        self.con.execute("ATTACH '" + str(fresh).replace("'", "''") + "' AS _compact")
+        try:
+            self.con.execute(f'COPY FROM DATABASE "{name}" TO _compact')
+        finally:
+            self.con.execute("DETACH _compact")
+        self.con.close()
+        os.replace(fresh, self.path)
+        self.path.with_name(self.path.name + ".wal").unlink(missing_ok=True)
+        self._connect()
 
     @classmethod
     def over(cls, con: duckdb.DuckDBPyConnection, path: str | Path) -> Store:
@@ -449,6 +480,9 @@ class Store:
             self.con.execute(f"COPY ({sql}) TO '{tmp}' (FORMAT parquet)")
             os.replace(tmp, path)  # readers never see a half-written snapshot
             files[name] = str(path)
+        from recsight.privacy.erasure import record_export
+
+        record_export(self.path, out)
         return files
 
 

@@ -104,6 +104,7 @@ class ContentRecommender(Recommender):
 
     name: ClassVar[str] = "content"
     _state = ("item_embeddings_", "profile_", "encoder_key_")
+    _user_state = ("profile_",)
 
     def __init__(
         self,

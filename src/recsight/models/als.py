@@ -28,6 +28,7 @@ from recsight.models.mf import solve_rows
 
 class _FactorModel(Recommender):
     _state = ("user_factors_", "item_factors_")
+    _user_state = ("user_factors_",)
     user_factors_: np.ndarray
     item_factors_: np.ndarray
 

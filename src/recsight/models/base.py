@@ -38,6 +38,9 @@ class Recommender:
     name: ClassVar[str]
     explicit: ClassVar[bool] = False
     _state: ClassVar[tuple[str, ...]] = ()
+    #: learned attributes holding one row per user (in `users_` order): what `drop_users`
+    #: removes besides the user's id and `seen_` row
+    _user_state: ClassVar[tuple[str, ...]] = ()
 
     users_: IdIndex
     items_: IdIndex
@@ -88,6 +91,20 @@ class Recommender:
         """Attributes computed from saved state (after fit and after load)."""
         self.item_popularity_ = np.diff(self.seen_.tocsc().indptr).astype(np.float32)
         self.item_keys_ = id_keys(self.items_.ids)
+
+    def drop_users(self, keep: np.ndarray) -> None:
+        """Remove the users whose `keep` entry is False: their ids, `seen_` rows and
+        `_user_state` rows (the right to erasure). Item-side state learned from them stays:
+        `recsight.privacy.unlearn` handles it."""
+        self._check_fitted()
+        rows = np.flatnonzero(keep)
+        self.users_ = IdIndex(self.users_.ids[rows])
+        self.seen_ = self.seen_[rows]
+        for key in self._user_state:
+            value = getattr(self, key)
+            if value is not None:  # None: state this model was saved without
+                setattr(self, key, value[rows])
+        self._derive()
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "seen_"):
@@ -350,6 +367,8 @@ class Recommender:
         model.items_ = IdIndex(arrays["item_ids"].astype(object))
         model.seen_ = _get_sparse(arrays, "seen_")
         for key in cls._state:
+            if key not in arrays and f"{key}__indptr" not in arrays and hasattr(cls, key):
+                continue  # state added after the model was saved: the class default applies
             if f"{key}__indptr" in arrays:
                 setattr(model, key, _get_sparse(arrays, key))
             else:

@@ -42,8 +42,8 @@ def check_memory(n_items: int) -> None:
         )
 
 
-def ease_weights(x: sp.csr_matrix, reg: float, reg_popularity: float = 0.0) -> np.ndarray:
-    """The EASE item-item matrix B (float32, zero diagonal) for user x item matrix `x`."""
+def ease_inverse(x: sp.csr_matrix, reg: float, reg_popularity: float = 0.0) -> np.ndarray:
+    """P = (X^T X + Lambda)^-1 (float64, symmetric) for user x item matrix `x`."""
     check_memory(x.shape[1])
     g = (x.T @ x).toarray().astype(np.float64)
     d = np.arange(g.shape[0])
@@ -52,17 +52,34 @@ def ease_weights(x: sp.csr_matrix, reg: float, reg_popularity: float = 0.0) -> n
     if info != 0:
         raise InputError(f"EASE: the regularised Gram matrix is not positive definite (reg={reg})")
     p, info = scipy.linalg.lapack.dpotri(c, lower=False, overwrite_c=True)
-    p = np.triu(p) + np.triu(p, 1).T
+    return np.triu(p) + np.triu(p, 1).T
+
+
+def weights_from_inverse(p: np.ndarray) -> np.ndarray:
+    """The EASE item-item matrix B (float32, zero diagonal): B_ij = -P_ij / P_jj."""
     b = p / (-np.diag(p))[None, :]
-    b[d, d] = 0.0
+    np.fill_diagonal(b, 0.0)
     return b.astype(np.float32)
 
 
+def ease_weights(x: sp.csr_matrix, reg: float, reg_popularity: float = 0.0) -> np.ndarray:
+    """The EASE item-item matrix B (float32, zero diagonal) for user x item matrix `x`."""
+    return weights_from_inverse(ease_inverse(x, reg, reg_popularity))
+
+
 class EASE(Recommender):
-    """EASE on the (by default binarised) interaction matrix; item scores are ``x_u B``."""
+    """EASE on the (by default binarised) interaction matrix; item scores are ``x_u B``.
+
+    With `keep_inverse`, the model also keeps P (``inverse_``, n_items^2 float64: twice the
+    size of B again), which lets `recsight forget` unlearn a user by a low-rank downdate of P
+    (Woodbury) instead of a new inversion; without it the unlearning re-solves from `seen_`.
+    Either way the result equals a model retrained without the user.
+    """
 
     name: ClassVar[str] = "ease"
-    _state = ("item_weights_",)
+    _state = ("item_weights_", "inverse_")
+    #: not kept (and absent from models saved before it existed)
+    inverse_: np.ndarray = np.zeros((0, 0))
 
     def __init__(
         self,
@@ -70,17 +87,21 @@ class EASE(Recommender):
         reg_popularity: float = 0.0,
         binary: bool = True,
         weights: Mapping[str, float | str] | None = None,
+        keep_inverse: bool = False,
     ):
         self.reg = reg
         self.reg_popularity = reg_popularity
         self.binary = binary
         self.weights = weights
+        self.keep_inverse = keep_inverse
 
     def fit(self, train: Interactions) -> EASE:
         if self.reg <= 0 and self.reg_popularity <= 0:
             raise InputError(f"reg must be > 0, got {self.reg}")
         self._set_training(train, train.to_csr(self.weights, binary=self.binary))
-        self.item_weights_ = ease_weights(self.seen_, float(self.reg), float(self.reg_popularity))
+        p = ease_inverse(self.seen_, float(self.reg), float(self.reg_popularity))
+        self.item_weights_ = weights_from_inverse(p)
+        self.inverse_ = p if self.keep_inverse else np.zeros((0, 0))
         return self
 
     def _input(self, histories: sp.csr_matrix) -> sp.csr_matrix:

@@ -130,21 +130,27 @@ def knn_matrix(
     shrinkage: float,
     neighbors: int,
     include_self: bool,
+    queries: np.ndarray | None = None,
 ) -> sp.csr_matrix:
     """Top-N neighbour lists among the rows of `rows`: an (n x n) CSR, row r = r's
-    neighbours and their similarities."""
+    neighbours and their similarities. With `queries` (row indices), only those rows' lists,
+    as a (len(queries) x n) CSR in that order (what unlearning recomputes)."""
     xn = prepare_rows(rows, similarity, other_means)
     xn_t, xb_t = xn.T.tocsr(), _binary(xn).T.tocsr()
     n = rows.shape[0]
+    q_idx = np.arange(n) if queries is None else np.asarray(queries, dtype=np.int64)
+    q = xn if queries is None else xn[q_idx]
     parts = []
-    for block in row_blocks(xn, xn_t):
-        sims = similarity_block(xn[block], xn_t, xb_t, shrinkage)
+    for block in row_blocks(q, xn_t):
+        sims = similarity_block(q[block], xn_t, xb_t, shrinkage)
         if not include_self:
             sims = sims.tocoo()
-            off = sims.row + block.start != sims.col
+            off = q_idx[block][sims.row] != sims.col
             sims = sp.csr_matrix((sims.data[off], (sims.row[off], sims.col[off])), sims.shape)
         parts.append(top_n(sims, neighbors))
-    return sp.vstack(parts).tocsr() if parts else sp.csr_matrix((n, n), dtype=np.float32)
+    if not parts:
+        return sp.csr_matrix((len(q_idx), n), dtype=np.float32)
+    return sp.vstack(parts).tocsr()
 
 
 def recent_items(x: sp.csr_matrix, train: Interactions, cap: int | None) -> sp.csr_matrix:
@@ -206,6 +212,11 @@ class ItemKNN(_KNNBase):
     """Item-based kNN: an item scores the sum of its neighbours' weights in the history."""
 
     name: ClassVar[str] = "itemknn"
+    _state = ("similarity_", "capped_")
+    _user_state = ("capped_",)
+    #: the entries of `seen_` left out of the similarities by `max_user_items` (kept so
+    #: unlearning recomputes lists from the same rows); None in models saved before it
+    capped_: sp.csr_matrix | None = None
 
     def __init__(
         self,
@@ -224,14 +235,30 @@ class ItemKNN(_KNNBase):
             raise InputError(f"max_user_items must be >= 1 or None, got {self.max_user_items}")
         x = train.to_csr(self.weights)
         self._set_training(train, x)
-        user_means = _row_means(self.seen_) if self.similarity == "adjusted" else None
         cap = None if self.max_user_items is None else int(self.max_user_items)
-        self.similarity_ = knn_matrix(
-            recent_items(self.seen_, train, cap).T.tocsr(), self.similarity, user_means,
-            self.shrinkage, int(self.neighbors), include_self=False,
-        )  # fmt: skip
+        kept = recent_items(self.seen_, train, cap)
+        self.capped_ = (_binary(self.seen_) - _binary(kept)).tocsr()
+        self.capped_.eliminate_zeros()
+        self.similarity_ = self.neighbour_lists()
         self._derive()
         return self
+
+    def neighbour_lists(self, items: np.ndarray | None = None) -> sp.csr_matrix:
+        """The top-N neighbour lists of `items` (all items when None), computed from `seen_`
+        less the entries `max_user_items` left out."""
+        x = self.seen_
+        if self.capped_ is not None and self.capped_.nnz:
+            x = x.tocoo()
+            left_out = self.capped_.tocoo()
+            width = np.int64(x.shape[1])
+            keep = ~np.isin(x.row * width + x.col, left_out.row * width + left_out.col)
+            x = sp.csr_matrix((x.data[keep], (x.row[keep], x.col[keep])), shape=x.shape)
+            x.sort_indices()
+        user_means = _row_means(self.seen_) if self.similarity == "adjusted" else None
+        return knn_matrix(
+            x.T.tocsr(), self.similarity, user_means, self.shrinkage, int(self.neighbors),
+            include_self=False, queries=items,
+        )  # fmt: skip
 
     def _derive(self) -> None:
         super()._derive()

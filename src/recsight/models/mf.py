@@ -201,6 +201,7 @@ class BiasedMF(Recommender):
         "item_factors_",
         "rating_range_",
     )
+    _user_state = ("user_bias_", "user_factors_")
 
     def __init__(
         self,

@@ -14,12 +14,13 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pandas as pd
@@ -37,6 +38,7 @@ from prometheus_client import (
 from recsight.data.schema import canonical_event_type
 from recsight.data.store import Store
 from recsight.errors import InputError, RecsightError
+from recsight.privacy.unlearn import pending_retrain
 from recsight.serving.history import HistoryCache
 from recsight.serving.pipeline import History, Pipeline, RecommendationList
 from recsight.serving.schemas import (
@@ -49,6 +51,7 @@ from recsight.serving.schemas import (
 )
 
 log = logging.getLogger("recsight.serving")
+T = TypeVar("T")
 
 API_KEY_ENV = "RECSIGHT_API_KEY"
 EXPOSURE_COLUMNS = ["request_id", "user_id", "item_id", "position", "model_version", "ts"]
@@ -256,8 +259,14 @@ class Service:
         self._readers = threading.local()
         self._reader_stores: list[Store] = []
         self._readers_lock = threading.Lock()
+        # an erasure rewrites the store file: it waits for reads in flight and holds new ones
+        # back, then every thread opens a new read connection (`_generation` moved on)
+        self._gate = threading.Condition()
+        self._active_reads = 0
+        self._rewriting = 0
+        self._generation = 0
         self.histories = HistoryCache(
-            lambda user, n: self.reader().recent_events(user, n),
+            lambda user, n: self.read(lambda store: store.recent_events(user, n)),
             max_events=config.history_events,
             max_users=config.history_users,
         )
@@ -294,12 +303,49 @@ class Service:
     def reader(self) -> Store:
         """This thread's read connection to the store: reads on it never take the write
         lock, so analytics and history loads neither wait for nor delay event ingest."""
-        store = getattr(self._readers, "store", None)
-        if store is None:
-            store = self._readers.store = self.store.reader()
+        entry = getattr(self._readers, "entry", None)
+        if entry is None or entry[0] != self._generation:
+            entry = self._readers.entry = (self._generation, self.store.reader())
             with self._readers_lock:
-                self._reader_stores.append(store)
-        return store
+                self._reader_stores.append(entry[1])
+        return entry[1]
+
+    def read(self, fn: Callable[[Store], T]) -> T:
+        """`fn` on this thread's read connection, unless an erasure is rewriting the store
+        file (then it waits for it)."""
+        with self._gate:
+            while self._rewriting:
+                self._gate.wait()
+            self._active_reads += 1
+        try:
+            return fn(self.reader())
+        finally:
+            with self._gate:
+                self._active_reads -= 1
+                self._gate.notify_all()
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """No read in flight nor starting, and the read connections closed: the store file
+        can be rewritten (`Store.compact`)."""
+        with self._gate:
+            self._rewriting += 1
+            while self._active_reads:
+                self._gate.wait()
+        try:
+            if self._clusterer.is_alive() and self._clusterer_store is not None:
+                self._clusterer_store.con.interrupt()  # its copy may predate the erasure
+            self._clusterer.join(timeout=30)
+            with self._readers_lock:
+                for reader in self._reader_stores:
+                    reader.close()
+                self._reader_stores.clear()
+            self._generation += 1
+            yield
+        finally:
+            with self._gate:
+                self._rewriting -= 1
+                self._gate.notify_all()
 
     def _write_exposures(self, rows: list[tuple]) -> None:
         # one columnar insert: DuckDB's executemany runs row by row and would hold the
@@ -332,6 +378,42 @@ class Service:
         stored = sum(r["status"] == "stored" for r in results)
         self.telemetry.events.inc(stored)
         return EventsAck(stored=stored, duplicates=len(results) - stored, results=results)
+
+    def forget(self, user_id: str) -> dict[str, Any]:
+        """Erase a user from the store, the history cache and the served models (saved and
+        loaded); answers the same shape, with zeros, for a user the service never had."""
+        from recsight.privacy.erasure import erase_users
+        from recsight.privacy.unlearn import RetrainRequired, forget_in_folder, model_dirs
+
+        self.exposures.flush()  # buffered exposures of the user are written, then deleted
+        with self._exclusive(), self.write_lock:
+            erased = erase_users(self.store, [user_id])
+            self.histories.evict(user_id)
+            pipeline = self.pipeline
+            loaded = [pipeline.main, *pipeline.fallbacks]
+            try:
+                if len(loaded) != len(model_dirs(self.config.model)):
+                    loaded = None  # not the folder's models: let the unlearning load them
+                models = [
+                    {k: v for k, v in asdict(m).items() if k != "path"}
+                    for m in forget_in_folder(self.config.model, [user_id], models=loaded)
+                ]
+            except RetrainRequired as exc:
+                models = [{"status": "retrain required", "detail": str(exc)}]
+            self.pipeline = Pipeline.load(self.config.model, self.store.items_frame(),
+                                          self.config.llm)  # fmt: skip
+        user = erased.users[0]
+        return {
+            "removed": {
+                "events": user.events,
+                "exposures": user.exposures,
+                "profile_rows": user.profile_rows,
+                "other_rows": user.other_rows,
+            },
+            "models": models,
+            "stale_exports": erased.stale_exports,
+            "erasures_pending_retrain": pending_retrain(self.pipeline.manifest),
+        }
 
     def respond(self, user_id: str | None, recs: RecommendationList) -> RecommendationsOut:
         request_id = uuid.uuid4().hex
@@ -481,7 +563,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
         s = svc()
         try:  # on this thread's read connection: ingest goes on meanwhile
-            prof = user_profile(from_store(s.reader()), user_id)
+            prof = s.read(lambda store: user_profile(from_store(store), user_id))
         except InputError:
             return {
                 "user_id": user_id,
@@ -490,6 +572,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 "summary": "no events yet: recommendations follow popularity",
             }
         return {**prof.model_dump(), "known": True}
+
+    @app.delete("/users/{user_id}", dependencies=[Depends(require_key)])
+    def delete_user(user_id: str) -> dict[str, Any]:
+        """Erase a user (right to erasure): events, exposures, profile and cached history from
+        the store, and the user's state from the served models. Answers 200 with what was
+        removed, zeros for an unknown user (the answer does not reveal who exists)."""
+        return svc().forget(user_id)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -502,6 +591,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
             "users_in_memory": len(s.histories),
             "history_cache": {"hits": s.histories.hits, "misses": s.histories.misses},
             "writes_enabled": bool(config.api_key),
+            "erasures_pending_retrain": pending_retrain(s.pipeline.manifest),
         }
 
     @app.get("/metrics")
@@ -524,7 +614,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         on the old one (the swap is one reference assignment)."""
         s = svc()
         folder = Path(body.model) if body and body.model else config.model
-        new = Pipeline.load(folder, s.reader().items_frame(), config.llm)
+        new = Pipeline.load(folder, s.read(lambda store: store.items_frame()), config.llm)
         old_version, s.pipeline = s.pipeline.version, new
         config.model = folder
         return {"previous": old_version, "current": new.version, "manifest": new.manifest}
@@ -543,7 +633,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
         s = svc()
         s.exposures.flush()  # so live CTR counts what was just served
-        return dashboard_data(s, config)
+        return s.read(lambda _store: dashboard_data(s, config))
 
     return app
 

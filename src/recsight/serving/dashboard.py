@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from recsight.analysis.funnel import recommendation_ctr
 from recsight.analysis.source import NotAvailable, from_store
+from recsight.privacy.unlearn import pending_retrain
 
 if TYPE_CHECKING:
     from recsight.serving.app import Service, ServiceConfig
@@ -88,6 +89,7 @@ def dashboard_data(s: Service, config: ServiceConfig) -> dict[str, Any]:
         "live_ctr": ctr,
         "leaderboard": _leaderboard(config),
         "manifest": s.pipeline.manifest,
+        "erasures_pending_retrain": pending_retrain(s.pipeline.manifest),
     }
 
 

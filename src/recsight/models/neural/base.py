@@ -124,6 +124,16 @@ class SequenceRecommender(TorchRecommender):
     seq_items_: np.ndarray
     max_len: int
 
+    def drop_users(self, keep: np.ndarray) -> None:
+        # the training sequences are ragged rows per user: keep the kept users' slices
+        lens = np.diff(self.seq_indptr_)
+        rows = np.flatnonzero(keep)
+        starts = self.seq_indptr_[rows]
+        take = np.repeat(starts - np.r_[0, np.cumsum(lens[rows])[:-1]], lens[rows])
+        self.seq_items_ = self.seq_items_[take + np.arange(len(take))]
+        self.seq_indptr_ = np.r_[0, np.cumsum(lens[rows])].astype(np.int64)
+        super().drop_users(keep)
+
     def _score_padded(self, padded: torch.Tensor) -> torch.Tensor:
         """Scores over all items (n, n_items) from left-padded sequences of item index + 1
         (0 = padding), each row holding at least one item."""
