@@ -456,6 +456,9 @@ def export_store(store, out: str | Path, batch_rows: int = 1_000_000) -> Manifes
             t = con.sql(f"SELECT * EXCLUDE ({key}) FROM {kind} ORDER BY {key}").to_arrow_table()
             writer.write_items(t) if kind == "items" else writer.write_users(t)
     assert writer.manifest is not None
+    from recsight.privacy.erasure import record_export
+
+    record_export(store.path, out)  # so an erasure can list the copies made before it
     return writer.manifest
 
 
