@@ -3,8 +3,9 @@
 - `SeedMLP` (``seed_mlp``): the seed's two-number MLP sketch, kept as a baseline.
 - `DeepFM` (``deepfm``): FM + MLP over user/item ids and generic side features.
 - `NeuMF` (``neumf``): GMF + MLP (He et al. 2017).
-- `SASRec` (``sasrec``): causal self-attention over time-ordered histories, full softmax CE.
-- `BERT4Rec` (``bert4rec``): bidirectional masked-item prediction.
+- `SASRec` (``sasrec``): causal self-attention over time-ordered histories; `loss` full
+  softmax, sampled softmax (logQ-corrected) or gBCE (gSASRec), `auto` by catalog size.
+- `BERT4Rec` (``bert4rec``): bidirectional masked-item prediction, same `loss` options.
 """
 
 from recsight.models.neural.bert4rec import BERT4Rec

@@ -26,6 +26,7 @@ from recsight.models.neural.training import (
     TrainHistory,
     flatten_state,
     load_flat_state,
+    resolve_device,
     torch_threads,
 )
 
@@ -68,13 +69,22 @@ class TorchRecommender(Recommender):
 
     @property
     def net(self) -> torch.nn.Module:
-        """The trained module in eval mode (rebuilt from `weights_` after `load`)."""
+        """The trained module in eval mode (rebuilt from `weights_` after `load`, on
+        `scoring_device`)."""
         if getattr(self, "_net", None) is None:
             with torch_threads(self.threads):
                 net = self._build_net()
                 load_flat_state(net, self.weights_)
-            self._net = net.eval()
+            self._net = net.to(self.scoring_device()).eval()
         return self._net  # type: ignore[return-value]
+
+    def scoring_device(self) -> torch.device:
+        """Where a loaded model scores: its `device` when that device exists here, else the
+        CPU (a model trained on a GPU still serves on a CPU-only machine)."""
+        spec = getattr(self, "device", "cpu")
+        if str(spec).startswith("cuda") and not torch.cuda.is_available():
+            return torch.device("cpu")
+        return resolve_device(spec)
 
     def _set_net(self, net: torch.nn.Module) -> None:
         self.weights_ = flatten_state(net)
@@ -162,9 +172,11 @@ class SequenceRecommender(TorchRecommender):
         out[empty] = self.item_popularity_
         nonempty = np.flatnonzero(~empty)
         with torch_threads(self.threads), torch.inference_mode():
+            dev = next(self.net.parameters()).device
             for start in range(0, len(nonempty), batch):
                 sel = nonempty[start : start + batch]
-                out[sel] = self._score_padded(torch.from_numpy(padded[sel])).numpy()
+                scores = self._score_padded(torch.from_numpy(padded[sel]).to(dev))
+                out[sel] = scores.cpu().numpy()
         return out
 
     def _user_sequences(self, user_idx: np.ndarray) -> list[np.ndarray]:

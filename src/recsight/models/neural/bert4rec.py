@@ -2,7 +2,8 @@
 
 Training windows of `max_len` events have each event replaced by a [MASK] token with
 probability `mask_prob` (at least one per window) and the model predicts the masked items
-with full softmax cross-entropy over all items. To recommend, the history's last
+with SASRec's `loss` options (full softmax by default on small catalogs, sampled softmax or
+gBCE with sampled negatives). To recommend, the history's last
 ``max_len - 1`` events are followed by one [MASK] whose prediction scores every item. It
 shares SASRec's encoder, training loop, validation and scoring; only the attention mask (none
 but padding), the inputs and the output head differ.
@@ -14,7 +15,6 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from recsight.errors import InputError
@@ -27,7 +27,7 @@ LAST_ONLY_SHARE = 0.1
 
 class _BertNet(nn.Module):
     """Encoder plus BERT's output transform (dense, GELU, LayerNorm) and a per-item bias;
-    output weights are tied to the item embeddings."""
+    output weights are tied to the item embeddings (the encoder's `out` layer)."""
 
     def __init__(self, encoder: SequenceEncoder, n_items: int, dim: int):
         super().__init__()
@@ -53,6 +53,10 @@ class BERT4Rec(SASRec):
         dropout: float = 0.2,
         attn_dropout: float = 0.2,
         mask_prob: float = 0.2,
+        loss: str = "auto",
+        n_negatives: int = 256,
+        proposal: str = "uniform",
+        gbce_t: float = 0.75,
         epochs: int = 200,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -60,6 +64,7 @@ class BERT4Rec(SASRec):
         patience: int | None = 5,
         early_stopping: bool = True,
         max_minutes: float | None = None,
+        device: str = "cpu",
         threads: int | None = 1,
         seed: int = 42,
         verbose: bool = True,
@@ -71,6 +76,10 @@ class BERT4Rec(SASRec):
             heads=heads,
             dropout=dropout,
             attn_dropout=attn_dropout,
+            loss=loss,
+            n_negatives=n_negatives,
+            proposal=proposal,
+            gbce_t=gbce_t,
             epochs=epochs,
             lr=lr,
             weight_decay=weight_decay,
@@ -78,6 +87,7 @@ class BERT4Rec(SASRec):
             patience=patience,
             early_stopping=early_stopping,
             max_minutes=max_minutes,
+            device=device,
             threads=threads,
             seed=seed,
             verbose=verbose,
@@ -95,6 +105,7 @@ class BERT4Rec(SASRec):
     def _build_net(self) -> nn.Module:
         encoder = SequenceEncoder(
             int(self.dims_[0]) + 2,
+            int(self.dims_[0]),
             self.max_len,
             self.dim,
             self.layers,
@@ -105,15 +116,22 @@ class BERT4Rec(SASRec):
         )
         return _BertNet(encoder, int(self.dims_[0]), self.dim)
 
-    def _item_weights(self, net: nn.Module) -> torch.Tensor:
-        return net.encoder.item_emb.weight[1 : int(self.dims_[0]) + 1]
+    def _encoder(self, net: nn.Module) -> SequenceEncoder:
+        return net.encoder
 
-    def _logits(self, net: nn.Module, h: torch.Tensor) -> torch.Tensor:
-        return h @ self._item_weights(net).T + net.bias
+    def _logits(
+        self, net: nn.Module, h: torch.Tensor, items: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        bias = net.bias if items is None else net.bias[items]
+        return net.encoder.item_logits(h, items) + bias
+
+    def _pair_logits(self, net: nn.Module, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return net.encoder.pair_logits(h, items) + net.bias[items]
 
     def _scores_from(self, net: nn.Module, padded: torch.Tensor) -> torch.Tensor:
         # the last max_len - 1 events, then [MASK]: its prediction is the next item
-        tokens = torch.cat([padded[:, 1:], torch.full((len(padded), 1), self._mask_token())], dim=1)
+        mask = torch.full((len(padded), 1), self._mask_token(), device=padded.device)
+        tokens = torch.cat([padded[:, 1:], mask], dim=1)
         return self._logits(net, net(tokens)[:, -1])
 
     def _train_windows(self, indptr: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -121,12 +139,14 @@ class BERT4Rec(SASRec):
 
     def _window_loss(self, net: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         real = windows > 0
-        masked = (torch.rand(windows.shape) < self.mask_prob) & real
+        masked = (torch.rand(windows.shape, device=windows.device) < self.mask_prob) & real
         # as in the paper, some windows mask only their last event: exactly the inference
         # task; so does any window where nothing else was masked
-        last_only = (torch.rand(len(windows)) < LAST_ONLY_SHARE) | ~masked.any(dim=1)
+        last_only = (torch.rand(len(windows), device=windows.device) < LAST_ONLY_SHARE) | ~(
+            masked.any(dim=1)
+        )
         masked[last_only] = False
         masked[last_only, -1] = True
         tokens = torch.where(masked, self._mask_token(), windows)
         h = net(tokens)[masked]
-        return F.cross_entropy(self._logits(net, h), windows[masked] - 1)
+        return self._output_loss(net, h, windows[masked] - 1)

@@ -1,13 +1,32 @@
-"""SASRec: causal self-attention over each user's time-ordered history (Kang & McAuley 2018),
-trained with full softmax cross-entropy over all items at every position, the recipe that
-replication studies found strongest (Klenitskiy & Vasilev 2023, "Turning Dross Into Gold
-Loss: is BERT4Rec really better than SASRec?").
+"""SASRec: causal self-attention over each user's time-ordered history (Kang & McAuley 2018).
 
 Training cuts each user's sequence into consecutive windows of `max_len` + 1 events from its
 end and predicts every next item of every window at once (one forward pass per window, not one
 per prefix). The transformer blocks are pre-LayerNorm and call
-``torch.nn.functional.scaled_dot_product_attention`` with a causal + padding mask; the output
-layer is tied to the item embeddings.
+``torch.nn.functional.scaled_dot_product_attention`` with a causal + padding mask. Items are
+scored by an ``nn.Linear`` whose weight *is* the item-embedding table (weight tying in module
+form, which per-sample-gradient tools such as Opacus handle correctly).
+
+The `loss` option (shared with BERT4Rec):
+
+- ``"full"``: softmax cross-entropy over the whole catalog at every position, the recipe
+  replication studies found strongest (Klenitskiy & Vasilev 2023, "Turning Dross Into Gold
+  Loss"); memory per batch grows with positions x catalog.
+- ``"sampled"``: sampled softmax over the positive and `n_negatives` items drawn per batch
+  (shared by its positions) from `proposal` (``"uniform"`` or ``"popularity"``: training
+  counts + 1), every logit corrected by ``- log Q(item)`` (logQ correction, Bengio & Senécal
+  2008; Yi et al. 2019) and accidental hits of the positive masked out.
+- ``"gbce"``: gSASRec's generalised binary cross-entropy (Petrov & Macdonald 2023) with
+  `n_negatives` uniform negatives per batch: ``beta * softplus(-s_pos) + sum softplus(s_neg)``
+  where ``beta = alpha * (gbce_t * (1 - 1/alpha) + 1/alpha)`` and ``alpha = n_negatives /
+  (n_items - 1)``; `gbce_t` = 0.75 is the paper's calibration (0 = plain BCE, 1 = fully
+  calibrated).
+- ``"auto"`` (default): ``full`` up to `AUTO_FULL_MAX_ITEMS` items, ``sampled`` above, so
+  memory per batch stops growing with the catalog.
+
+`device` (``"cpu"``, ``"cuda"``, ``"auto"``) is where training runs (``"cuda"`` without a
+GPU fails with a clear message); scoring uses the same device when it exists, else the CPU
+(a model trained on a GPU serves on a CPU-only machine).
 """
 
 from __future__ import annotations
@@ -32,11 +51,51 @@ from recsight.models.neural.base import (
 from recsight.models.neural.training import (
     minibatches,
     ranking_ndcg,
+    resolve_device,
     seed_everything,
     torch_threads,
     train_loop,
 )
 from recsight.models.topk import id_keys
+
+LOSSES = ("auto", "full", "sampled", "gbce")
+PROPOSALS = ("uniform", "popularity")
+#: ``loss="auto"`` uses the full softmax up to this many items and sampled softmax above:
+#: full logits of a batch cost positions x items x 4 bytes (x3 with gradients), about
+#: 0.5 GB at the default 128 windows x 50 positions and 20,000 items.
+AUTO_FULL_MAX_ITEMS = 20_000
+
+
+def sampled_softmax_loss(
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    hit: torch.Tensor,
+    log_q_pos: torch.Tensor | None = None,
+    log_q_neg: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean sampled-softmax cross-entropy of positive logits `pos` ``(n,)`` against shared
+    negative logits `neg` ``(n, k)``; `hit` ``(n, k)`` marks negatives equal to the row's
+    positive (dropped). With the proposal's log-probabilities every logit is corrected by
+    ``- log Q`` (logQ correction; a uniform proposal needs none: it is a constant)."""
+    if log_q_pos is not None and log_q_neg is not None:
+        pos, neg = pos - log_q_pos, neg - log_q_neg[None, :]
+    logits = torch.cat([pos[:, None], neg.masked_fill(hit, -torch.inf)], dim=1)
+    return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device))
+
+
+def gbce_beta(n_negatives: int, n_items: int, t: float) -> float:
+    """gSASRec's positive-term exponent ``beta = alpha * (t * (1 - 1/alpha) + 1/alpha)``
+    with sampling rate ``alpha = n_negatives / (n_items - 1)`` (capped at 1)."""
+    alpha = min(1.0, n_negatives / max(n_items - 1, 1))
+    return alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+
+
+def gbce_loss(pos: torch.Tensor, neg: torch.Tensor, hit: torch.Tensor, beta: float) -> torch.Tensor:
+    """gBCE (Petrov & Macdonald 2023) averaged like gSASRec's ``BCEWithLogits`` over the
+    ``1 + k`` entries of each row. Its positive term, BCE of ``log(1 / (sigma(s)^-beta - 1))``,
+    equals ``beta * softplus(-s)``: the closed form, stable without float64 clamps."""
+    per_row = beta * F.softplus(-pos) + F.softplus(neg).masked_fill(hit, 0.0).sum(1)
+    return per_row.mean() / (1 + neg.shape[1])
 
 
 class TransformerBlock(nn.Module):
@@ -76,11 +135,15 @@ class SequenceEncoder(nn.Module):
     `side` (optional, ``(n_tokens, d)``, row 0 for padding) holds frozen per-item features,
     e.g. text embeddings: an item's vector is then its id embedding plus a learned projection
     of its side row, for inputs and outputs alike.
+
+    Tokens ``1..n_items`` are the items; `out` is an ``nn.Linear`` sharing `item_emb`'s weight
+    (tied output layer), whose columns ``1..n_items`` are the item scores.
     """
 
     def __init__(
         self,
         n_tokens: int,
+        n_items: int,
         max_len: int,
         dim: int,
         layers: int,
@@ -92,7 +155,11 @@ class SequenceEncoder(nn.Module):
     ):
         super().__init__()
         self.causal = causal
+        self.n_items = n_items
         self.item_emb = nn.Embedding(n_tokens, dim, padding_idx=0)
+        # built on "meta" (no init, no draw from the RNG), then given the embedding's weight
+        self.out = nn.Linear(dim, n_tokens, bias=False, device="meta")
+        self.out.weight = self.item_emb.weight
         self.side_proj: nn.Linear | None = None
         if side is not None:
             # frozen and saved with the model's own arrays, so not part of the state dict
@@ -110,15 +177,16 @@ class SequenceEncoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Hidden states ``(batch, length, dim)``."""
-        length = tokens.shape[1]
-        pos = torch.arange(self.pos_emb.num_embeddings - length, self.pos_emb.num_embeddings)
+        length, dev = tokens.shape[1], tokens.device
+        n_pos = self.pos_emb.num_embeddings
+        pos = torch.arange(n_pos - length, n_pos, device=dev)
         x = self.drop(self.item_vectors(tokens) + self.pos_emb(pos)[None])
         keep = tokens > 0
         mask = keep[:, None, None, :]
         if self.causal:
-            mask = mask & torch.ones(length, length, dtype=torch.bool).tril()
+            mask = mask & torch.ones(length, length, dtype=torch.bool, device=dev).tril()
         # every position may see itself, so fully padded rows stay finite (they are ignored)
-        mask = mask | torch.eye(length, dtype=torch.bool)
+        mask = mask | torch.eye(length, dtype=torch.bool, device=dev)
         for block in self.blocks:
             x = block(x, mask)
         return self.ln(x)
@@ -130,15 +198,35 @@ class SequenceEncoder(nn.Module):
             x = x + self.side_proj(self.side[tokens])
         return x
 
+    def item_logits(self, h: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores ``h . item vector``: of every item ``(..., n_items)`` when `items` is None,
+        else of the given item indices (0-based) ``(..., len(items))``."""
+        if items is None:
+            logits = self.out(h)[..., 1 : self.n_items + 1]
+            side = None if self.side_proj is None else self.side[1 : self.n_items + 1]
+        else:
+            logits = F.linear(h, self.item_emb.weight[items + 1])
+            side = None if self.side_proj is None else self.side[items + 1]
+        if side is not None:
+            # h . (P s) = (h P) . s: the side part without projecting the whole catalog
+            logits = logits + (h @ self.side_proj.weight) @ side.T
+        return logits
+
+    def pair_logits(self, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Row-wise scores ``h[r] . vector(items[r])`` (0-based item indices)."""
+        return (h * self.item_vectors(items + 1)).sum(-1)
+
 
 class SASRec(SequenceRecommender):
-    """Self-attentive sequential recommendation with full cross-entropy.
+    """Self-attentive sequential recommendation.
 
     Hyperparameters: `max_len` (history length read), `dim`, `layers`, `heads`, `dropout`,
-    `attn_dropout`; training: `epochs`, `lr`, `weight_decay`, `batch_size` (windows per
-    step), `patience`, `early_stopping` (leave-one-out validation on NDCG@10, see
-    `recsight.models.neural.base`), `max_minutes` (wall-clock budget), `threads`, `seed`,
-    `verbose` (Rich progress per epoch).
+    `attn_dropout`; output loss: `loss` (``auto``, ``full``, ``sampled``, ``gbce``; see the
+    module docstring), `n_negatives` (sampled/gbce), `proposal` (sampled: ``uniform`` or
+    ``popularity``), `gbce_t` (gbce calibration); training: `epochs`, `lr`, `weight_decay`,
+    `batch_size` (windows per step), `patience`, `early_stopping` (leave-one-out validation on
+    NDCG@10, see `recsight.models.neural.base`), `max_minutes` (wall-clock budget), `device`
+    (``cpu``, ``cuda``, ``auto``), `threads`, `seed`, `verbose` (Rich progress per epoch).
     """
 
     name: ClassVar[str] = "sasrec"
@@ -151,6 +239,10 @@ class SASRec(SequenceRecommender):
         heads: int = 2,
         dropout: float = 0.2,
         attn_dropout: float = 0.2,
+        loss: str = "auto",
+        n_negatives: int = 256,
+        proposal: str = "uniform",
+        gbce_t: float = 0.75,
         epochs: int = 200,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -158,6 +250,7 @@ class SASRec(SequenceRecommender):
         patience: int | None = 5,
         early_stopping: bool = True,
         max_minutes: float | None = None,
+        device: str = "cpu",
         threads: int | None = 1,
         seed: int = 42,
         verbose: bool = True,
@@ -168,6 +261,10 @@ class SASRec(SequenceRecommender):
         self.heads = heads
         self.dropout = dropout
         self.attn_dropout = attn_dropout
+        self.loss = loss
+        self.n_negatives = n_negatives
+        self.proposal = proposal
+        self.gbce_t = gbce_t
         self.epochs = epochs
         self.lr = lr
         self.weight_decay = weight_decay
@@ -175,6 +272,7 @@ class SASRec(SequenceRecommender):
         self.patience = patience
         self.early_stopping = early_stopping
         self.max_minutes = max_minutes
+        self.device = device
         self.threads = threads
         self.seed = seed
         self.verbose = verbose
@@ -187,6 +285,27 @@ class SASRec(SequenceRecommender):
         heads = check_int("heads", self.heads, 1)
         if check_int("dim", self.dim, 1) % heads:
             raise InputError(f"dim: {self.dim} must be divisible by heads ({heads})")
+        if self.loss not in LOSSES:
+            raise InputError(f"loss: expected one of {', '.join(LOSSES)}, not {self.loss!r}")
+        if self.proposal not in PROPOSALS:
+            raise InputError(
+                f"proposal: expected one of {', '.join(PROPOSALS)}, not {self.proposal!r}"
+            )
+        if self.loss == "gbce" and self.proposal != "uniform":
+            raise InputError(
+                "proposal: loss='gbce' draws uniform negatives (its calibration assumes them); "
+                "use proposal='popularity' with loss='sampled'"
+            )
+        check_int("n_negatives", self.n_negatives, 1)
+        if not 0.0 <= float(self.gbce_t) <= 1.0:
+            raise InputError(f"gbce_t: expected a number in [0, 1], not {self.gbce_t!r}")
+        resolve_device(self.device)
+
+    def resolved_loss(self, n_items: int) -> str:
+        """The loss trained with on a catalog of `n_items` (``auto`` resolved)."""
+        if self.loss != "auto":
+            return self.loss
+        return "full" if n_items <= AUTO_FULL_MAX_ITEMS else "sampled"
 
     def _n_tokens(self) -> int:
         return int(self.dims_[0]) + 1
@@ -194,6 +313,7 @@ class SASRec(SequenceRecommender):
     def _build_net(self) -> nn.Module:
         return SequenceEncoder(
             self._n_tokens(),
+            int(self.dims_[0]),
             self._input_len(),
             self.dim,
             self.layers,
@@ -208,30 +328,67 @@ class SASRec(SequenceRecommender):
         """Frozen per-token features added to the item vectors (row 0: padding); none here."""
         return None
 
-    def _item_weights(self, net: nn.Module) -> torch.Tensor:
-        if net.side_proj is None:
-            return net.item_emb.weight[1 : int(self.dims_[0]) + 1]
-        return net.item_vectors(torch.arange(1, int(self.dims_[0]) + 1))
+    def _encoder(self, net: nn.Module) -> SequenceEncoder:
+        return net
+
+    def _logits(
+        self, net: nn.Module, h: torch.Tensor, items: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Item scores from hidden states: all items, or the item indices `items`."""
+        return self._encoder(net).item_logits(h, items)
+
+    def _pair_logits(self, net: nn.Module, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Row-wise scores of ``(h[r], items[r])``."""
+        return self._encoder(net).pair_logits(h, items)
 
     def _score_padded(self, padded: torch.Tensor) -> torch.Tensor:
         return self._scores_from(self.net, padded)
 
     def _scores_from(self, net: nn.Module, padded: torch.Tensor) -> torch.Tensor:
-        """All-item scores after left-padded sequences (the last hidden state's dot products
-        with the item embeddings)."""
-        return net(padded)[:, -1] @ self._item_weights(net).T
+        """All-item scores after left-padded sequences (the last hidden state through the
+        tied output layer)."""
+        return self._logits(net, net(padded)[:, -1])
 
     def _item_vectors(self) -> np.ndarray:
+        enc = self._encoder(self.net)
         with torch.inference_mode():
-            return self._item_weights(self.net).numpy().copy()
+            tokens = torch.arange(1, int(self.dims_[0]) + 1, device=enc.item_emb.weight.device)
+            return enc.item_vectors(tokens).cpu().numpy().copy()
 
     # -- training -----------------------------------------------------------------------------
+    def _output_loss(self, net: nn.Module, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean loss of hidden states `h` ``(n, dim)`` predicting item indices `targets`."""
+        if self._loss_kind == "full":
+            return F.cross_entropy(self._logits(net, h), targets)
+        n_items = int(self.dims_[0])
+        if self._log_q is None:
+            negs = torch.randint(0, n_items, (self.n_negatives,), device=h.device)
+        else:
+            negs = torch.multinomial(self._q, self.n_negatives, replacement=True)
+        pos = self._pair_logits(net, h, targets)
+        neg = self._logits(net, h, negs)
+        hit = negs[None, :] == targets[:, None]  # accidental hits are not negatives
+        if self._loss_kind == "sampled":
+            if self._log_q is None:
+                return sampled_softmax_loss(pos, neg, hit)
+            return sampled_softmax_loss(pos, neg, hit, self._log_q[targets], self._log_q[negs])
+        return gbce_loss(pos, neg, hit, gbce_beta(self.n_negatives, n_items, float(self.gbce_t)))
+
+    def _prepare_loss(self, train_items: np.ndarray, device: torch.device) -> None:
+        """Resolve the loss and the proposal distribution for this fit."""
+        n_items = int(self.dims_[0])
+        self._loss_kind = self.resolved_loss(n_items)
+        self._q = self._log_q = None
+        if self._loss_kind == "sampled" and self.proposal == "popularity":
+            counts = np.bincount(train_items, minlength=n_items).astype(np.float64) + 1.0
+            q = torch.from_numpy(counts / counts.sum()).to(torch.float32).to(device)
+            self._q, self._log_q = q, q.log()
+
     def _window_loss(self, net: nn.Module, windows: torch.Tensor) -> torch.Tensor:
         inputs, targets = windows[:, :-1], windows[:, 1:]
         h = net(inputs)
         keep = (targets > 0) & (inputs > 0)
-        logits = h[keep] @ self._item_weights(net).T
-        return F.cross_entropy(logits, targets[keep] - 1)
+        return self._output_loss(net, h[keep], targets[keep] - 1)
 
     def _train_windows(self, indptr: np.ndarray, items: np.ndarray) -> np.ndarray:
         # windows of max_len + 1 events give max_len (input, next item) pairs each
@@ -240,6 +397,7 @@ class SASRec(SequenceRecommender):
     def fit(self, train: Interactions) -> SASRec:
         """Learn from the time-ordered sequences of `train` (timestamps required)."""
         self._check()
+        device = resolve_device(self.device)
         indptr, items = train.sequences()
         self._set_training(train, train.to_csr(binary=True))
         self.dims_ = np.array([train.n_items], dtype=np.int64)
@@ -259,13 +417,14 @@ class SASRec(SequenceRecommender):
         windows = torch.from_numpy(self._train_windows(t_indptr, t_items))
         if len(windows) == 0:
             raise InputError("training data: SASRec needs users with at least 2 events")
+        self._prepare_loss(np.asarray(t_items, np.int64), device)
 
         with torch_threads(self.threads):
-            net = self._build_net()
+            net = self._build_net().to(device)
 
             def batches(g: np.random.Generator):
                 for b in minibatches(len(windows), self.batch_size, g):
-                    yield windows[torch.from_numpy(b)]
+                    yield windows[torch.from_numpy(b)].to(device)
 
             validate = None
             if valid_users is not None and len(valid_users):
@@ -278,7 +437,7 @@ class SASRec(SequenceRecommender):
 
                 def validate() -> float:
                     scores = torch.cat([
-                        self._scores_from(net, v_inputs[s : s + 512])
+                        self._scores_from(net, v_inputs[s : s + 512].to(device)).cpu()
                         for s in range(0, len(v_inputs), 512)
                     ])  # fmt: skip
                     return ranking_ndcg(scores, v_targets, v_keys, self.item_keys_, v_seen, 10)

@@ -69,10 +69,28 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _state_groups(module: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``state_dict`` with tied tensors listed once, and each repeated key -> its first key
+    (a tied output layer shares its weight with the embedding: saved once, loaded into both)."""
+    unique: dict[str, torch.Tensor] = {}
+    alias: dict[str, str] = {}
+    first: dict[tuple[int, tuple[int, ...], tuple[int, ...]], str] = {}
+    for key, t in module.state_dict().items():
+        ident = (t.data_ptr(), tuple(t.shape), tuple(t.stride()))
+        if t.numel() and ident in first:
+            alias[key] = first[ident]
+            continue
+        first.setdefault(ident, key)
+        unique[key] = t
+    return unique, alias
+
+
 def flatten_state(module: torch.nn.Module) -> np.ndarray:
-    """All tensors of ``module.state_dict()``, in its order, as one float32 vector (what the
-    model saves in its ``.npz``; the architecture is rebuilt from the hyperparameters)."""
-    parts = [t.detach().cpu().reshape(-1).to(torch.float32) for t in module.state_dict().values()]
+    """All tensors of ``module.state_dict()``, in its order, tied ones once, as one float32
+    vector (what the model saves in its ``.npz``; the architecture is rebuilt from the
+    hyperparameters)."""
+    unique, _ = _state_groups(module)
+    parts = [t.detach().cpu().reshape(-1).to(torch.float32) for t in unique.values()]
     if not parts:
         return np.zeros(0, np.float32)
     return torch.cat(parts).numpy().copy()
@@ -81,8 +99,8 @@ def flatten_state(module: torch.nn.Module) -> np.ndarray:
 def load_flat_state(module: torch.nn.Module, flat: np.ndarray) -> None:
     """Inverse of `flatten_state`; a length mismatch means the saved model does not match
     its hyperparameters."""
-    state = module.state_dict()
-    total = sum(t.numel() for t in state.values())
+    unique, alias = _state_groups(module)
+    total = sum(t.numel() for t in unique.values())
     if flat.size != total:
         raise InputError(
             f"saved weights hold {flat.size} values but the architecture needs {total}; "
@@ -90,9 +108,11 @@ def load_flat_state(module: torch.nn.Module, flat: np.ndarray) -> None:
         )
     vec = torch.from_numpy(np.ascontiguousarray(flat, dtype=np.float32))
     out, pos = {}, 0
-    for key, t in state.items():
+    for key, t in unique.items():
         out[key] = vec[pos : pos + t.numel()].view_as(t).to(t.dtype).clone()
         pos += t.numel()
+    for key, source in alias.items():
+        out[key] = out[source]
     module.load_state_dict(out)
 
 
