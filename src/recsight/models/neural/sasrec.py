@@ -48,13 +48,13 @@ from recsight.models.neural.base import (
     last_window,
     sequence_windows,
 )
+from recsight.models.neural.distributed import fit_loop
 from recsight.models.neural.training import (
     minibatches,
     ranking_ndcg,
     resolve_device,
     seed_everything,
     torch_threads,
-    train_loop,
 )
 from recsight.models.topk import id_keys
 
@@ -390,6 +390,11 @@ class SASRec(SequenceRecommender):
         keep = (targets > 0) & (inputs > 0)
         return self._output_loss(net, h[keep], targets[keep] - 1)
 
+    @staticmethod
+    def _window_count(windows: torch.Tensor) -> int:
+        """How many predictions `_window_loss` averages over in these windows."""
+        return int(((windows[:, 1:] > 0) & (windows[:, :-1] > 0)).sum())
+
     def _train_windows(self, indptr: np.ndarray, items: np.ndarray) -> np.ndarray:
         # windows of max_len + 1 events give max_len (input, next item) pairs each
         return sequence_windows(indptr, items, self._input_len() + 1)
@@ -442,10 +447,11 @@ class SASRec(SequenceRecommender):
                     ])  # fmt: skip
                     return ranking_ndcg(scores, v_targets, v_keys, self.item_keys_, v_seen, 10)
 
-            self.history_ = train_loop(
+            self.history_ = fit_loop(
                 net,
                 batches,
-                lambda w: self._window_loss(net, w),
+                self._window_loss,
+                weight=self._window_count,  # data-parallel slices average like one batch
                 rng=rng,
                 validate=validate,
                 metric_name="ndcg@10",
