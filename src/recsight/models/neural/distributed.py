@@ -49,7 +49,8 @@ class _SliceLoss(nn.Module):
         if scale == 0.0:
             # an empty slice (a last batch smaller than the world): contribute zero gradients,
             # but touch every parameter so DDP's all-reduce still runs on this process
-            return sum((p.sum() * 0.0 for p in self.net.parameters()), torch.zeros(()))
+            params = list(self.net.parameters())
+            return sum((p.sum() * 0.0 for p in params), params[0].new_zeros(()))
         return self.loss(self.net, part) * scale
 
 
