@@ -16,6 +16,7 @@ from rich.table import Table
 
 from recsight.cli.common import (
     DB_OPTION,
+    EVENTS_OPTION,
     JSON_OPTION,
     LLM_GGUF_OPTION,
     LLM_MODEL_OPTION,
@@ -116,6 +117,64 @@ def _store_history(db: Path, user: str) -> tuple[list[str], list[float], int]:
         raise InputError(f"--user {user!r}: not in the store {db}")
     row = data.to_csr()[int(u)]
     return list(data.items.ids_of(row.indices)), row.data.tolist(), row.nnz
+
+
+def _recommend_all(
+    model_dir: Path,
+    db: Path | None,
+    events: Path | None,
+    out: Path | None,
+    k: int,
+    explain: bool,
+    memory_budget: str | None,
+    llm: Any,
+    as_json: bool,
+) -> None:
+    """`recommend --all-users`: every user's top-k into a Parquet folder, with a progress bar."""
+    from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from recsight.cli.common import open_data
+    from recsight.serving.batch import recommend_all_users
+    from recsight.serving.pipeline import Pipeline
+
+    if out is None:
+        raise InputError("recommend --all-users: --out DIR is required (a Parquet folder)")
+    if (db is None) == (events is None):
+        raise InputError("recommend --all-users: give exactly one of --db or --events")
+    with open_data(db or Path(), events) as store:
+        pipeline = Pipeline.load(model_dir, store.items_frame(), llm)
+        with Progress(
+            *Progress.get_default_columns()[:-1],
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=as_json,
+        ) as bar:
+            task = bar.add_task("users", total=None)
+            report = recommend_all_users(
+                pipeline,
+                store,
+                out,
+                k=k,
+                explain=explain,
+                memory_budget=memory_budget,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    summary = {
+        "out": str(report.out),
+        "users": report.n_users,
+        "rows": report.n_rows,
+        "parts": report.n_parts,
+        "sources": report.sources,
+    }
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(
+            f"wrote {report.n_rows:,} rows for {report.n_users:,} users to {report.out} "
+            f"({', '.join(f'{v:,} {k}' for k, v in report.sources.items())})"
+        )
 
 
 def register(app: typer.Typer) -> None:
@@ -240,20 +299,41 @@ def register(app: typer.Typer) -> None:
         ),
         k: int = typer.Option(10, "--k", min=1, help="How many items."),
         explain: bool = typer.Option(False, "--explain", help="Say which history items led."),
+        all_users: bool = typer.Option(
+            False, "--all-users", help="Every user of --db/--events, written to --out."
+        ),
+        events: Path | None = EVENTS_OPTION,
+        out: Path | None = typer.Option(
+            None, "--out", help="With --all-users: the Parquet folder to write."
+        ),
+        memory_budget: str | None = typer.Option(
+            None,
+            "--memory-budget",
+            help="With --all-users: memory for scoring users at once, e.g. 4GB "
+            "(default a quarter of RAM).",
+        ),
         llm_url: str | None = LLM_URL_OPTION,
         llm_model: str | None = LLM_MODEL_OPTION,
         llm_gguf: str | None = LLM_GGUF_OPTION,
         as_json: bool = JSON_OPTION,
     ) -> None:
-        """Recommend items for a user, a history, or (with a text encoder) a text query."""
+        """Recommend items for a user, a history, or (with a text encoder) a text query; or,
+        with --all-users, for every user into a Parquet folder."""
         from recsight.llm.content import recommend_for_text
         from recsight.llm.explain import explain_recommendation
         from recsight.llm.generate import make_llm
 
         given = [o for o, v in (("--user", user), ("--history", history), ("--text", text)) if v]
-        if len(given) != 1:
-            raise InputError("recommend: give exactly one of --user, --history or --text")
         llm = make_llm(llm_url, llm_model, llm_gguf)
+        if all_users:
+            if given:
+                raise InputError(f"recommend --all-users: {given[0]} does not apply")
+            _recommend_all(model_dir, db, events, out, k, explain, memory_budget, llm, as_json)
+            return
+        if len(given) != 1:
+            raise InputError(
+                "recommend: give exactly one of --user, --history, --text or --all-users"
+            )
         model = load_model(model_dir)
         # the evidence for an explanation: a known user's training history, or a history
         evidence: str | list[str] = []
@@ -268,7 +348,9 @@ def register(app: typer.Typer) -> None:
                 # newer events than the model saw: fold the store's history in
                 use_store = not known or n_store != n_model
             if use_store:
-                ids, scores = model.recommend_for_history(hist_items, k=k, weights=hist_weights)
+                ids, scores = model.recommend_for_history(
+                    hist_items, k=k, weights=hist_weights, user=user
+                )
                 evidence = hist_items
             else:
                 ids, scores = (a[0] for a in model.recommend([user], k=k))
