@@ -158,6 +158,23 @@ def test_federated_epsilon_is_the_gaussian_rdp_bound():
     assert federated_epsilon(8.0, 10, 1000)[0] < eps < federated_epsilon(4.0, 40, 1000)[0]
 
 
+def test_forgetting_a_user_keeps_item_factors_and_asks_for_a_retrain():
+    from recsight.privacy.unlearn import forget_in_model
+
+    data = make_interactions(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 2, 2]))
+    model = FederatedMF(factors=3)
+    model._set_training(data, data.to_csr())
+    model.item_factors_ = np.random.default_rng(0).normal(0, 0.3, (3, 3)).astype(np.float32)
+    model._derive()
+    before = model.recommend(["u0"], k=2)
+    # the item factors still carry the user's updates: removed, but not exact unlearning
+    assert forget_in_model(model, ["u1"]) == (1, False)
+    assert list(model.users_.ids) == ["u0", "u2"]
+    after = model.recommend(["u0"], k=2)
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_allclose(before[1], after[1])
+
+
 def test_bad_hyperparameters_are_refused():
     data = make_interactions(np.array([0, 0, 1]), np.array([0, 1, 1]))
     with pytest.raises(InputError, match="clients_per_round"):

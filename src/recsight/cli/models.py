@@ -57,6 +57,12 @@ def _training_record(
     }
 
 
+def _privacy(model: Recommender) -> dict[str, Any] | None:
+    """The privacy guarantee a fit reports (DP-SGD, federated DP), None for ordinary fits."""
+    report = getattr(model, "privacy_", None)
+    return None if report is None else report.to_dict()
+
+
 def _describe(used: dict[str, Any], test: Interactions | None) -> str:
     what = f"{used['n_rows']:,} events of {used['n_users']:,} users, {used['n_items']:,} items"
     if test is None:
@@ -268,6 +274,7 @@ def register(app: typer.Typer) -> None:
                 "db": str(db),
                 "refit": refit,
                 "training": used,
+                "privacy": _privacy(model),
             },
         )
         report.update({
@@ -276,11 +283,19 @@ def register(app: typer.Typer) -> None:
             "training": used,
             "fit_seconds": round(fit_seconds, 3),
             "training_cutoff": cutoff,
+            "privacy": _privacy(model),
         })  # fmt: skip
         if as_json:
             print_json(report)
         elif not quiet:
             console.print(f"[green]trained[/] {name} in {fit_seconds:.2f}s -> {out}")
+            if report["privacy"] is not None:
+                p = {k: f"{v:.3g}" if isinstance(v, float) else v
+                     for k, v in report["privacy"].items()}  # fmt: skip
+                console.print(
+                    f"  privacy: {p['unit']}-level, epsilon spent {p['epsilon_spent']} "
+                    f"(target {p['epsilon_target']}) at delta {p['delta']}"
+                )
             if "metrics" in report:
                 for key, value in report["metrics"].get("metrics", {}).items():
                     console.print(f"  {key}: {value:.4f}")

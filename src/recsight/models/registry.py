@@ -67,6 +67,14 @@ def create_model(name: str, **params: Any) -> Recommender:
     cls = model_class(name)
     valid = cls.param_names()
     unknown = [p for p in params if p not in valid]
+    private = [p for p in unknown if p.startswith("dp_")]
+    if private:
+        # only models whose per-example gradients were checked take DP options
+        able = [n for n, c in MODELS.items() if "dp_epsilon" in c.param_names()]
+        raise InputError(
+            f"model {name!r} has no differentially private training ({', '.join(private)}); "
+            f"DP-SGD is available for: {', '.join(able)} (and fedmf has dp_noise/dp_clip)"
+        )
     if unknown:
         raise InputError(
             f"model {name!r} has no parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}"

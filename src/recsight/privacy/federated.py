@@ -314,6 +314,7 @@ class FederatedMF(_FactorModel):
 
     name: ClassVar[str] = "fedmf"
     _state: ClassVar[tuple[str, ...]] = ("item_factors_",)
+    _user_state: ClassVar[tuple[str, ...]] = ()  # no per-user state to erase
 
     def __init__(
         self,

@@ -180,7 +180,9 @@ class SequenceEncoder(nn.Module):
         length, dev = tokens.shape[1], tokens.device
         n_pos = self.pos_emb.num_embeddings
         pos = torch.arange(n_pos - length, n_pos, device=dev)
-        x = self.drop(self.item_vectors(tokens) + self.pos_emb(pos)[None])
+        # position ids shaped (batch, length) like the tokens: per-sample gradient tools
+        # (Opacus, for DP-SGD) need every embedding input to carry the batch dimension
+        x = self.drop(self.item_vectors(tokens) + self.pos_emb(pos.expand(tokens.shape[0], -1)))
         keep = tokens > 0
         mask = keep[:, None, None, :]
         if self.causal:
@@ -226,7 +228,9 @@ class SASRec(SequenceRecommender):
     ``popularity``), `gbce_t` (gbce calibration); training: `epochs`, `lr`, `weight_decay`,
     `batch_size` (windows per step), `patience`, `early_stopping` (leave-one-out validation on
     NDCG@10, see `recsight.models.neural.base`), `max_minutes` (wall-clock budget), `device`
-    (``cpu``, ``cuda``, ``auto``), `threads`, `seed`, `verbose` (Rich progress per epoch).
+    (``cpu``, ``cuda``, ``auto``), `threads`, `seed`, `verbose` (Rich progress per epoch);
+    privacy: `dp_epsilon` (None: off; a number or ``inf``: user-level DP-SGD, see
+    `recsight.privacy.dp`), `dp_delta`, `dp_max_grad_norm`.
     """
 
     name: ClassVar[str] = "sasrec"
@@ -254,6 +258,9 @@ class SASRec(SequenceRecommender):
         threads: int | None = 1,
         seed: int = 42,
         verbose: bool = True,
+        dp_epsilon: float | None = None,
+        dp_delta: float = 1e-5,
+        dp_max_grad_norm: float = 1.0,
     ):
         self.max_len = max_len
         self.dim = dim
@@ -276,6 +283,9 @@ class SASRec(SequenceRecommender):
         self.threads = threads
         self.seed = seed
         self.verbose = verbose
+        self.dp_epsilon = dp_epsilon
+        self.dp_delta = dp_delta
+        self.dp_max_grad_norm = dp_max_grad_norm
 
     # -- architecture -------------------------------------------------------------------------
     def _check(self) -> None:
@@ -400,7 +410,12 @@ class SASRec(SequenceRecommender):
         return sequence_windows(indptr, items, self._input_len() + 1)
 
     def fit(self, train: Interactions) -> SASRec:
-        """Learn from the time-ordered sequences of `train` (timestamps required)."""
+        """Learn from the time-ordered sequences of `train` (timestamps required); with
+        `dp_epsilon` set, by user-level DP-SGD (`recsight.privacy.dp.fit_dp`)."""
+        if self.dp_epsilon is not None:
+            from recsight.privacy.dp import fit_dp
+
+            return fit_dp(self, train)
         self._check()
         device = resolve_device(self.device)
         indptr, items = train.sequences()
