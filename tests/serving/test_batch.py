@@ -121,3 +121,39 @@ def test_explanations_and_a_bad_out(ml100k_store, tmp_path):
     assert res.exit_code == 2 and "not empty" in res.output
     res = CliRunner().invoke(app(), ["recommend", "--all-users", "--model", str(model_dir)])
     assert res.exit_code == 2 and "--out" in res.output
+
+
+def test_train_ann_then_batch_and_serve_through_it(ml100k_store, tmp_path):
+    db, _ = ml100k_store
+    model_dir = tmp_path / "als"
+    res = CliRunner().invoke(
+        app(),
+        ["train", "als", "--db", str(db), "--out", str(model_dir), "--ann", "--quiet"]
+        + ["--param", "factors=16", "--param", "iterations=5"],
+    )
+    assert res.exit_code == 0, res.output
+    assert (model_dir / "ann.faiss").is_file()
+    with Store(db, read_only=True) as store:
+        pipe = Pipeline.load(model_dir, store.items_frame())
+        assert pipe.ann is not None
+        events = store.con.execute(
+            "SELECT user_id, item_id, event_type, value FROM events WHERE user_id < '2'"
+        ).df()
+    exact = recommend_chunk(pipe, events, k=10)
+    approx = recommend_chunk(pipe, events, k=10, ann=True)
+    assert exact["user_id"].tolist() == approx["user_id"].tolist()
+    overlap = (exact["item_id"] == approx["item_id"]).mean()
+    assert overlap >= 0.95
+    # the service path: a history through the index, filters applied
+    h = events[events.user_id == "1"]["item_id"].tolist()
+    from recsight.serving.pipeline import History
+
+    recs = pipe.recommend(
+        History(user_id="1", items=h, types=["view"] * len(h), values=[None] * len(h))
+    )
+    assert recs.source == "main" and len(recs.items) == 10
+    assert not set(r.item_id for r in recs.items) & set(h)
+    res = CliRunner().invoke(
+        app(), ["train", "itemknn", "--db", str(db), "--out", str(tmp_path / "k"), "--ann"]
+    )
+    assert res.exit_code == 2 and "als and bpr" in res.output

@@ -135,6 +135,7 @@ def _recommend_all(
     memory_budget: str | None,
     llm: Any,
     as_json: bool,
+    ann: bool = False,
 ) -> None:
     """`recommend --all-users`: every user's top-k into a Parquet folder, with a progress bar."""
     from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -166,6 +167,7 @@ def _recommend_all(
                 explain=explain,
                 memory_budget=memory_budget,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                ann=ann,
             )
     summary = {
         "out": str(report.out),
@@ -205,12 +207,19 @@ def register(app: typer.Typer) -> None:
             help="After the test metrics, fit the saved model on all events (neural models "
             "for the best validation epoch count).",
         ),
+        ann: bool = typer.Option(
+            False,
+            "--ann",
+            help="Also build an ANN index (faiss HNSW) of the item vectors, for serving and "
+            "`recommend --all-users --ann` over big catalogs (als, bpr).",
+        ),
         as_json: bool = JSON_OPTION,
         quiet: bool = QUIET_OPTION,
     ) -> None:
         """Train a registered model on the store's interactions and save it."""
         from recsight.data.splits import split
         from recsight.data.store import Store
+        from recsight.models.ann import build_for, supports_ann
 
         if refit and not split_spec:
             raise InputError("--refit: give --split too (refit follows a held-out test)")
@@ -218,6 +227,8 @@ def register(app: typer.Typer) -> None:
         if "cache_db" in model_class(name).param_names():
             params.setdefault("cache_db", str(db))  # text embeddings cached in the store
         model = create_model(name, **params)
+        if ann and not supports_ann(model):
+            build_for(model)  # refuses with the reason, before any fitting
         with Store(db, read_only=True) as store:
             data = store.interactions()
         fit_data, test = data, None
@@ -255,6 +266,9 @@ def register(app: typer.Typer) -> None:
                 model.fit(data)
             fit_seconds = time.perf_counter() - started
         model.save(out)
+        if ann:
+            with _status("building the ANN index", show):
+                build_for(model).save(out)
         if metrics is not None:
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         cutoff = None
@@ -317,6 +331,12 @@ def register(app: typer.Typer) -> None:
         all_users: bool = typer.Option(
             False, "--all-users", help="Every user of --db/--events, written to --out."
         ),
+        ann: bool = typer.Option(
+            False,
+            "--ann",
+            help="With --all-users: candidates from the model's ANN index (train --ann), "
+            "re-scored exactly.",
+        ),
         events: Path | None = EVENTS_OPTION,
         out: Path | None = typer.Option(
             None, "--out", help="With --all-users: the Parquet folder to write."
@@ -343,7 +363,7 @@ def register(app: typer.Typer) -> None:
         if all_users:
             if given:
                 raise InputError(f"recommend --all-users: {given[0]} does not apply")
-            _recommend_all(model_dir, db, events, out, k, explain, memory_budget, llm, as_json)
+            _recommend_all(model_dir, db, events, out, k, explain, memory_budget, llm, as_json, ann)
             return
         if len(given) != 1:
             raise InputError(

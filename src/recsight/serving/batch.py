@@ -31,6 +31,7 @@ from recsight.data.store import Store
 from recsight.errors import InputError
 from recsight.evaluation.protocol import users_per_chunk
 from recsight.llm.explain import explain_recommendation
+from recsight.models.ann import ann_top_k
 from recsight.models.topk import id_keys
 from recsight.serving.pipeline import History, Pipeline
 
@@ -88,14 +89,21 @@ def recommend_chunk(
     users: list[str] | None = None,
     memory_budget: int | str | None = None,
     sources: dict[str, int] | None = None,
+    ann: bool = False,
 ) -> pd.DataFrame:
     """Top-k rows for the users of `events` (columns ``user_id, item_id, event_type,
     value``; every event of each user), plus `users` that have no events (cold: fallback
     chain). Returns ``user_id, rank, item_id, score[, explanation]`` sorted by user id and
     rank. Scores are computed for as many users at once as `memory_budget` allows (default
-    a quarter of RAM). `sources`, when given, counts which stage answered each user."""
+    a quarter of RAM). `sources`, when given, counts which stage answered each user. With
+    `ann`, candidates come from the pipeline's ANN index and are re-scored exactly
+    (`recsight.models.ann`)."""
     if k < 1:
         raise InputError(f"k must be a positive integer, got {k}")
+    if ann and pipeline.ann is None:
+        raise InputError(
+            "--ann: the model folder has no ANN index; train it with `recsight train --ann`"
+        )
     model = pipeline.main
     ev = events[["user_id", "item_id", "event_type", "value"]].copy()
     ev["user_id"] = ev["user_id"].astype(str)
@@ -125,7 +133,18 @@ def recommend_chunk(
     own_users = list(all_users[own])
     for s in range(0, len(own_users), step):
         chunk = own_users[s : s + step]
-        ids, scores = model.recommend(chunk, k=k)
+        if ann:
+            rows_idx = model.users_.index_of(chunk)
+            ids, scores = ann_top_k(
+                model,
+                pipeline.ann,
+                model.user_factors_[rows_idx],
+                model.seen_[rows_idx],
+                k,
+                id_keys(chunk),
+            )
+        else:
+            ids, scores = model.recommend(chunk, k=k)
         for u, i, v in zip(chunk, ids, scores, strict=True):
             why = [_explain(pipeline, u, x) for x in i] if explain else None
             answers[u] = _rows(u, i, v, why)
@@ -142,8 +161,11 @@ def recommend_chunk(
             shape=(len(chunk), model.n_items),
             dtype=np.float32,
         )
-        scores = np.array(model.score_history(h), dtype=np.float32)
-        ids, vals = model._rank(scores, h, k, True, None, id_keys(list(chunk)))
+        if ann:
+            ids, vals = ann_top_k(model, pipeline.ann, model.fold_in(h), h, k, id_keys(list(chunk)))
+        else:
+            scores = np.array(model.score_history(h), dtype=np.float32)
+            ids, vals = model._rank(scores, h, k, True, None, id_keys(list(chunk)))
         for u, i, v in zip(chunk, ids, vals, strict=True):
             why = None
             if explain:
@@ -210,6 +232,7 @@ def recommend_all_users(
     read_users: int = READ_USERS,
     memory_budget: int | str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    ann: bool = False,
 ) -> BatchReport:
     """Write every user's top-k (all users of `store`, sorted by user id) to the Parquet
     folder `out`, `read_users` users per part. `progress(done, total)` after each part."""
@@ -234,6 +257,7 @@ def recommend_all_users(
             users=chunk,
             memory_budget=memory_budget,
             sources=sources,
+            ann=ann,
         )
         pq.write_table(
             pa.Table.from_pandas(frame, preserve_index=False),

@@ -26,6 +26,7 @@ from recsight import __version__
 from recsight.errors import InputError
 from recsight.llm.explain import Catalog, explain_recommendation
 from recsight.llm.generate import LLM
+from recsight.models.ann import AnnIndex, ann_top_k, supports_ann
 from recsight.models.base import Recommender, history_user_keys, read_config
 from recsight.models.registry import load_model
 from recsight.models.topk import top_k
@@ -174,8 +175,11 @@ class Pipeline:
         manifest: dict[str, Any] | None = None,
         items: pd.DataFrame | None = None,
         llm: LLM | None = None,
+        ann: AnnIndex | None = None,
     ):
         self.main = main
+        # candidate retrieval for the main model, when its folder holds an index
+        self.ann = ann if ann is not None and supports_ann(main) else None
         self.fallbacks = list(fallbacks)
         self.manifest = manifest or {}
         self.llm = llm
@@ -212,7 +216,7 @@ class Pipeline:
             "n_users": len(main.users_),
             "path": str(folder),
         }
-        return cls(main, fallbacks, manifest, items, llm)
+        return cls(main, fallbacks, manifest, items, llm, AnnIndex.load(model_dir))
 
     @property
     def version(self) -> str:
@@ -284,14 +288,29 @@ class Pipeline:
                 break  # an empty history: popularity
             items = [i for i, ok in zip(history.items, known, strict=True) if ok]
             weights = [w for w, ok in zip(history.weights(), known, strict=True) if ok]
-            ids, scores = model.recommend_for_history(
-                items,
-                k=k,
-                exclude_seen=exclude_seen,
-                candidates=self._candidates(model, category),
-                weights=weights,
-                user=history.user_id,
-            )
+            if self.ann is not None and model is self.main:
+                h = model._history_matrix(items, weights)
+                ids, scores = (
+                    a[0]
+                    for a in ann_top_k(
+                        model,
+                        self.ann,
+                        model.fold_in(h),
+                        h if exclude_seen else None,
+                        k,
+                        history_user_keys(history.user_id),
+                        self._candidates(model, category),
+                    )
+                )
+            else:
+                ids, scores = model.recommend_for_history(
+                    items,
+                    k=k,
+                    exclude_seen=exclude_seen,
+                    candidates=self._candidates(model, category),
+                    weights=weights,
+                    user=history.user_id,
+                )
             recs = self._build(ids, scores)
             if explain:
                 self._explain(model, items, weights, recs)

@@ -1,0 +1,172 @@
+"""Approximate candidate retrieval for dot-product models over big catalogs (faiss HNSW).
+
+A model whose scores are inner products of a query vector and item vectors (ALS and BPR:
+`fold_in` gives the query, `item_factors_` the items) can retrieve candidates from an HNSW
+graph instead of scoring the whole catalog. HNSW searches by L2 distance, and nearest by L2 is
+not largest inner product when item norms differ, so the items are mapped by the standard
+transform (Bachrach et al., 2014): ``x_i = [v_i, sqrt(M^2 - |v_i|^2)]`` with M the largest
+norm, and a query ``[q, 0]``; then ``|q' - x_i|^2 = |q|^2 + M^2 - 2 q.v_i``, so the L2 order
+is the inner-product order.
+
+Retrieval over-fetches (k plus the items the filters may drop, times a margin) and, when the
+filters leave fewer than k, searches again wider, up to the whole catalog; candidates are then
+re-scored exactly and ranked by the shared top-k rule, so the only approximation is which
+items become candidates. The index is built when a model is trained (`recsight train --ann`)
+and saved beside it (`ann.faiss`), never at service start-up.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsight.errors import InputError
+from recsight.models.base import Recommender
+from recsight.models.topk import top_k
+
+INDEX_FILE = "ann.faiss"
+META_FILE = "ann.json"
+#: HNSW graph degree and build-time beam: faiss's usual recall / memory balance.
+HNSW_M = 32
+EF_CONSTRUCTION = 200
+#: Candidates fetched per requested item (before filters), and the least search beam.
+OVERFETCH = 4
+EF_SEARCH = 128
+
+
+def supports_ann(model: Recommender) -> bool:
+    """Whether the model scores by inner product of a folded-in query and item vectors."""
+    return callable(getattr(model, "fold_in", None)) and "item_factors_" in model._state
+
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError:
+        raise InputError(
+            "ANN retrieval needs faiss: pip install 'recsight[llm]' (faiss-cpu)"
+        ) from None
+    return faiss
+
+
+class AnnIndex:
+    """An HNSW index over a model's item vectors, searched for largest inner product."""
+
+    def __init__(self, index: Any, max_norm: float, ef_search: int = EF_SEARCH):
+        self.index = index
+        self.max_norm = max_norm
+        self.ef_search = ef_search
+
+    @classmethod
+    def build(
+        cls, item_vectors: np.ndarray, m: int = HNSW_M, ef_construction: int = EF_CONSTRUCTION
+    ) -> AnnIndex:
+        """Index `item_vectors` (n_items x d) by the inner-product-to-L2 transform."""
+        faiss = _faiss()
+        v = np.asarray(item_vectors, dtype=np.float32)
+        norms = np.einsum("ij,ij->i", v, v, dtype=np.float64)
+        max_sq = float(norms.max(initial=0.0))
+        extra = np.sqrt(np.maximum(max_sq - norms, 0.0)).astype(np.float32)
+        index = faiss.IndexHNSWFlat(v.shape[1] + 1, m)
+        index.hnsw.efConstruction = ef_construction
+        index.add(np.ascontiguousarray(np.hstack([v, extra[:, None]])))
+        return cls(index, float(np.sqrt(max_sq)))
+
+    @property
+    def n_items(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, queries: np.ndarray, n: int) -> np.ndarray:
+        """Indices of (about) the `n` items of largest inner product with each query row,
+        best first; -1 pads rows where the graph returned fewer."""
+        q = np.asarray(queries, dtype=np.float32)
+        q = np.ascontiguousarray(np.hstack([q, np.zeros((len(q), 1), np.float32)]))
+        n = min(max(n, 1), self.n_items)
+        self.index.hnsw.efSearch = max(self.ef_search, n)
+        _, found = self.index.search(q, n)
+        return found
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        _faiss().write_index(self.index, str(folder / INDEX_FILE))
+        meta = {"max_norm": self.max_norm, "ef_search": self.ef_search, "n_items": self.n_items}
+        (folder / META_FILE).write_text(json.dumps(meta) + "\n")
+        return folder / INDEX_FILE
+
+    @classmethod
+    def load(cls, folder: str | Path) -> AnnIndex | None:
+        """The index saved in a model folder, or None when it has none."""
+        folder = Path(folder)
+        if not (folder / INDEX_FILE).is_file():
+            return None
+        meta = json.loads((folder / META_FILE).read_text())
+        index = _faiss().read_index(str(folder / INDEX_FILE))
+        return cls(index, meta["max_norm"], meta["ef_search"])
+
+
+def build_for(model: Recommender) -> AnnIndex:
+    """The ANN index of a fitted dot-product model (see `supports_ann`)."""
+    if not supports_ann(model):
+        raise InputError(
+            f"--ann: model {model.name!r} does not score by inner products of item vectors "
+            "(ANN retrieval works for als and bpr)"
+        )
+    return AnnIndex.build(model.item_factors_)
+
+
+def ann_top_k(
+    model: Recommender,
+    index: AnnIndex,
+    queries: np.ndarray,
+    seen: sp.csr_matrix | None,
+    k: int,
+    user_keys: np.ndarray,
+    allowed: np.ndarray | None = None,
+    min_candidates: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k per query row: candidates from `index`, minus each row's `seen` items and items
+    outside `allowed`, re-scored exactly (``item_factors_ @ query``) and ranked by the shared
+    rule. A row left with fewer than k candidates is searched again, wider, up to the whole
+    catalog. Returns (ids, scores) like `Recommender.recommend` (None/NaN padding)."""
+    if index.n_items != model.n_items:
+        raise InputError(
+            f"the ANN index holds {index.n_items:,} items but the model {model.n_items:,}; "
+            "rebuild it with the model (`recsight train --ann`)"
+        )
+    n, width = len(queries), min(k, model.n_items)
+    n_seen = np.zeros(n, np.int64) if seen is None else np.diff(seen.indptr)
+    ids = np.full((n, width), None, dtype=object)
+    scores = np.full((n, width), np.nan, dtype=np.float32)
+    vectors = model.item_factors_
+    probe = np.minimum(
+        model.n_items, np.maximum(OVERFETCH * width + n_seen, min_candidates)
+    ).astype(np.int64)
+    pending = np.arange(n)
+    while len(pending):
+        # one search for the rows that share the widest probe still needed
+        wide = int(probe[pending].max())
+        found = index.search(queries[pending], wide)
+        retry = []
+        for j, r in enumerate(pending):
+            cand = found[j][found[j] >= 0]
+            if seen is not None and n_seen[r]:
+                cand = cand[~np.isin(cand, seen.indices[seen.indptr[r] : seen.indptr[r + 1]])]
+            if allowed is not None:
+                cand = cand[allowed[cand]]
+            if len(cand) < width and wide < model.n_items:
+                probe[r] = min(model.n_items, wide * 4)
+                retry.append(r)
+                continue
+            if not len(cand):
+                continue
+            exact = (vectors[cand] @ queries[r]).astype(np.float32)
+            cols, vals = top_k(exact[None, :], width, user_keys[r : r + 1], model.item_keys_[cand])
+            ok = cols[0] >= 0
+            ids[r, : ok.sum()] = model.items_.ids[cand[cols[0][ok]]]
+            scores[r, : ok.sum()] = vals[0][ok]
+        pending = np.asarray(retry, dtype=np.int64)
+    return ids, scores

@@ -1,0 +1,91 @@
+"""ANN retrieval: exact when exhaustive, high recall by default, filters honoured."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recsight.errors import InputError
+from recsight.models.als import ALS
+from recsight.models.ann import AnnIndex, ann_top_k, build_for, supports_ann
+from recsight.models.knn import ItemKNN
+from recsight.models.topk import id_keys
+from tests.conftest import need
+from tests.models.conftest import make_interactions
+
+
+@pytest.fixture(scope="module")
+def als_ml100k(data_dir):
+    raw = np.loadtxt(need(data_dir / "ml-100k" / "u.data"), dtype=np.int64)
+    data = make_interactions(raw[:, 0] - 1, raw[:, 1] - 1, event_type="view")
+    model = ALS(factors=32, iterations=8, num_threads=1).fit(data)
+    return model, build_for(model)
+
+
+def test_inner_product_transform_orders_like_the_inner_product():
+    rng = np.random.default_rng(0)
+    # very unequal norms: plain L2 search would favour items near the query, not long ones
+    v = rng.normal(size=(300, 8)) * rng.uniform(0.1, 5.0, size=(300, 1))
+    q = rng.normal(size=(5, 8))
+    index = AnnIndex.build(v)
+    found = index.search(q, 300)  # the whole catalog: the order is exact
+    expected = np.argsort(-(q @ v.T), axis=1, kind="stable")
+    assert np.array_equal(found[:, :20], expected[:, :20])
+
+
+def test_exhaustive_index_gives_exact_results(als_ml100k):
+    model, index = als_ml100k
+    users = [f"u{u}" for u in range(0, 943, 5)]
+    exact_ids, exact_scores = model.recommend(users, k=20)
+    uidx = model.users_.index_of(users)
+    ids, scores = ann_top_k(
+        model,
+        index,
+        model.user_factors_[uidx],
+        model.seen_[uidx],
+        20,
+        id_keys(users),
+        min_candidates=model.n_items,
+    )
+    assert np.array_equal(ids, exact_ids)
+    assert np.allclose(scores, exact_scores, rtol=1e-5, atol=1e-6)
+
+
+def test_default_retrieval_recall_at_100(als_ml100k):
+    model, index = als_ml100k
+    users = [f"u{u}" for u in range(943)]
+    uidx = model.users_.index_of(users)
+    exact, _ = model.recommend(users, k=100)
+    got, _ = ann_top_k(
+        model, index, model.user_factors_[uidx], model.seen_[uidx], 100, id_keys(users)
+    )
+    recall = np.mean([len(set(a) & set(b)) / 100 for a, b in zip(got, exact, strict=True)])
+    assert recall >= 0.95
+
+
+def test_filters_overfetch_until_k_items_remain(als_ml100k):
+    model, index = als_ml100k
+    allowed = np.zeros(model.n_items, dtype=bool)
+    allowed[::97] = True  # 18 items allowed: the first search finds too few of them
+    ids, scores = ann_top_k(
+        model, index, model.user_factors_[:3], None, 10, id_keys(["a", "b", "c"]), allowed
+    )
+    assert all(i is not None for i in ids.ravel())
+    for r in range(3):
+        exact = model.item_factors_[allowed] @ model.user_factors_[r]
+        assert np.allclose(scores[r], np.sort(exact)[::-1][:10], rtol=1e-5)
+
+
+def test_save_load_and_refusals(als_ml100k, tmp_path, blocks):
+    model, index = als_ml100k
+    index.save(tmp_path)
+    again = AnnIndex.load(tmp_path)
+    assert again.n_items == model.n_items and again.max_norm == index.max_norm
+    assert AnnIndex.load(tmp_path / "nothing-here") is None
+    knn = ItemKNN().fit(blocks)
+    assert supports_ann(model) and not supports_ann(knn)
+    with pytest.raises(InputError, match="als and bpr"):
+        build_for(knn)
+    small = ALS(factors=4, iterations=2).fit(blocks)
+    with pytest.raises(InputError, match="rebuild"):
+        ann_top_k(small, index, small.user_factors_[:1], None, 5, id_keys(["x"]))
