@@ -17,3 +17,10 @@ class NeedsTimestampsError(RecsightError):
     """An operation needs event timestamps but the data has none."""
 
     exit_code = 2
+
+
+class TrainingDiverged(RecsightError, FloatingPointError):
+    """Training produced NaN or inf (loss or validation scores). A `FloatingPointError`
+    too, for code that catches that; the CLI prints the message without a traceback."""
+
+    exit_code = 1

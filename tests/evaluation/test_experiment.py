@@ -168,3 +168,45 @@ def test_optuna_search(toy_dir):
     run = board.runs[0]
     assert len(run.trials) == 6
     assert run.params["shrink"] == min(run.trials, key=lambda t: t["rmse"])["params"]["shrink"]
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"name": "eas"}, r"models\[1\] \(eas\): unknown model 'eas'"),
+        ({"name": "ease", "grid": {"reg": [100, "lots"]}}, r"models\[1\] \(ease\): .*reg='lots'"),
+        ({"name": "ease", "params": {"binary": "maybe"}}, r"models\[1\] \(ease\): .*binary"),
+        ({"name": "sasrec", "search": {"dim": {"choices": [16, "big"]}}}, r"dim='big'"),
+    ],
+)
+def test_experiment_checks_every_model_before_training_any(toy_dir, bad, message):
+    """A misspelt name or a bad value late in the file fails before the first model trains
+    (it used to surface only when its turn came, after the earlier models had trained)."""
+    steps: list[str] = []
+    path = _write(toy_dir, _cfg(models=[{"name": "popular"}, bad]))
+    with pytest.raises(InputError, match=message):
+        run_experiment(path, out=toy_dir / "out", progress=steps.append)
+    assert steps == []  # not even the data was loaded
+
+
+def test_quiet_experiment_turns_model_logs_off(toy_dir):
+    seen: list[bool] = []
+
+    class Loud:
+        name, explicit = "loud", False
+
+        def __init__(self, verbose: bool = True):
+            self.verbose = verbose
+
+        def fit(self, train):  # noqa: ANN001, ANN202
+            seen.append(self.verbose)
+            self.counts_ = np.bincount(train.item_idx, minlength=train.n_items)
+            return self
+
+        def score_all(self, users):  # noqa: ANN001, ANN202
+            return np.tile(self.counts_.astype(np.float32), (len(users), 1))
+
+    path = _write(toy_dir, _cfg(models=[{"name": "loud"}]))
+    run_experiment(path, out=toy_dir / "o1", factory=lambda n, **p: Loud(**p), quiet=True)
+    run_experiment(path, out=toy_dir / "o2", factory=lambda n, **p: Loud(**p))
+    assert seen == [False, True]

@@ -52,3 +52,29 @@ def test_bootstrap_ci_brackets_mean_and_weighted_matches_event_mean():
     event_rmse = np.sqrt((1 + 4 + 18) / 4)
     assert lo <= event_rmse <= hi
     assert np.isnan(bootstrap_ci(np.zeros(0))).all()
+
+
+def test_paired_tests_refuse_arrays_of_different_users():
+    """Same length, different users (or order): a paired test would compare different
+    people's values; it must refuse instead of returning a p-value."""
+    from recsight.errors import InputError
+    from recsight.evaluation.leaderboard import ModelRun, build_leaderboard
+    from recsight.evaluation.protocol import RankingResult
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random(50), rng.random(50)
+    users = np.arange(50)
+    assert 0 <= paired_pvalue(a, b, users_a=users, users_b=users.copy()) <= 1
+    with pytest.raises(InputError, match="different users.*position 0"):
+        paired_pvalue(a, b, users_a=users, users_b=users[::-1])
+    with pytest.raises(InputError, match="x and y were evaluated on different users"):
+        compare_to_best({"x": a, "y": b}, users={"x": users, "y": users + 1})
+
+    def result(values, users):  # noqa: ANN001, ANN202
+        return RankingResult("full ranking", (10,), users, {"ndcg@10": values},
+                             {"ndcg@10": float(values.mean())}, 100, 0, 0.0)  # fmt: skip
+
+    runs = [ModelRun("x", "x", {}, result(a, users), 0, 0),
+            ModelRun("y", "y", {}, result(b, users + 50), 0, 0)]  # fmt: skip
+    with pytest.raises(InputError, match="different users"):
+        build_leaderboard("t", "ranking", runs, n_boot=0)

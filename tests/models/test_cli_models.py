@@ -166,3 +166,52 @@ def test_content_hash_ignores_order_and_ids(blocks):
     changed.value = changed.value.copy()
     changed.value[3] = 4.0
     assert changed.content_hash() != blocks.content_hash()
+
+
+SMALL_SASREC = [a for p in ("epochs=2", "dim=8", "heads=1", "layers=1", "max_len=5")
+                for a in ("--param", p)]  # fmt: skip
+
+
+def test_quiet_and_json_silence_the_training_log(app, db, tmp_path):
+    """SASRec logs every epoch by default; --json prints JSON only, --quiet nothing."""
+    base = ["train", "sasrec", "--db", str(db), "--out", str(tmp_path / "m"), *SMALL_SASREC]
+    loud = CliRunner().invoke(app, base)
+    assert loud.exit_code == 0 and "epoch 1" in loud.output
+    res = CliRunner().invoke(app, [*base, "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["model"] == "sasrec" and "epoch" not in res.stderr
+    res = CliRunner().invoke(app, [*base, "--quiet"])
+    assert res.exit_code == 0 and res.output == ""
+
+
+def test_expected_failures_end_in_one_clear_line(app, db, tmp_path, monkeypatch):
+    """Bad parameters, diverging training and a catalog too large for EASE: one message,
+    the right exit code, no traceback."""
+    from recsight.models.neural.sasrec import SASRec
+
+    def run(*args):  # noqa: ANN002, ANN202
+        res = CliRunner().invoke(app, ["train", *args, "--db", str(db), "--out",
+                                       str(tmp_path / "m")])  # fmt: skip
+        assert isinstance(res.exception, SystemExit), res.exception  # not a traceback
+        return res
+
+    res = run("ease", "--param", "reg=lots")
+    assert res.exit_code == 2 and "reg='lots': expected float" in res.output
+    res = run("sasrec", "--param", "dropout=[1]", "--param", "verbose=false")
+    assert res.exit_code == 2 and "dropout" in res.output
+
+    monkeypatch.setattr(
+        SASRec, "_window_loss", lambda self, net, w: net.pos_emb.weight.sum() * np.nan
+    )
+    res = run("sasrec", *SMALL_SASREC, "--param", "verbose=false")
+    assert res.exit_code == 1 and "loss became nan" in res.output and "lower lr" in res.output
+    monkeypatch.undo()
+
+    import recsight.models.ease as ease_module
+
+    class Tiny:
+        available = 10_000  # 10 kB free: 30 items need 28 kB
+
+    monkeypatch.setattr(ease_module.psutil, "virtual_memory", lambda: Tiny())
+    res = run("ease")
+    assert res.exit_code == 2 and "EASE" in res.output

@@ -68,6 +68,7 @@ def register(app: typer.Typer) -> None:
                 out=out,
                 progress=lambda msg: bar.update(task, description=msg),
                 overrides=overrides,
+                quiet=not show,
             )
         if as_json:
             print_json({**board.to_dict(), "files": {k: str(v) for k, v in files.items()}})

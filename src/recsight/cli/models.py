@@ -84,11 +84,6 @@ def _refit_params(model: Recommender) -> dict[str, Any]:
     return params
 
 
-def _changed(before: dict[str, Any], after: dict[str, Any]) -> str:
-    diff = [f"{k}={after[k]}" for k in after if before.get(k) != after[k]]
-    return ", ".join(diff) or "same hyperparameters"
-
-
 def _status(message: str, show: bool) -> AbstractContextManager[Any]:
     """A Rich spinner while work runs, or nothing under --json/--quiet."""
     return console.status(message) if show else nullcontext()
@@ -223,10 +218,13 @@ def register(app: typer.Typer) -> None:
 
         if refit and not split_spec:
             raise InputError("--refit: give --split too (refit follows a held-out test)")
+        show = not (quiet or as_json)
         params = parse_params(param)
         if "cache_db" in model_class(name).param_names():
             params.setdefault("cache_db", str(db))  # text embeddings cached in the store
         model = create_model(name, **params)
+        if not show and hasattr(model, "verbose"):
+            model.verbose = False  # --quiet/--json: no per-epoch training log either
         if ann and not supports_ann(model):
             build_for(model)  # refuses with the reason, before any fitting
         with Store(db, read_only=True) as store:
@@ -237,7 +235,6 @@ def register(app: typer.Typer) -> None:
             # leave_last the validation event is the input right before the test event
             parts = split(data, split_spec, seed=seed)
             fit_data, test = parts.fit_part, parts.test
-        show = not (quiet or as_json)
         part = "all" if test is None else "train+valid"
         used = _training_record(fit_data, split_spec, seed, part)
         if show:
@@ -260,7 +257,8 @@ def register(app: typer.Typer) -> None:
             fit_data = data
             used = _training_record(data, split_spec, seed, "all")
             if show:
-                console.print(f"refitting on all events: {_changed(chosen, refit_params)}")
+                changed = ", ".join(f"{k}={v}" for k, v in report["refit"].items())
+                console.print(f"refitting on all events: {changed or 'same hyperparameters'}")
             started = time.perf_counter()
             with _status(f"refitting {name} on {len(data):,} events", show):
                 model.fit(data)

@@ -332,11 +332,13 @@ class ExperimentRunner:
         base_dir: Path | None = None,
         factory: ModelFactory | None = None,
         progress: Progress | None = None,
+        quiet: bool = False,
     ):
         self.cfg = cfg
         self.base_dir = base_dir or Path.cwd()
         self.factory = factory or _default_factory
         self.progress = progress or (lambda _msg: None)
+        self.quiet = quiet
 
     # -- evaluation of one fitted model ----------------------------------------------------
     def _evaluate(self, model: Any, train: Interactions, test: Interactions, final: bool) -> Any:
@@ -364,12 +366,31 @@ class ExperimentRunner:
 
     def _build(self, mc: ModelConfig, params: dict[str, Any]) -> Any:
         model = self.factory(mc.name, **params)
+        if self.quiet and hasattr(model, "verbose"):
+            model.verbose = False  # no per-epoch training log under --quiet/--json
         if self.cfg.task == "rating" and not getattr(model, "explicit", False):
             raise InputError(
                 f"models: {mc.name!r} does not predict ratings; the rating task needs an "
                 "explicit model (e.g. biased_mf)"
             )
         return model
+
+    def check_models(self) -> None:
+        """Build every model with every parameter set the run will try (fixed params, each
+        grid combination, each search choice and range end) before anything is loaded or
+        trained, so a misspelt name or a bad value at the end of the file fails at once."""
+        for n, mc in enumerate(self.cfg.models):
+            candidates = _grid(mc)
+            for key, space in mc.search.items():
+                values = space.choices if space.choices is not None else [space.low, space.high]
+                if space.choices is None and space.type == "int":
+                    values = [int(v) for v in values]  # type: ignore[arg-type]
+                candidates += [{**mc.params, key: v} for v in values]
+            for params in candidates:
+                try:
+                    self._build(mc, params)
+                except InputError as exc:
+                    raise InputError(f"models[{n}] ({mc.display}): {exc}") from None
 
     def _score(self, mc: ModelConfig, params: dict[str, Any], train: Interactions,
                valid: Interactions) -> float:  # fmt: skip
@@ -453,6 +474,7 @@ class ExperimentRunner:
     def run(self, data: Interactions | None = None) -> Leaderboard:
         """Train, tune, evaluate every model and rank them."""
         cfg = self.cfg
+        self.check_models()
         if data is None:
             self.progress("loading data")
             data = load_data(cfg, self.base_dir)
@@ -517,15 +539,17 @@ def run_experiment(
     factory: ModelFactory | None = None,
     progress: Progress | None = None,
     overrides: dict[str, Any] | None = None,
+    quiet: bool = False,
 ) -> tuple[Leaderboard, dict[str, Path]]:
     """Load, run and write an experiment: returns the leaderboard and the written files.
-    `overrides` replace top-level keys of the YAML (the command line's options)."""
+    `overrides` replace top-level keys of the YAML (the command line's options); `quiet`:
+    models train without their own logs."""
     from recsight.evaluation.leaderboard import write_html, write_json
 
     cfg, base = load_experiment(path)
     if overrides:
         cfg = parse_experiment({**cfg.model_dump(exclude_unset=True), **overrides}, str(path))
-    board = ExperimentRunner(cfg, base, factory, progress).run()
+    board = ExperimentRunner(cfg, base, factory, progress, quiet).run()
     target = output_dir(cfg, out)
     files = {
         "json": write_json(board, target / "leaderboard.json"),

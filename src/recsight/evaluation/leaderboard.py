@@ -136,7 +136,7 @@ def build_leaderboard(
         if is_accuracy(col) and len(runs) > 1 and all(a is not None for a in arrays.values()):
             best[col], comparison = compare_to_best(
                 arrays, higher_is_better=metric_base(col) not in LOWER_IS_BETTER, test=test,
-                alpha=alpha,
+                alpha=alpha, users={r.label: r.result.users for r in runs},
             )  # fmt: skip
         elif is_accuracy(col):
             sign = -1.0 if metric_base(col) in LOWER_IS_BETTER else 1.0

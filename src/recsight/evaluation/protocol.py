@@ -107,7 +107,11 @@ class RankingResult:
     score_seconds: float
     metadata: dict[str, Any] = field(default_factory=dict)
     #: Aligned with `users`: True for cold users (ranked by the popularity fallback).
-    cold: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    cold: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.cold is None:  # a result made without cold flags: every user is warm
+            self.cold = np.zeros(len(self.users), dtype=bool)
 
     def group_summary(self, cold: bool) -> dict[str, float]:
         """Means of the per-user metrics over the cold (or the warm) users only (empty when

@@ -14,14 +14,45 @@ from recsight.errors import InputError
 TESTS = ("wilcoxon", "ttest")
 
 
-def paired_pvalue(a: np.ndarray, b: np.ndarray, test: str = "wilcoxon") -> float:
+def check_paired(
+    users_a: np.ndarray, users_b: np.ndarray, names: tuple[str, str] = ("a", "b")
+) -> None:
+    """`InputError` unless two per-user arrays are keyed by the same users in the same order
+    (a paired test of misaligned arrays compares different people's values)."""
+    ua, ub = np.asarray(users_a), np.asarray(users_b)
+    if ua.shape == ub.shape and np.array_equal(ua, ub):
+        return
+    n = min(len(ua), len(ub))
+    diff = np.flatnonzero(ua[:n] != ub[:n])
+    where = f"first difference at position {diff[0]}" if len(diff) else "one is longer"
+    raise InputError(
+        f"paired test: {names[0]} and {names[1]} were evaluated on different users "
+        f"({len(ua)} vs {len(ub)} users, {where}); evaluate both on the same test users"
+    )
+
+
+def paired_pvalue(
+    a: np.ndarray,
+    b: np.ndarray,
+    test: str = "wilcoxon",
+    users_a: np.ndarray | None = None,
+    users_b: np.ndarray | None = None,
+) -> float:
     """Two-sided p-value that paired per-user values `a` and `b` differ.
 
     "wilcoxon" is the signed-rank test (zero differences dropped, normal approximation with
     tie correction for large samples); "ttest" the paired t-test. Identical arrays give 1.
+    With `users_a`/`users_b` (the users each array is keyed by) the pairing is checked
+    first (`check_paired`).
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
+    if (users_a is None) != (users_b is None):
+        raise ValueError("give the users of both arrays, or of neither")
+    if users_a is not None:
+        check_paired(users_a, users_b)  # type: ignore[arg-type]
+        if len(users_a) != len(a) or len(users_b) != len(b):  # type: ignore[arg-type]
+            raise ValueError("users_a/users_b must have one entry per value")
     if a.shape != b.shape:
         raise ValueError(f"paired arrays differ in shape: {a.shape} vs {b.shape}")
     if test not in TESTS:
@@ -101,13 +132,19 @@ def compare_to_best(
     higher_is_better: bool = True,
     test: str = "wilcoxon",
     alpha: float = 0.05,
+    users: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[str, dict[str, Comparison]]:
     """Find the best model by mean and test every other one against it (paired, Holm-corrected
-    over the comparisons). Arrays must be aligned on the same users. Returns
-    ``(best_name, {name: Comparison})``; the best compares to itself with p = 1."""
+    over the comparisons). Arrays must be aligned on the same users: with `users` (name ->
+    the users each array is keyed by) that is checked, and misaligned arrays raise
+    `InputError`. Returns ``(best_name, {name: Comparison})``; the best compares to itself
+    with p = 1."""
     if not per_model:
         raise ValueError("no models to compare")
     names = list(per_model)
+    if users is not None:
+        for n in names[1:]:
+            check_paired(users[names[0]], users[n], (names[0], n))
     lengths = {len(per_model[n]) for n in names}
     if len(lengths) != 1:
         raise ValueError("per-user arrays must be aligned (same users) across models")

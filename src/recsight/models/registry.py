@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import typing
 from pathlib import Path
 from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from recsight.errors import InputError
 from recsight.models.als import ALS, BPR
@@ -79,7 +83,46 @@ def create_model(name: str, **params: Any) -> Recommender:
         raise InputError(
             f"model {name!r} has no parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
         )
-    return cls(**params)
+    return cls(**check_params(cls, params))
+
+
+@functools.cache
+def _param_types(cls: type[Recommender]) -> dict[str, tuple[str, TypeAdapter]]:
+    """Per hyperparameter: its annotation, shown, and a validator (where one can be built)."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # an annotation that cannot be resolved: nothing to check against
+        return {}
+    out = {}
+    for key, hint in hints.items():
+        try:
+            adapter = TypeAdapter(hint)
+        except Exception:  # e.g. an arbitrary class: left to the model's own checks
+            continue
+        shown = hint.__name__ if isinstance(hint, type) else str(hint)
+        shown = shown.replace("collections.abc.", "")
+        out[key] = (shown, adapter)
+    return out
+
+
+def check_params(cls: type[Recommender], params: dict[str, Any]) -> dict[str, Any]:
+    """`params` converted to the types that ``cls.__init__`` declares (so YAML's ``1e3``, a
+    string, becomes 1000.0), or an `InputError` naming the parameter and the expected type,
+    before any data is read or any model trained."""
+    types = _param_types(cls)
+    out = dict(params)
+    for key, value in params.items():
+        if key not in types:
+            continue
+        shown, adapter = types[key]
+        try:
+            out[key] = adapter.validate_python(value)
+        except ValidationError as exc:
+            why = exc.errors()[0]["msg"]
+            raise InputError(
+                f"model {cls.name!r}: parameter {key}={value!r}: expected {shown} ({why})"
+            ) from None
+    return out
 
 
 def load_model(path: str | Path) -> Recommender:

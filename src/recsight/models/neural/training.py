@@ -23,7 +23,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from recsight.errors import InputError
+from recsight.errors import InputError, TrainingDiverged
 from recsight.models.topk import non_finite_count, target_ranks
 
 
@@ -215,7 +215,7 @@ def train_loop(
                     opt.zero_grad(set_to_none=True)
                     loss = loss_fn(batch)
                     if not torch.isfinite(loss):
-                        raise FloatingPointError(
+                        raise TrainingDiverged(
                             f"{description}: loss became {loss.item()} in epoch {epoch}; lower lr"
                         )
                     loss.backward()
@@ -264,11 +264,11 @@ def train_loop(
 
 
 def check_finite(scores: np.ndarray, what: str = "validation") -> None:
-    """Raise `FloatingPointError` (training stops with this message) when `scores` hold NaN
-    or +inf: a diverged model must not validate as anything."""
+    """Raise `TrainingDiverged` (a `FloatingPointError`; training stops with this message)
+    when `scores` hold NaN or +inf: a diverged model must not validate as anything."""
     bad = non_finite_count(scores)
     if bad:
-        raise FloatingPointError(
+        raise TrainingDiverged(
             f"{what}: the model produced {bad} NaN/inf scores (diverged); lower lr"
         )
 
