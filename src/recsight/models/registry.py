@@ -15,7 +15,7 @@ from recsight.models.base import Recommender, read_config
 from recsight.models.ease import EASE
 from recsight.models.knn import ItemKNN, UserKNN
 from recsight.models.mf import BiasedMF
-from recsight.models.neural import BERT4Rec, DeepFM, NeuMF, SASRec, SeedMLP
+from recsight.models.neural import BERT4Rec, DeepFM, MultVAE, NeuMF, RecVAE, SASRec, SeedMLP
 from recsight.models.popular import MostPopular
 
 MODELS: dict[str, type[Recommender]] = {
@@ -33,6 +33,8 @@ MODELS: dict[str, type[Recommender]] = {
         NeuMF,
         SASRec,
         BERT4Rec,
+        MultVAE,
+        RecVAE,
     )
 }
 

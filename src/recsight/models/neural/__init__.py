@@ -6,6 +6,7 @@
 - `SASRec` (``sasrec``): causal self-attention over time-ordered histories; `loss` full
   softmax, sampled softmax (logQ-corrected) or gBCE (gSASRec), `auto` by catalog size.
 - `BERT4Rec` (``bert4rec``): bidirectional masked-item prediction, same `loss` options.
+- `MultVAE` (``multvae``), `RecVAE` (``recvae``): variational autoencoders over user rows.
 """
 
 from recsight.models.neural.bert4rec import BERT4Rec
@@ -13,5 +14,6 @@ from recsight.models.neural.deepfm import DeepFM
 from recsight.models.neural.neumf import NeuMF
 from recsight.models.neural.sasrec import SASRec
 from recsight.models.neural.seed_mlp import SeedMLP
+from recsight.models.neural.vae import MultVAE, RecVAE
 
-__all__ = ["BERT4Rec", "DeepFM", "NeuMF", "SASRec", "SeedMLP"]
+__all__ = ["BERT4Rec", "DeepFM", "MultVAE", "NeuMF", "RecVAE", "SASRec", "SeedMLP"]

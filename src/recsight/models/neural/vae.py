@@ -1,0 +1,487 @@
+"""Variational autoencoders over each user's item set: Mult-VAE (Liang et al. 2018, "Variational
+Autoencoders for Collaborative Filtering") and RecVAE (Shenbin et al. 2020, "RecVAE: a New
+Variational Autoencoder for Top-N Recommendations with Implicit Feedback").
+
+Both read a user's binary history row (L2-normalised, dropout on the input while training),
+encode it to a Gaussian latent and decode it to a multinomial over the catalog. Scoring a
+user, or any new history, is one forward pass through the encoder mean and the decoder:
+fold-in needs no retraining, so `score_history` serves new users exactly like known ones.
+
+Validation, the same for both: with ``early_stopping=True`` (the default), `fit` holds out
+`VALID_SHARE` of each user's distinct items (the evaluator's ``user_random`` split, seeded),
+trains on the rest and, after each epoch, scores NDCG@`VALID_K` with the evaluator's own
+protocol (`evaluate_ranking`: training items masked, shared tie rule) on at most
+`MAX_VALID_USERS` users; the best epoch's weights are kept. Scoring afterwards reads each
+user's whole training history. With ``early_stopping=False`` the model trains on everything
+for `epochs` epochs.
+
+The input and output layers are catalog-sized (items x `hidden`), like EASE's item-item
+matrix but linear in the catalog: fine to a few hundred thousand items, not beyond.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsight.data.dataset import Interactions
+from recsight.data.splits import split
+from recsight.errors import InputError
+from recsight.models.neural.base import MAX_VALID_USERS, TorchRecommender, check_int
+from recsight.models.neural.training import (
+    check_finite,
+    minibatches,
+    resolve_device,
+    seed_everything,
+    torch_threads,
+    train_loop,
+)
+
+#: Share of each user's items held out for validation, and the validation cut-off.
+VALID_SHARE = 0.1
+VALID_K = 20
+#: Users scored per forward pass in `score_all` / `score_history`.
+SCORE_BLOCK = 1024
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit L2 norm (empty rows stay zero)."""
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _dense_rows(m: sp.csr_matrix, rows: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(m[rows].toarray().astype(np.float32, copy=False)).to(device)
+
+
+class _ValidScorer:
+    """What `evaluate_ranking` needs (`score_all`) over the fit part's histories."""
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray]):
+        self.fn = fn
+
+    def score_all(self, user_idx: np.ndarray) -> np.ndarray:
+        scores = self.fn(np.asarray(user_idx, dtype=np.int64))
+        check_finite(scores)
+        return scores
+
+
+class AutoencoderRecommender(TorchRecommender):
+    """Shared fit/score plumbing of the user-row autoencoders; subclasses build the net and
+    define the loss and the epoch's batches."""
+
+    hidden: int
+    latent: int
+    dropout: float
+    batch_size: int
+    early_stopping: bool
+    device: str
+    threads: int | None
+    seed: int
+
+    # -- what a subclass implements -----------------------------------------------------------
+    def _epoch_batches(
+        self, net: nn.Module, x: sp.csr_matrix, rows: np.ndarray, device: torch.device
+    ) -> Callable[[np.random.Generator], Iterator[Any]]:
+        """`train_loop`'s ``batches``: one epoch over the training `rows` of `x`."""
+        raise NotImplementedError
+
+    def _loss(self, net: nn.Module, batch: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _optimizer(self, net: nn.Module) -> Any:
+        """The optimizer for `train_loop` (None: its default AdamW)."""
+        return None
+
+    # -- checks -------------------------------------------------------------------------------
+    def _check(self) -> None:
+        self._check_common()
+        check_int("hidden", self.hidden, 1)
+        check_int("latent", self.latent, 1)
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise InputError(f"dropout: expected a probability in [0, 1), not {self.dropout!r}")
+        resolve_device(self.device)
+
+    # -- fit ----------------------------------------------------------------------------------
+    def fit(self, train: Interactions) -> AutoencoderRecommender:
+        """Learn from the binary user x item matrix of `train`."""
+        self._check()
+        if len(train) == 0:
+            raise InputError(f"training data: {self.name} needs at least one event")
+        device = resolve_device(self.device)
+        x = train.to_csr(binary=True).astype(np.float32)
+        self._set_training(train, x)
+        self.dims_ = np.array([train.n_items], dtype=np.int64)
+        rng = seed_everything(self.seed)
+        fit_x = x
+        validate = None
+        with torch_threads(self.threads):
+            net = self._build_net().to(device)
+            if self.early_stopping:
+                parts = split(train, f"user_random:{1.0 - VALID_SHARE}", seed=self.seed)
+                fit_x = parts.train.to_csr(binary=True).astype(np.float32)
+                scorer = _ValidScorer(lambda u: self._scores(net, fit_x, u, device))
+
+                def validate() -> float:
+                    from recsight.evaluation.protocol import evaluate_ranking
+
+                    res = evaluate_ranking(
+                        scorer,
+                        parts.train,
+                        parts.test,
+                        ks=(VALID_K,),
+                        metrics=("ndcg",),
+                        batch_users=SCORE_BLOCK,
+                        max_test_users=MAX_VALID_USERS,
+                        seed=self.seed,
+                    )
+                    value = res.summary[f"ndcg@{VALID_K}"]
+                    return 0.0 if math.isnan(value) else value
+
+            rows = np.flatnonzero(np.diff(fit_x.indptr) > 0)
+            self.history_ = train_loop(
+                net,
+                self._epoch_batches(net, fit_x, rows, device),
+                lambda batch: self._loss(net, batch),
+                rng=rng,
+                validate=validate,
+                metric_name=f"ndcg@{VALID_K}",
+                optimizer=self._optimizer(net),
+                **self._loop_args(),
+            )
+        self._set_net(net)
+        return self
+
+    # -- scoring ------------------------------------------------------------------------------
+    def _scores(
+        self, net: nn.Module, x: sp.csr_matrix, rows: np.ndarray, device: torch.device
+    ) -> np.ndarray:
+        out = np.empty((len(rows), x.shape[1]), dtype=np.float32)
+        with torch.inference_mode():
+            for s in range(0, len(rows), SCORE_BLOCK):
+                xb = _dense_rows(x, rows[s : s + SCORE_BLOCK], device)
+                out[s : s + SCORE_BLOCK] = net.score(xb).cpu().numpy()
+        return out
+
+    def score_all(self, user_idx: np.ndarray) -> np.ndarray:
+        self._check_fitted()
+        with torch_threads(self.threads):
+            net = self.net
+            dev = next(net.parameters()).device
+            return self._scores(net, self.seen_, np.asarray(user_idx, dtype=np.int64), dev)
+
+    def score_history(self, histories: sp.csr_matrix) -> np.ndarray:
+        """Fold-in: the encoder reads the history's items (weights ignored: binary, as in
+        training) and the decoder scores every item."""
+        self._check_fitted()
+        h = histories.tocsr().astype(np.float32)
+        h.data[:] = 1.0
+        with torch_threads(self.threads):
+            net = self.net
+            dev = next(net.parameters()).device
+            return self._scores(net, h, np.arange(h.shape[0]), dev)
+
+    def _item_vectors(self) -> np.ndarray:
+        """The decoder's output weights, one row per item."""
+        with torch.inference_mode():
+            return self.net.item_weights().cpu().numpy().copy()
+
+    def _contributions(
+        self, hist_items: np.ndarray, hist_weights: np.ndarray, item: int
+    ) -> np.ndarray:
+        # leave-one-out: how much the item's score drops without each history item
+        n = len(hist_items)
+        rows = np.repeat(np.arange(n + 1), n)
+        cols = np.tile(hist_items, n + 1)
+        keep = np.ones((n + 1, n), dtype=bool)
+        keep[np.arange(1, n + 1), np.arange(n)] = False
+        h = sp.csr_matrix(
+            (np.ones(keep.sum(), np.float32), (rows[keep.ravel()], cols[keep.ravel()])),
+            shape=(n + 1, self.n_items),
+        )
+        s = self.score_history(h)[:, item]
+        return s[0] - s[1:]
+
+
+# -- Mult-VAE ----------------------------------------------------------------------------------
+class _MultVAENet(nn.Module):
+    """[items -> hidden -> 2 x latent] encoder, [latent -> hidden -> items] decoder, tanh."""
+
+    def __init__(self, n_items: int, hidden: int, latent: int, dropout: float):
+        super().__init__()
+        self.dropout = dropout
+        self.enc = nn.Linear(n_items, hidden)
+        self.enc_out = nn.Linear(hidden, 2 * latent)
+        self.dec = nn.Linear(latent, hidden)
+        self.dec_out = nn.Linear(hidden, n_items)
+        # the paper's initialisation: Xavier weights, N(0, 0.001) biases
+        for layer in (self.enc, self.enc_out, self.dec, self.dec_out):
+            nn.init.xavier_normal_(layer.weight)
+            nn.init.normal_(layer.bias, std=0.001)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = F.dropout(_normalise(x), self.dropout, self.training)
+        mu, logvar = self.enc_out(torch.tanh(self.enc(h))).chunk(2, dim=1)
+        return mu, logvar
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.dec_out(torch.tanh(self.dec(z)))
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x)[0])
+
+    def item_weights(self) -> torch.Tensor:
+        return self.dec_out.weight
+
+
+class MultVAE(AutoencoderRecommender):
+    """Mult-VAE with the paper's defaults: one hidden layer of 600 (tanh), a 200-d latent,
+    input dropout 0.5, batch 500, Adam lr 1e-3, and the KL weight annealed linearly from 0 by
+    1/`anneal_steps` per step up to `anneal_cap` (0.2). Other hyperparameters: `epochs`,
+    `weight_decay`, `patience`, `early_stopping` (validation NDCG@20, see the module),
+    `max_minutes`, `device` (``cpu``, ``cuda``, ``auto``), `threads`, `seed`, `verbose`."""
+
+    name: ClassVar[str] = "multvae"
+
+    def __init__(
+        self,
+        hidden: int = 600,
+        latent: int = 200,
+        dropout: float = 0.5,
+        anneal_cap: float = 0.2,
+        anneal_steps: int = 200_000,
+        epochs: int = 200,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        batch_size: int = 500,
+        patience: int | None = 20,
+        early_stopping: bool = True,
+        max_minutes: float | None = None,
+        device: str = "cpu",
+        threads: int | None = 1,
+        seed: int = 42,
+        verbose: bool = True,
+    ):
+        self.hidden = hidden
+        self.latent = latent
+        self.dropout = dropout
+        self.anneal_cap = anneal_cap
+        self.anneal_steps = anneal_steps
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.patience = patience
+        self.early_stopping = early_stopping
+        self.max_minutes = max_minutes
+        self.device = device
+        self.threads = threads
+        self.seed = seed
+        self.verbose = verbose
+
+    def _check(self) -> None:
+        super()._check()
+        check_int("anneal_steps", self.anneal_steps, 1)
+        if not float(self.anneal_cap) >= 0.0:
+            raise InputError(f"anneal_cap: expected a number >= 0, not {self.anneal_cap!r}")
+
+    def _build_net(self) -> nn.Module:
+        return _MultVAENet(int(self.dims_[0]), self.hidden, self.latent, float(self.dropout))
+
+    def _epoch_batches(self, net, x, rows, device):
+        self._step = 0
+
+        def batches(g: np.random.Generator) -> Iterator[torch.Tensor]:
+            for b in minibatches(len(rows), self.batch_size, g):
+                yield _dense_rows(x, rows[b], device)
+
+        return batches
+
+    def _loss(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        mu, logvar = net.encode(x)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        nll = -(F.log_softmax(net.decode(z), dim=1) * x).sum(1).mean()
+        kl = 0.5 * (logvar.exp() + mu.pow(2) - 1.0 - logvar).sum(1).mean()
+        beta = min(float(self.anneal_cap), self._step / self.anneal_steps)
+        self._step += 1
+        return nll + beta * kl
+
+
+# -- RecVAE ------------------------------------------------------------------------------------
+def _log_norm_pdf(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (logvar + math.log(2 * math.pi) + (x - mu).pow(2) / logvar.exp())
+
+
+class _RecVAEEncoder(nn.Module):
+    """RecVAE's encoder: five densely connected layers (swish, LayerNorm with eps 0.1)."""
+
+    def __init__(self, n_items: int, hidden: int, latent: int):
+        super().__init__()
+        self.fc = nn.ModuleList(
+            [nn.Linear(n_items, hidden)] + [nn.Linear(hidden, hidden) for _ in range(4)]
+        )
+        self.ln = nn.ModuleList(nn.LayerNorm(hidden, eps=0.1) for _ in range(5))
+        self.mu = nn.Linear(hidden, latent)
+        self.logvar = nn.Linear(hidden, latent)
+
+    def forward(self, x: torch.Tensor, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+        h = F.dropout(_normalise(x), dropout, self.training)
+        total = None
+        for fc, ln in zip(self.fc, self.ln, strict=True):
+            pre = fc(h) if total is None else fc(h) + total
+            h = ln(F.silu(pre))
+            total = h if total is None else total + h
+        return self.mu(h), self.logvar(h)
+
+
+class _RecVAENet(nn.Module):
+    def __init__(self, n_items: int, hidden: int, latent: int):
+        super().__init__()
+        self.encoder = _RecVAEEncoder(n_items, hidden, latent)
+        self.decoder = nn.Linear(latent, n_items)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x, 0.0)[0])
+
+    def item_weights(self) -> torch.Tensor:
+        return self.decoder.weight
+
+
+class _CompositePrior(nn.Module):
+    """RecVAE's prior: a mixture of N(0, I), the previous encoder's posterior for the same
+    history, and a wide N(0, e^10 I), weighted `weights`."""
+
+    def __init__(self, encoder: _RecVAEEncoder, weights: tuple[float, float, float]):
+        super().__init__()
+        self.old = encoder
+        self.old.requires_grad_(False)
+        self.log_w = [math.log(w) for w in weights]
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            post_mu, post_logvar = self.old(x, 0.0)
+        zero = torch.zeros_like(z)
+        parts = [
+            _log_norm_pdf(z, zero, zero) + self.log_w[0],
+            _log_norm_pdf(z, post_mu, post_logvar) + self.log_w[1],
+            _log_norm_pdf(z, zero, zero + 10.0) + self.log_w[2],
+        ]
+        return torch.logsumexp(torch.stack(parts, dim=-1), dim=-1)
+
+
+class _Alternating:
+    """Separate Adam optimizers for RecVAE's encoder and decoder, stepped by phase (the
+    paper alternates encoder and decoder epochs); `train_loop` only calls `zero_grad` and
+    `step`, so this plugs into its `optimizer` hook."""
+
+    def __init__(self, net: _RecVAENet, lr: float, weight_decay: float):
+        self.opts = {
+            "enc": torch.optim.Adam(net.encoder.parameters(), lr=lr, weight_decay=weight_decay),
+            "dec": torch.optim.Adam(net.decoder.parameters(), lr=lr, weight_decay=weight_decay),
+        }
+        self.phase = "enc"
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.opts.values():
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        self.opts[self.phase].step()
+
+
+class RecVAE(AutoencoderRecommender):
+    """RecVAE with the paper's defaults: hidden 600, latent 200, input dropout 0.5, a
+    composite prior (weights 3/20, 3/4, 1/10), KL weight `gamma` x the user's number of items
+    (0.005), and each epoch `enc_epochs` (3) passes training the encoder, then the prior's
+    copy of the encoder refreshed, then `dec_epochs` (1) passes training the decoder (no
+    dropout); Adam lr 5e-4, batch 500, 50 epochs keeping the best on validation NDCG@20
+    (`patience` epochs without improvement stop early). Other hyperparameters: `weight_decay`,
+    `early_stopping`, `max_minutes`, `device` (``cpu``, ``cuda``, ``auto``), `threads`,
+    `seed`, `verbose`."""
+
+    name: ClassVar[str] = "recvae"
+    PRIOR_WEIGHTS: ClassVar[tuple[float, float, float]] = (3 / 20, 3 / 4, 1 / 10)
+
+    def __init__(
+        self,
+        hidden: int = 600,
+        latent: int = 200,
+        dropout: float = 0.5,
+        gamma: float = 0.005,
+        enc_epochs: int = 3,
+        dec_epochs: int = 1,
+        epochs: int = 50,
+        lr: float = 5e-4,
+        weight_decay: float = 0.0,
+        batch_size: int = 500,
+        patience: int | None = 10,
+        early_stopping: bool = True,
+        max_minutes: float | None = None,
+        device: str = "cpu",
+        threads: int | None = 1,
+        seed: int = 42,
+        verbose: bool = True,
+    ):
+        self.hidden = hidden
+        self.latent = latent
+        self.dropout = dropout
+        self.gamma = gamma
+        self.enc_epochs = enc_epochs
+        self.dec_epochs = dec_epochs
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.patience = patience
+        self.early_stopping = early_stopping
+        self.max_minutes = max_minutes
+        self.device = device
+        self.threads = threads
+        self.seed = seed
+        self.verbose = verbose
+
+    def _check(self) -> None:
+        super()._check()
+        check_int("enc_epochs", self.enc_epochs, 1)
+        check_int("dec_epochs", self.dec_epochs, 1)
+        if not float(self.gamma) > 0:
+            raise InputError(f"gamma: expected a positive number, not {self.gamma!r}")
+
+    def _build_net(self) -> nn.Module:
+        return _RecVAENet(int(self.dims_[0]), self.hidden, self.latent)
+
+    def _optimizer(self, net: nn.Module) -> _Alternating:
+        self._opt = _Alternating(net, self.lr, self.weight_decay)
+        return self._opt
+
+    def _epoch_batches(self, net, x, rows, device):
+        old = _RecVAEEncoder(int(self.dims_[0]), self.hidden, self.latent).to(device)
+        self._prior = _CompositePrior(old, self.PRIOR_WEIGHTS)
+        self._prior.old.load_state_dict(net.encoder.state_dict())
+
+        def batches(g: np.random.Generator) -> Iterator[tuple[str, torch.Tensor]]:
+            for phase, passes in (("enc", self.enc_epochs), ("dec", self.dec_epochs)):
+                if phase == "dec":
+                    # the prior's posterior term follows the encoder just trained
+                    self._prior.old.load_state_dict(net.encoder.state_dict())
+                for _ in range(passes):
+                    for b in minibatches(len(rows), self.batch_size, g):
+                        yield phase, _dense_rows(x, rows[b], device)
+
+        return batches
+
+    def _loss(self, net: nn.Module, batch: tuple[str, torch.Tensor]) -> torch.Tensor:
+        phase, x = batch
+        self._opt.phase = phase
+        mu, logvar = net.encoder(x, float(self.dropout) if phase == "enc" else 0.0)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if net.training else mu
+        mll = (F.log_softmax(net.decoder(z), dim=1) * x).sum(1)
+        kl_weight = float(self.gamma) * x.sum(1)
+        kld = (_log_norm_pdf(z, mu, logvar) - self._prior(x, z)).sum(1) * kl_weight
+        return (kld - mll).mean()
