@@ -11,7 +11,7 @@ import torch
 from recsight.data.splits import split
 from recsight.errors import InputError
 from recsight.evaluation.protocol import evaluate_ranking
-from recsight.models.neural.vae import VALID_K, VALID_SHARE, MultVAE, RecVAE, _Alternating
+from recsight.models.neural.vae import VALID_K, VALID_SHARE, MultVAE, RecVAE, Rows, _Alternating
 from recsight.models.registry import create_model, load_model
 
 TINY = dict(hidden=32, latent=8, batch_size=8, verbose=False)
@@ -83,7 +83,9 @@ def test_recvae_alternation_steps_one_side_per_phase():
     dec0 = [p.detach().clone() for p in net.decoder.parameters()]
     opt.phase = "dec"
     opt.zero_grad()
-    net.score(torch.ones(2, 10)).sum().backward()
+    net.score(
+        Rows.of(sp.csr_matrix(np.ones((2, 10), np.float32)), np.arange(2), torch.device("cpu"))
+    ).sum().backward()
     opt.step()
     assert all(torch.equal(a, b) for a, b in zip(enc0, net.encoder.parameters(), strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(dec0, net.decoder.parameters(), strict=True))
@@ -107,3 +109,12 @@ def test_bad_parameters_raise_input_error(blocks):
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA GPU"):
             create_model("multvae", device="cuda", verbose=False).fit(blocks)
+
+
+def test_sparse_input_layer_equals_the_dense_normalised_product():
+    m = sp.csr_matrix(np.array([[1, 0, 1, 1], [0, 0, 0, 0], [0, 1, 0, 0]], np.float32))
+    layer = torch.nn.Linear(4, 3)
+    got = Rows.of(m, np.arange(3), torch.device("cpu")).input_layer(layer, 0.5, training=False)
+    x = torch.from_numpy(m.toarray())
+    x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    torch.testing.assert_close(got, layer(x))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -51,13 +52,49 @@ VALID_K = 20
 SCORE_BLOCK = 1024
 
 
-def _normalise(x: torch.Tensor) -> torch.Tensor:
-    """Rows scaled to unit L2 norm (empty rows stay zero)."""
-    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+@dataclass
+class Rows:
+    """A block of binary history rows, kept sparse: the (row, column) of every item and
+    each row's item count. The input layer multiplies it sparsely, so a batch costs its
+    items x hidden, not rows x catalog x hidden."""
 
+    row: torch.Tensor
+    col: torch.Tensor
+    n: int
+    counts: torch.Tensor
 
-def _dense_rows(m: sp.csr_matrix, rows: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(m[rows].toarray().astype(np.float32, copy=False)).to(device)
+    @classmethod
+    def of(cls, m: sp.csr_matrix, rows: np.ndarray, device: torch.device) -> Rows:
+        sub = m[rows]
+        sub.sort_indices()
+        lens = np.diff(sub.indptr)
+        row = np.repeat(np.arange(len(rows), dtype=np.int64), lens)
+        return cls(
+            torch.from_numpy(row).to(device),
+            torch.from_numpy(sub.indices.astype(np.int64)).to(device),
+            len(rows),
+            torch.from_numpy(lens.astype(np.float32)).to(device),
+        )
+
+    def input_layer(self, layer: nn.Linear, dropout: float, training: bool) -> torch.Tensor:
+        """``layer(dropout(x / |x|))`` for the binary rows x, computed sparsely."""
+        # a binary row of c items has unit L2 norm with entries 1/sqrt(c)
+        values = self.counts.clamp_min(1.0).rsqrt()[self.row]
+        if training and dropout > 0:
+            values = F.dropout(values, dropout, True)
+        x = torch.sparse_coo_tensor(
+            torch.stack([self.row, self.col]),
+            values,
+            (self.n, layer.in_features),
+            is_coalesced=True,
+            check_invariants=False,
+        )
+        return torch.sparse.mm(x, layer.weight.T) + layer.bias
+
+    def log_likelihood(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per row: the multinomial log-likelihood sum of log_softmax(logits) over its items."""
+        logp = F.log_softmax(logits, dim=1)[self.row, self.col]
+        return torch.zeros(self.n, device=logits.device).index_add_(0, self.row, logp)
 
 
 class _ValidScorer:
@@ -165,8 +202,8 @@ class AutoencoderRecommender(TorchRecommender):
         out = np.empty((len(rows), x.shape[1]), dtype=np.float32)
         with torch.inference_mode():
             for s in range(0, len(rows), SCORE_BLOCK):
-                xb = _dense_rows(x, rows[s : s + SCORE_BLOCK], device)
-                out[s : s + SCORE_BLOCK] = net.score(xb).cpu().numpy()
+                block = Rows.of(x, rows[s : s + SCORE_BLOCK], device)
+                out[s : s + SCORE_BLOCK] = net.score(block).cpu().numpy()
         return out
 
     def score_all(self, user_idx: np.ndarray) -> np.ndarray:
@@ -225,15 +262,15 @@ class _MultVAENet(nn.Module):
             nn.init.xavier_normal_(layer.weight)
             nn.init.normal_(layer.bias, std=0.001)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = F.dropout(_normalise(x), self.dropout, self.training)
-        mu, logvar = self.enc_out(torch.tanh(self.enc(h))).chunk(2, dim=1)
+    def encode(self, x: Rows) -> tuple[torch.Tensor, torch.Tensor]:
+        h = torch.tanh(x.input_layer(self.enc, self.dropout, self.training))
+        mu, logvar = self.enc_out(h).chunk(2, dim=1)
         return mu, logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.dec_out(torch.tanh(self.dec(z)))
 
-    def score(self, x: torch.Tensor) -> torch.Tensor:
+    def score(self, x: Rows) -> torch.Tensor:
         return self.decode(self.encode(x)[0])
 
     def item_weights(self) -> torch.Tensor:
@@ -297,16 +334,16 @@ class MultVAE(AutoencoderRecommender):
     def _epoch_batches(self, net, x, rows, device):
         self._step = 0
 
-        def batches(g: np.random.Generator) -> Iterator[torch.Tensor]:
+        def batches(g: np.random.Generator) -> Iterator[Rows]:
             for b in minibatches(len(rows), self.batch_size, g):
-                yield _dense_rows(x, rows[b], device)
+                yield Rows.of(x, rows[b], device)
 
         return batches
 
-    def _loss(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def _loss(self, net: nn.Module, x: Rows) -> torch.Tensor:
         mu, logvar = net.encode(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        nll = -(F.log_softmax(net.decode(z), dim=1) * x).sum(1).mean()
+        nll = -x.log_likelihood(net.decode(z)).mean()
         kl = 0.5 * (logvar.exp() + mu.pow(2) - 1.0 - logvar).sum(1).mean()
         beta = min(float(self.anneal_cap), self._step / self.anneal_steps)
         self._step += 1
@@ -330,13 +367,13 @@ class _RecVAEEncoder(nn.Module):
         self.mu = nn.Linear(hidden, latent)
         self.logvar = nn.Linear(hidden, latent)
 
-    def forward(self, x: torch.Tensor, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
-        h = F.dropout(_normalise(x), dropout, self.training)
-        total = None
-        for fc, ln in zip(self.fc, self.ln, strict=True):
-            pre = fc(h) if total is None else fc(h) + total
-            h = ln(F.silu(pre))
-            total = h if total is None else total + h
+    def forward(self, x: Rows, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+        # layer i reads fc_i(h_{i-1}) plus every earlier layer's output (dense connections)
+        h = self.ln[0](F.silu(x.input_layer(self.fc[0], dropout, self.training)))
+        total = h
+        for fc, ln in zip(self.fc[1:], self.ln[1:], strict=True):
+            h = ln(F.silu(fc(h) + total))
+            total = total + h
         return self.mu(h), self.logvar(h)
 
 
@@ -346,7 +383,7 @@ class _RecVAENet(nn.Module):
         self.encoder = _RecVAEEncoder(n_items, hidden, latent)
         self.decoder = nn.Linear(latent, n_items)
 
-    def score(self, x: torch.Tensor) -> torch.Tensor:
+    def score(self, x: Rows) -> torch.Tensor:
         return self.decoder(self.encoder(x, 0.0)[0])
 
     def item_weights(self) -> torch.Tensor:
@@ -363,7 +400,7 @@ class _CompositePrior(nn.Module):
         self.old.requires_grad_(False)
         self.log_w = [math.log(w) for w in weights]
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Rows, z: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             post_mu, post_logvar = self.old(x, 0.0)
         zero = torch.zeros_like(z)
@@ -465,23 +502,23 @@ class RecVAE(AutoencoderRecommender):
         self._prior = _CompositePrior(old, self.PRIOR_WEIGHTS)
         self._prior.old.load_state_dict(net.encoder.state_dict())
 
-        def batches(g: np.random.Generator) -> Iterator[tuple[str, torch.Tensor]]:
+        def batches(g: np.random.Generator) -> Iterator[tuple[str, Rows]]:
             for phase, passes in (("enc", self.enc_epochs), ("dec", self.dec_epochs)):
                 if phase == "dec":
                     # the prior's posterior term follows the encoder just trained
                     self._prior.old.load_state_dict(net.encoder.state_dict())
                 for _ in range(passes):
                     for b in minibatches(len(rows), self.batch_size, g):
-                        yield phase, _dense_rows(x, rows[b], device)
+                        yield phase, Rows.of(x, rows[b], device)
 
         return batches
 
-    def _loss(self, net: nn.Module, batch: tuple[str, torch.Tensor]) -> torch.Tensor:
+    def _loss(self, net: nn.Module, batch: tuple[str, Rows]) -> torch.Tensor:
         phase, x = batch
         self._opt.phase = phase
         mu, logvar = net.encoder(x, float(self.dropout) if phase == "enc" else 0.0)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if net.training else mu
-        mll = (F.log_softmax(net.decoder(z), dim=1) * x).sum(1)
-        kl_weight = float(self.gamma) * x.sum(1)
+        mll = x.log_likelihood(net.decoder(z))
+        kl_weight = float(self.gamma) * x.counts
         kld = (_log_norm_pdf(z, mu, logvar) - self._prior(x, z)).sum(1) * kl_weight
         return (kld - mll).mean()
