@@ -238,3 +238,26 @@ def test_small_chunks_stream_the_same_users(tmp_path):
 def test_rejects_empty_sizes(tmp_path):
     with pytest.raises(ValueError):
         generate_shop(tmp_path, n_users=0)
+
+
+def test_layout_output_holds_the_same_events(tmp_path):
+    """`layout=True` streams the same shop into the canonical dataset layout."""
+    from recsight.data.layout import open_store, read_manifest
+
+    args = {"n_users": 400, "n_items": 60, "n_days": 10, "seed": 3, "chunk_users": 150}
+    flat = generate_shop(tmp_path / "flat", **args)
+    lay = generate_shop(tmp_path / "lay", **args, layout=True)  # three chunks streamed
+    assert lay.n_events == flat.n_events and lay.event_counts == flat.event_counts
+    manifest = read_manifest(tmp_path / "lay")
+    assert manifest.n_events == flat.n_events
+    assert len(list((tmp_path / "lay" / "events").glob("event_date=*"))) == 10
+    assert (tmp_path / "lay" / "users_truth.parquet").is_file()
+    cols = ["event_id", "user_id", "item_id", "event_type", "value", "session_id"]
+    with open_store(tmp_path / "lay") as store:
+        got = store.con.execute(f"SELECT {', '.join(cols)}, epoch_ms(timestamp) AS ts FROM "
+                                "events ORDER BY event_id").df()  # fmt: skip
+        assert store.count("items") == 60 and store.count("users") == 400
+    want = pd.read_parquet(tmp_path / "flat" / "events.parquet")
+    want["ts"] = (want["timestamp"] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+    want = want[cols + ["ts"]].sort_values("event_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)

@@ -168,6 +168,12 @@ def register(app: typer.Typer) -> None:
         items: int = typer.Option(500, "--items", min=1, help="Number of items."),
         days: int = typer.Option(60, "--days", min=1, help="Days the log spans."),
         seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same data)."),
+        layout: bool = typer.Option(
+            False,
+            "--layout",
+            help="Write the canonical dataset layout (events/event_date=.../, manifest) that "
+            "--events DIR, Spark and ingest read; streamed, so 100M events fit in memory.",
+        ),
         json_out: bool = JSON_OPTION,
         quiet: bool = QUIET_OPTION,
     ) -> None:
@@ -183,6 +189,7 @@ def register(app: typer.Typer) -> None:
                 n_days=days,
                 seed=seed,
                 progress=lambda n: progress.update(task, completed=n),
+                layout=layout,
             )
         if json_out:
             print_json(summary.__dict__)

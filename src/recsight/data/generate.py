@@ -695,6 +695,7 @@ def generate_shop(
     start: str = "2026-01-01",
     chunk_users: int = 20_000,
     progress: Callable[[int], None] | None = None,
+    layout: bool = False,
 ) -> ShopSummary:
     """Write a synthetic shop log with known latent structure to `out_dir`.
 
@@ -709,6 +710,11 @@ def generate_shop(
     - ``items.parquet``: ``item_id, title, description, category, price``.
     - ``users.parquet``: ``user_id, age, gender ("F"/"M"/"X"), region, signup_date``.
     - ``users_truth.parquet``: ``user_id, taste_cluster, is_bot`` (the hidden ground truth).
+
+    With ``layout=True`` the events, items and users are written in the canonical dataset
+    layout instead (`recsight.data.layout`: ``events/event_date=.../``, ``items.parquet``,
+    ``users.parquet``, ``manifest.json``), streamed chunk by chunk like the single file, so
+    100M events need no more memory than 1M; ``users_truth.parquet`` sits beside them.
 
     Every view can lead to a click; clicks to carts and favs; carts to purchases; purchases to
     ratings. Each follow-up shares the view's user, item and session and comes seconds to
@@ -732,6 +738,7 @@ def generate_shop(
         start: first day of the period, ISO date (``YYYY-MM-DD``), midnight UTC.
         chunk_users: users simulated and written per chunk.
         progress: called after each chunk with the number of users finished so far.
+        layout: write the canonical dataset layout rather than ``events.parquet``.
 
     Returns:
         A `ShopSummary` with the paths written and the number of events per type.
@@ -744,11 +751,15 @@ def generate_shop(
     files = {
         name: str(out / f"{name}.parquet") for name in ("events", "items", "users", "users_truth")
     }
+    if layout:
+        from recsight.data.layout import EVENTS_DIR, MANIFEST
+
+        files["events"] = str(out / EVENTS_DIR)
+        files["manifest"] = str(out / MANIFEST)
 
     world, items = _build_world(
         np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,))), n_items
     )
-    pq.write_table(items, files["items"])
 
     # Bots are picked over all users at once so their number does not depend on chunking (the
     # only state that grows with n_users: 0.3% of them, ~1 MB of indices per 40M users).
@@ -761,8 +772,21 @@ def generate_shop(
     start_ms = start_day * _MS_PER_DAY
     n_events = 0
     with contextlib.ExitStack() as stack:
-        ev_w = stack.enter_context(pq.ParquetWriter(files["events"], _EVENTS_SCHEMA))
-        us_w = stack.enter_context(pq.ParquetWriter(files["users"], _USERS_SCHEMA))
+        if layout:
+            from recsight.data.layout import LayoutWriter
+
+            lw = stack.enter_context(LayoutWriter(out, source="recsight generate", overwrite=True))
+            lw.write_items(items)
+            write_events, write_users = lw.write, lw.write_users
+        else:
+            pq.write_table(items, files["items"])
+            ev_w = stack.enter_context(pq.ParquetWriter(files["events"], _EVENTS_SCHEMA))
+            us_w = stack.enter_context(pq.ParquetWriter(files["users"], _USERS_SCHEMA))
+
+            def write_events(t: pa.Table) -> None:
+                ev_w.write_table(t, row_group_size=EVENTS_ROW_GROUP_ROWS)
+
+            write_users = us_w.write_table
         tr_w = stack.enter_context(pq.ParquetWriter(files["users_truth"], _TRUTH_SCHEMA))
         for chunk_no, lo in enumerate(range(0, n_users, chunk_users)):
             hi = min(lo + chunk_users, n_users)
@@ -786,8 +810,8 @@ def generate_shop(
                 ],
                 schema=_EVENTS_SCHEMA,
             )
-            ev_w.write_table(table, row_group_size=EVENTS_ROW_GROUP_ROWS)
-            us_w.write_table(ch.users)
+            write_events(table)
+            write_users(ch.users)
             tr_w.write_table(ch.truth)
             counts += np.bincount(ch.code, minlength=len(EVENT_TYPES))
             n_events += m

@@ -1,0 +1,245 @@
+"""One machine pushed to its limit: every stage of recsight on a generated shop of N events.
+
+For each size, the stages run one after another, each as its own `recsight` process so its
+peak RSS is its own (read from the kernel by `os.wait4`): generate, ingest, analyze, train ALS
+(64 factors, 15 iterations, with the ANN index), train item-kNN, evaluate (popularity and ALS,
+full ranking, up to 100,000 sampled test users), batch top-10 for all users, and serve
+(start-up time and memory, then an open loop of 200 requests/s for users drawn by activity,
+with the history cache's miss rate). Each stage's result is kept as JSON under
+``benchmarks/results/scale/<size>/<stage>.json``; ``--resume`` skips stages already there, so a
+long run continues in a later session. The table is printed and written as Markdown to
+``benchmarks/results/scale.md`` (copied into BENCHMARKS.md).
+
+    .venv/bin/python benchmarks/bench_scale.py --sizes 1e6 1e7 [--stages ingest analyze] \\
+        [--resume] [--workdir /tmp/recsight-scale]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import httpx
+import psutil
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_serve import open_loop  # noqa: E402
+
+from recsight.data.generate import AVG_EVENTS_PER_USER  # noqa: E402
+from tests.serving.live import free_port, start_raw  # noqa: E402
+
+STAGES = ("generate", "ingest", "analyze", "train_als", "train_itemknn", "evaluate", "batch",
+          "serve")  # fmt: skip
+RESULTS = Path("benchmarks/results/scale")
+EVENTS_PER_ITEM = 100  # 100M events over 1M items, as the issue's target shop
+KEY = "bench-key"
+
+
+def size_of(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def run(cmd: list[str], log: Path) -> dict:
+    """Run one stage's command; wall time and the process tree's peak RSS."""
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    t0 = time.perf_counter()
+    with log.open("w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed; see {log}:\n{log.read_text()[-2000:]}")
+    return {"seconds": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def recsight(*args: str) -> list[str]:
+    return [sys.executable, "-m", "recsight", *args]
+
+
+def stage_cmd(stage: str, n: int, work: Path) -> tuple[list[str], Path] | None:
+    """The command of a stage and the path whose size is its output."""
+    users = max(300, round(n / AVG_EVENTS_PER_USER))
+    items = max(100, n // EVENTS_PER_ITEM)
+    db, shop = work / "shop.duckdb", work / "shop"
+    if stage == "generate":
+        args = ["generate", "--users", str(users), "--items", str(items), "--days", "60"]
+        return recsight(*args, "--seed", "0", "--out", str(shop), "--quiet"), shop
+    if stage == "ingest":
+        return recsight("ingest", str(shop), "--db", str(db), "--quiet"), db
+    if stage == "analyze":
+        return recsight("analyze", "--db", str(db), "--out", str(work / "report")), work / "report"
+    if stage == "train_als":
+        params = ["--param", "factors=64", "--param", "iterations=15"]
+        out = work / "als"
+        return recsight("train", "als", "--db", str(db), "--out", str(out), *params, "--ann",
+                        "--quiet"), out  # fmt: skip
+    if stage == "train_itemknn":
+        out = work / "itemknn"
+        return recsight("train", "itemknn", "--db", str(db), "--out", str(out), "--quiet"), out
+    if stage == "evaluate":
+        exp = {
+            "name": "scale",
+            "dataset": {"db": str(db)},
+            "split": "user_random:0.8",
+            "models": [
+                {"name": "popular"},
+                {"name": "als", "params": {"factors": 64, "iterations": 15}},
+            ],
+            "ks": [10],
+            "metrics": ["ndcg", "recall", "hr"],
+            "bootstrap": 200,
+            "max_test_users": 100_000,
+            "output": str(work / "eval"),
+        }
+        path = work / "experiment.yaml"
+        path.write_text(yaml.safe_dump(exp))
+        return recsight("evaluate", str(path), "--json"), work / "eval"
+    if stage == "batch":
+        out = work / "recs"
+        shutil.rmtree(out, ignore_errors=True)
+        ann = ["--ann"] if n >= 50_000_000 else []  # exact up to 10M, ANN at 100M
+        return recsight("recommend", "--all-users", "--model", str(work / "als"), "--db",
+                        str(db), "--out", str(out), "--k", "10", "--json", *ann), out  # fmt: skip
+    return None
+
+
+def serve_stage(work: Path, seconds: float = 30.0) -> dict:
+    """Start-up time and RSS of `recsight serve` (ALS with its ANN index), then an open loop
+    of 200 requests/s for users drawn by activity (repeat users hit the history cache)."""
+    db = work / "serve.duckdb"
+    shutil.copyfile(work / "shop.duckdb", db)
+    with duckdb.connect(str(db), read_only=True) as con:
+        users = [r[0] for r in con.execute(
+            "SELECT u.user_id FROM (SELECT user_idx FROM event_log USING SAMPLE 20000 ROWS) e "
+            "JOIN user_map u USING (user_idx)"
+        ).fetchall()]  # fmt: skip
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.perf_counter()
+    proc = start_raw(work / "als", db, KEY, port)
+    try:
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.perf_counter() - t0 > 600:
+                raise RuntimeError("the service did not start")
+            time.sleep(0.1)
+        startup = time.perf_counter() - t0
+        ps = psutil.Process(proc.pid)
+        rss_start = ps.memory_info().rss
+        loop = asyncio.run(open_loop(url, users, 200.0, seconds))
+        cache = httpx.get(url + "/health", timeout=10).json()["history_cache"]
+        rss_end = ps.memory_info().rss
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    lookups = cache["hits"] + cache["misses"]
+    return {
+        "seconds": round(startup, 2),
+        "startup_s": round(startup, 2),
+        "peak_rss_mb": round(max(rss_start, rss_end) / 2**20, 1),
+        "rss_at_start_mb": round(rss_start / 2**20, 1),
+        "open_loop_200rps": loop,
+        "cache_miss_rate": round(cache["misses"] / lookups, 3) if lookups else None,
+    }
+
+
+def label(n: int) -> str:
+    return f"{n / 1e6:g}M" if n >= 1_000_000 else f"{n / 1e3:g}K"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sizes", nargs="+", default=["1e6"], help="event counts, e.g. 1e6 1e7")
+    ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    ap.add_argument("--resume", action="store_true", help="skip stages with a result already")
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/recsight-scale"))
+    args = ap.parse_args()
+    console = Console()
+    sizes = [int(float(s)) for s in args.sizes]
+    for n in sizes:
+        work = args.workdir / label(n)
+        work.mkdir(parents=True, exist_ok=True)
+        res_dir = RESULTS / label(n)
+        res_dir.mkdir(parents=True, exist_ok=True)
+        for stage in args.stages:
+            target = res_dir / f"{stage}.json"
+            if args.resume and target.exists():
+                continue
+            console.print(f"[bold]{label(n)}[/] {stage} ...")
+            if stage == "serve":
+                result = serve_stage(work)
+                out_path = None
+            else:
+                cmd, out_path = stage_cmd(stage, n, work)
+                result = run(cmd, work / f"{stage}.log")
+                result["output_mb"] = round(size_of(out_path) / 1e6, 1)
+                if stage in ("evaluate", "batch"):
+                    result["stdout"] = json.loads((work / f"{stage}.log").read_text())
+            result.update(
+                {"events": n, "stage": stage, "machine": platform.platform(),
+                 "cpus": os.cpu_count(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                   time.gmtime())}
+            )  # fmt: skip
+            target.write_text(json.dumps(result, indent=2) + "\n")
+            console.print(f"  {result['seconds']:.1f} s, {result['peak_rss_mb']:.0f} MB")
+    write_table(console)
+
+
+def write_table(console: Console) -> None:
+    """All stage results found on disk, as a Rich table and as Markdown."""
+    rows = []
+    for size_dir in sorted(RESULTS.glob("*"), key=lambda p: float(p.name[:-1]) * (
+            1e6 if p.name.endswith("M") else 1e3)):  # fmt: skip
+        for stage in STAGES:
+            f = size_dir / f"{stage}.json"
+            if f.exists():
+                rows.append(json.loads(f.read_text()))
+    table = Table(title="bench_scale: wall time, peak RSS, output size per stage")
+    head = ["events", "stage", "wall s", "peak RSS MB", "output MB", "notes"]
+    for h in head:
+        table.add_column(h, justify="right")
+    md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        note = ""
+        if r["stage"] == "serve":
+            loop = r["open_loop_200rps"]
+            note = (f"start-up {r['startup_s']} s; p50 {loop['p50_ms']:.1f} ms, p99 "
+                    f"{loop['p99_ms']:.1f} ms at 200 req/s; {loop['errors']} errors; "
+                    f"cache miss rate {r['cache_miss_rate']}")  # fmt: skip
+        elif r["stage"] == "evaluate":
+            models = r["stdout"].get("models", [])
+            note = "; ".join(
+                f"{m['model']} ndcg@10 {m['metrics']['ndcg@10']['mean']:.4f}" for m in models
+            )
+        elif r["stage"] == "batch":
+            note = f"{r['stdout']['rows']:,} rows, {r['stdout']['users']:,} users"
+        cells = [label(r["events"]), r["stage"], f"{r['seconds']:.1f}",
+                 f"{r['peak_rss_mb']:.0f}", f"{r.get('output_mb', 0):.1f}", note]  # fmt: skip
+        table.add_row(*cells)
+        md.append("| " + " | ".join(cells) + " |")
+    console.print(table)
+    Path("benchmarks/results/scale.md").write_text("\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    main()
