@@ -157,9 +157,8 @@ def run_demo(out: Path, users: int, items: int, days: int, seed: int, quiet: boo
     console.rule("6. Recommendations with explanations")
     from recsight.serving.history import HistoryCache
 
-    cache = HistoryCache()
     with Store(db, read_only=True) as store:
-        cache.load(store.con)
+        cache = HistoryCache(lambda user, n: store.recent_events(user, n))
         sample = [
             r[0]
             for r in store.con.execute(
@@ -167,9 +166,10 @@ def run_demo(out: Path, users: int, items: int, days: int, seed: int, quiet: boo
                 "ORDER BY user_id LIMIT 3"
             ).fetchall()
         ]
+        histories = {user: cache.get(user) for user in sample}
     shown = {}
     for user in sample:
-        history = cache.get(user)
+        history = histories[user]
         recs = pipeline.recommend(history, k=5, explain=True)
         table = Table(
             title=f"user {user} ({len(history.items)} recent events; answered by {recs.source})"
