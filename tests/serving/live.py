@@ -22,10 +22,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def live_server(model: Path, db: Path, api_key: str, port: int | None = None) -> Iterator[str]:
-    """Start the service, wait until /health answers, yield its base URL, stop it after."""
+def live_server(
+    model: Path, db: Path, api_key: str, port: int | None = None, extra: tuple[str, ...] = ()
+) -> Iterator[str]:
+    """Start the service (`extra`: more `recsight serve` options), wait until /health answers,
+    yield its base URL, stop it after."""
     port = port or free_port()
-    proc = start_raw(model, db, api_key, port, stderr=subprocess.PIPE)
+    proc = start_raw(model, db, api_key, port, stderr=subprocess.PIPE, extra=extra)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
@@ -52,11 +55,16 @@ def live_server(model: Path, db: Path, api_key: str, port: int | None = None) ->
 
 
 def start_raw(
-    model: Path, db: Path, api_key: str, port: int, stderr: int = subprocess.DEVNULL
+    model: Path,
+    db: Path,
+    api_key: str,
+    port: int,
+    stderr: int = subprocess.DEVNULL,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.Popen:
     """Start the service without waiting (the caller stops it)."""
     env = {**os.environ, "RECSIGHT_API_KEY": api_key, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "recsight", "serve", "--model", str(model), "--db", str(db)]
     return subprocess.Popen(
-        [*cmd, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        [*cmd, *extra, "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=stderr
     )

@@ -32,7 +32,9 @@ def test_dashboard_loads_and_try_a_user(shop_model, store_copy, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     _, model = shop_model
     errors: list[str] = []
-    with live_server(model, store_copy, API_KEY) as url, sync_api.sync_playwright() as pw:
+    # --show-examples: the "try a user" chips name single users, hidden by default
+    live = live_server(model, store_copy, API_KEY, extra=("--show-examples",))
+    with live as url, sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.on("pageerror", lambda exc: errors.append(str(exc)))

@@ -6,8 +6,10 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from recsight.analysis.source import AnalysisSource
+from recsight.privacy.groups import large_groups
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+UNITS = {"D": "daily", "W": "weekly", "M": "monthly"}
 
 
 class Series(BaseModel):
@@ -46,6 +48,7 @@ def _series(src: AnalysisSource, unit: str) -> Series:
     g = e.group_by(p=e.local.truncate(unit).date()).aggregate(
         events=e.count(), users=e.user_idx.nunique()
     )
+    g = large_groups(src, g, "users", f"activity.{UNITS[unit]}")
     d = src.df(g.order_by("p"))
     return Series(
         period=[str(p)[:10] for p in d.p],
@@ -62,17 +65,14 @@ def activity(src: AnalysisSource) -> Activity:
     first = e.group_by("user_idx").aggregate(first=week.min())
     uw = e.select("user_idx", w=week).distinct()
     j = uw.inner_join(first, "user_idx")
-    nr = src.df(
-        j.group_by("w")
-        .aggregate(
-            new=(j.w == j.first).sum(),
-            ret=(j.w != j.first).sum(),
-        )
-        .order_by("w")
+    weeks = j.group_by("w").aggregate(
+        new=(j.w == j.first).sum(), ret=(j.w != j.first).sum(), users=j.count()
     )
-    hm = src.df(
-        e.group_by(dow=e.local.day_of_week.index(), hour=e.local.hour()).aggregate(n=e.count())
+    nr = src.df(large_groups(src, weeks, "users", "activity.new_vs_returning").order_by("w"))
+    cells = e.group_by(dow=e.local.day_of_week.index(), hour=e.local.hour()).aggregate(
+        n=e.count(), users=e.user_idx.nunique()
     )
+    hm = src.df(large_groups(src, cells, "users", "activity.heatmap"))
     grid = [[0] * 24 for _ in range(7)]
     for dow, hour, n in zip(hm.dow, hm.hour, hm.n, strict=True):
         grid[int(dow)][int(hour)] = int(n)

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from recsight.analysis.source import AnalysisSource, NotAvailable, as_int
+from recsight.privacy.groups import large_groups, merge_small
 
 CANONICAL_STAGES = ("view", "click", "cart", "purchase")
 SIDE_BRANCH = "fav"
@@ -168,13 +169,16 @@ def funnel(src: AnalysisSource, stages: list[str] | None = None) -> Funnel:
     if present.get(SIDE_BRANCH) and SIDE_BRANCH not in stages:
         side = _side_branch(src, e, r, stages, ordered)
 
-    ec = src.events_with_category(e)
+    # groups are the users who reached the first stage: fewer than k of them are merged into
+    # "other" (categories) or left out (weeks)
+    ec = merge_small(src, src.events_with_category(e), "category", "funnel.by_category")
     rc = reach(ec, stages, ["user_idx", "category"], ordered)
-    dc = src.df(_counts(rc, n, rc.category).order_by(ibis.desc("u0")).limit(TOP_CATEGORIES))
+    cats = large_groups(src, _counts(rc, n, rc.category), "u0", "funnel.by_category")
+    dc = src.df(cats.order_by(ibis.desc("u0")).limit(TOP_CATEGORIES))
     by_week = []
     if ordered:
         wk = src.local_time(r.t0).truncate("W").date()
-        dw = src.df(_counts(r, n, wk).order_by("g"))
+        dw = src.df(large_groups(src, _counts(r, n, wk), "u0", "funnel.by_week").order_by("g"))
         by_week = _groups(dw, n)
     return Funnel(
         stages=out_stages,
@@ -263,9 +267,11 @@ def ctr(
     ec = src.events_with_category(
         src.events.filter(src.events.event_type.isin([impressions, clicks]))
     )
+    ec = merge_small(src, ec, "category", "ctr.by_category")
     agg = {
         "views": (ec.event_type == impressions).sum(),
         "clicks": (ec.event_type == clicks).sum(),
+        "users": ec.user_idx.nunique(),
     }
     per_item = ec.group_by("item_idx", "item_id").aggregate(**agg)
     tot = src.df(per_item.aggregate(v=per_item.views.sum(), c=per_item.clicks.sum())).iloc[0]
@@ -275,10 +281,11 @@ def ctr(
     nv = per_item.views.cast("float64")
     z2 = Z95 * Z95
     low = (p + z2 / (2 * nv) - Z95 * (p * (1 - p) / nv + z2 / (4 * nv * nv)).sqrt()) / (1 + z2 / nv)
-    top = src.df(
-        per_item.filter(per_item.views > 0).mutate(low=low).order_by(ibis.desc("low")).limit(top_k)
-    )
-    cats = src.df(ec.group_by("category").aggregate(**agg).order_by(ibis.desc("views")))
+    ranked = per_item.filter(per_item.views > 0).mutate(low=low)
+    ranked = large_groups(src, ranked, "users", "ctr.top_items")
+    top = src.df(ranked.order_by(ibis.desc("low")).limit(top_k))
+    cats = large_groups(src, ec.group_by("category").aggregate(**agg), "users", "ctr.by_category")
+    cats = src.df(cats.order_by(ibis.desc("views")))
     return CTR(
         impressions_type=impressions,
         clicks_type=clicks,

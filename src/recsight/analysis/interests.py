@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from recsight.analysis.overview import Quantiles, count_quantiles
 from recsight.analysis.source import AnalysisSource, NotAvailable, as_int
 from recsight.data.dataset import DEFAULT_WEIGHTS
+from recsight.privacy.groups import large_groups
 
 HALF_LIFE_DAYS = 30.0
 #: Each user's most recent distinct items that enter the co-occurrence count: caps the pairs
@@ -167,6 +168,9 @@ def _drift(src: AnalysisSource, top_k: int) -> tuple[int, Quantiles | None, list
     n = int(src.scalar(d.count()))
     if not n:
         return 0, None, []
+    if not src.privacy.examples_allowed:  # each example is one user
+        src.privacy.note("interests.drift_examples", min(n, top_k))
+        return n, count_quantiles(src, d, "drift"), []
     ids = src.events.select("user_idx", "user_id").distinct()
     top = src.df(
         d.order_by(ibis.desc("drift"), "user_idx").limit(top_k).inner_join(ids, "user_idx")
@@ -207,6 +211,7 @@ def _associations(src: AnalysisSource, cap: int, min_support: int, top_k: int) -
     b = r.rename(ib="item_idx")
     pairs = a.inner_join(b, [a.user_idx == b.user_idx, a.ia < b.ib])
     co = pairs.group_by("ia", "ib").aggregate(n=pairs.count()).filter(lambda t: t.n >= min_support)
+    co = large_groups(src, co, "n", "interests.item_pairs")  # n: users who had both items
     deg = r.group_by("item_idx").aggregate(d=r.count())
     da = deg.rename(ia="item_idx", da="d")
     db = deg.rename(ib="item_idx", db="d")

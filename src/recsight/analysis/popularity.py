@@ -3,10 +3,12 @@ events on the top 1% and 20% of items, overall and per category."""
 
 from __future__ import annotations
 
+import ibis
 import numpy as np
 from pydantic import BaseModel
 
 from recsight.analysis.source import AnalysisSource
+from recsight.privacy.groups import large_groups, merge_small
 
 CURVE_POINTS = 200
 TOP_CATEGORIES = 20
@@ -62,14 +64,18 @@ def popularity(src: AnalysisSource, event_type: str | None = None) -> Popularity
         event_type = "view"
     if event_type is not None:
         e = e.filter(e.event_type == event_type)
-    ec = src.events_with_category(e)
-    per_item = ec.group_by("item_idx", "category").aggregate(n=ec.count())
+    # categories of fewer than k users are reported together as "other"
+    ec = merge_small(src, src.events_with_category(e), "category", "popularity.by_category")
+    per_item = ec.group_by("item_idx", "category").aggregate(
+        n=ec.count(), users=ec.user_idx.nunique()
+    )
     d = src.df(per_item)
     counts = d.n.to_numpy(np.int64)
     order = np.argsort(-counts, kind="stable")
     cum = np.cumsum(counts[order]) / max(counts.sum(), 1)
     pick = np.unique(np.linspace(0, len(cum) - 1, min(CURVE_POINTS, len(cum))).astype(int))
-    top = d.iloc[order[:10]]
+    shown = large_groups(src, per_item, "users", "popularity.top_items")
+    top = src.df(shown.order_by(ibis.desc("n"), "item_idx").limit(10))
     it = src.items
     meta = src.df(
         it.filter(it.item_idx.isin(top.item_idx.astype(int).tolist())).select(
@@ -77,7 +83,14 @@ def popularity(src: AnalysisSource, event_type: str | None = None) -> Popularity
         )
     ).set_index("item_idx")
     by_cat = []
+    small = set()
+    if src.privacy.active:  # "other" itself can still be too small
+        cats = ec.group_by("category").aggregate(users=ec.user_idx.nunique())
+        small = set(src.df(cats.filter(cats.users < src.privacy.min_group_size)).category)
+        src.privacy.note("popularity.by_category", len(small))
     for cat, g in d.groupby("category", sort=False):
+        if cat in small:
+            continue
         c = g.n.to_numpy(np.int64)
         by_cat.append(
             CategoryPopularity(

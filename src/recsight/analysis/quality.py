@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from recsight.analysis.sessions import DEFAULT_GAP_MINUTES, session_table
 from recsight.analysis.source import AnalysisSource, as_int, iso
 from recsight.data.schema import EVENT_TYPES
+from recsight.privacy.groups import large_groups
 
 N_EXAMPLES = 5
 #: Earliest plausible event time: anything before is a clock or parsing error.
@@ -53,7 +54,14 @@ class DataQuality(BaseModel):
     bot_rule: str
 
 
-def _examples(src: AnalysisSource, t, n: int = N_EXAMPLES) -> list[dict]:
+def _examples(
+    src: AnalysisSource, t, n: int = N_EXAMPLES, where: str | None = "quality.examples"
+) -> list[dict]:
+    """Up to `n` rows of `t`. Rows of single events show one user each: with a minimum group
+    size they are left out (unless examples were asked for) and counted under `where`."""
+    if where is not None and not src.privacy.examples_allowed:
+        src.privacy.note(where, int(src.scalar(t.limit(n).count())))
+        return []
     d = src.df(t.limit(n))
     for c in d.columns:
         if pd.api.types.is_datetime64_any_dtype(d[c]):
@@ -169,6 +177,9 @@ def data_quality(src: AnalysisSource, now: dt.datetime | None = None) -> DataQua
         times["outside_bulk"] = _outside_bulk(src, show)
         times["bursts"] = _bursts(src)
         bots = suspected_bots(src)
+        if not src.privacy.examples_allowed:  # each row is one user
+            src.privacy.note("quality.bots", len(bots))
+            bots = []
     return DataQuality(
         n_events=int(src.scalar(e.count())),
         duplicates=duplicates,
@@ -209,5 +220,6 @@ def _bursts(src: AnalysisSource) -> Issue:
     dev = (c - float(stats.med)).abs()
     mad = float(src.scalar(per_min.aggregate(m=dev.median()).m))
     limit = float(stats.med) + BURST_Z * max(1.4826 * mad, 1.0)
-    b = per_min.filter(c > limit).order_by(ibis.desc("events"))
-    return Issue(count=int(src.scalar(b.count())), examples=_examples(src, b))
+    b = per_min.filter(c > limit)
+    shown = large_groups(src, b, "users", "quality.bursts").order_by(ibis.desc("events"))
+    return Issue(count=int(src.scalar(b.count())), examples=_examples(src, shown, where=None))

@@ -42,6 +42,8 @@ from recsight.analysis.sessions import Sessions, sessions
 from recsight.analysis.source import AnalysisSource, NotAvailable
 from recsight.errors import InputError, NeedsTimestampsError
 from recsight.privacy.dp_counts import DPCounts, dp_counts
+from recsight.privacy.groups import GroupPrivacy
+from recsight.privacy.groups import summary as group_summary
 
 SCHEMA_VERSION = "1"
 
@@ -105,6 +107,8 @@ class AnalysisReport(BaseModel):
     segments: Segments | None = None
     ratings: Ratings | None = None
     dp_counts: DPCounts | None = None  # user-level DP tables (`recsight.privacy.dp_counts`)
+    # the minimum group size applied and the rows it suppressed (`recsight.privacy.groups`)
+    privacy: GroupPrivacy | None = None
     charts: list[ChartInfo] = []  # each chart's id, title and one-line takeaway
 
 
@@ -161,6 +165,7 @@ def analyze(
             reason="; ".join(reasons) or None,
             seconds=round(time.perf_counter() - t0, 3),
         )
+    report.privacy = group_summary(src.privacy)
     report.charts = [info for info, _ in build_charts(report)]
     return report
 
@@ -206,6 +211,7 @@ td, th {{ border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-a
 </head><body>
 <h1>Behavior report</h1>
 <p>Source: <code>{source}</code> · generated {generated} · local time zone {tz}</p>
+<p id="privacy">{privacy}</p>
 <nav><h2>Contents</h2><ol>{toc}</ol></nav>
 {body}
 </body></html>
@@ -302,6 +308,18 @@ def _facts(r: AnalysisReport, section: str) -> str:
     return ""
 
 
+def _privacy_line(p: GroupPrivacy | None) -> str:
+    if p is None or p.min_group_size <= 1:
+        return "No minimum group size: figures may describe single users."
+    line = (
+        f"Minimum group size {p.min_group_size}: {p.suppressed_rows:,} rows describing fewer "
+        f'users were suppressed or merged into "other"'
+    )
+    if p.suppressed_by_place:
+        line += " (" + ", ".join(f"{k} {v:,}" for k, v in p.suppressed_by_place.items()) + ")"
+    return line + ("; examples of single users shown on request." if p.show_examples else ".")
+
+
 def render_html(report: AnalysisReport) -> str:
     """One self-contained HTML page: contents, per-section figures, charts with takeaways."""
     charts = build_charts(report)
@@ -331,6 +349,7 @@ def render_html(report: AnalysisReport) -> str:
         source=html.escape(report.source),
         generated=html.escape(report.generated_at),
         tz=html.escape(report.timezone),
+        privacy=html.escape(_privacy_line(report.privacy)),
         toc="".join(toc),
         body="\n".join(body),
     )

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from recsight.analysis.activity import local_events
 from recsight.analysis.source import AnalysisSource
+from recsight.privacy.groups import large_groups
 
 WEEK_SECONDS = 7 * 86400
 
@@ -29,6 +30,9 @@ def retention(src: AnalysisSource, max_weeks: int = 26) -> Retention:
     e = local_events(src)
     uw = e.select("user_idx", w=e.local.truncate("W")).distinct()
     first = uw.group_by("user_idx").aggregate(c=uw.w.min())
+    cohorts = first.group_by("c").aggregate(users=first.count())
+    kept = large_groups(src, cohorts, "users", "retention.cohorts").select(kept_c="c")
+    first = first.inner_join(kept, first.c == kept.kept_c).drop("kept_c")
     j = uw.inner_join(first, "user_idx")
     k = ((j.w.epoch_seconds() - j.c.epoch_seconds()) / WEEK_SECONDS).round().cast("int64")
     d = src.df(j.group_by("c", k=k).aggregate(n=j.count()).filter(lambda t: t.k <= max_weeks))

@@ -165,6 +165,9 @@ def segments(
     out = []
     for s in range(best):
         g = d[labels == s]
+        if len(g) < src.privacy.min_group_size:
+            src.privacy.note("segments", 1)
+            continue
         seg = Segment(
             segment=s + 1,
             size=len(g),

@@ -22,6 +22,7 @@ import pandas as pd
 
 from recsight.data.store import Store
 from recsight.errors import NeedsTimestampsError, RecsightError
+from recsight.privacy.groups import GroupPolicy
 
 
 class NotAvailable(RecsightError):
@@ -38,6 +39,7 @@ class AnalysisSource:
         execute: runs an Ibis expression and returns a pandas frame.
         timezone: the declared zone for hour-of-day and day-of-week figures.
         name: a label for reports (the store path).
+        privacy: the minimum group size (`recsight.privacy.groups`) and what it suppressed.
     """
 
     events: ir.Table
@@ -47,6 +49,8 @@ class AnalysisSource:
     exposures: ir.Table | None = None  # recommendations served (by `recsight serve`)
     timezone: str = "UTC"
     name: str = ""
+    #: the minimum group size the sections apply (off by default; `recsight analyze` sets 5)
+    privacy: GroupPolicy = field(default_factory=GroupPolicy)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def df(self, expr: ir.Expr) -> pd.DataFrame:

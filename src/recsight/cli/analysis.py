@@ -34,6 +34,8 @@ from recsight.cli.common import (
     handle_errors,
     open_data,
 )
+from recsight.privacy.groups import DEFAULT_MIN_GROUP_SIZE, GroupPolicy
+from recsight.privacy.keys import UserIds
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,16 @@ def register(app: typer.Typer) -> None:
         dp_user_events: int = typer.Option(
             100, "--dp-user-events", help="events counted per user at most, for --dp-epsilon"
         ),
+        min_group_size: int = typer.Option(
+            DEFAULT_MIN_GROUP_SIZE,
+            "--min-group-size",
+            min=1,
+            help="suppress (or merge into 'other') every row describing fewer distinct users "
+            "(1: off)",
+        ),
+        show_examples: bool = typer.Option(
+            False, "--show-examples", help="keep rows about single users (bots, example events)"
+        ),
         as_json: bool = JSON_OPTION,
         quiet: bool = QUIET_OPTION,
         llm_url: str | None = LLM_URL_OPTION,
@@ -110,6 +122,7 @@ def register(app: typer.Typer) -> None:
         show = not (quiet or as_json)
         with open_data(db, events) as store:
             src = from_store(store)
+            src.privacy = GroupPolicy(min_group_size, show_examples)
             status = err_console.status("analyzing") if show else contextlib.nullcontext()
             with status as st:
                 report = analyze(
@@ -136,6 +149,11 @@ def register(app: typer.Typer) -> None:
                 notes.append(f"[dim]{st.reason}[/dim]")
             table.add_row(TITLES[name], f"{st.seconds:.2f}", "\n".join(notes) or "-")
         console.print(table)
+        if report.privacy is not None and report.privacy.min_group_size > 1:
+            console.print(
+                f"minimum group size {report.privacy.min_group_size}: "
+                f"{report.privacy.suppressed_rows:,} rows suppressed or merged into 'other'"
+            )
         console.print(f"wrote {paths['html']} and {paths['json']}")
 
     @app.command("profile")
@@ -155,7 +173,8 @@ def register(app: typer.Typer) -> None:
         llm = LLMOptions(llm_url, llm_model, llm_gguf)
         _, writer = summary_writers(llm)
         with open_data(db, events) as store:
-            p = user_profile(from_store(store), user_id, top_k=top, describe=writer)
+            stored = UserIds.for_store(store)(user_id)  # a pseudonym in a pseudonymized store
+            p = user_profile(from_store(store), stored, top_k=top, describe=writer)
         if as_json:
             sys.stdout.write(p.model_dump_json(indent=1) + "\n")
             return

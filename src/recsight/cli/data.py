@@ -114,8 +114,13 @@ def run_ingest(
     fill_rating: str = "none",
     rating_scale: tuple[float, float] | None = None,
     quiet: bool = False,
+    pseudonymize: bool = False,
 ) -> IngestReport:
-    """Ingest with a progress display; a failed ingest leaves no new store file behind."""
+    """Ingest with a progress display; a failed ingest leaves no new store file behind.
+    `pseudonymize` stores user ids as keyed hashes (key from RECSIGHT_PSEUDONYM_KEY)."""
+    from recsight.privacy.keys import pseudonym_key
+
+    key = pseudonym_key(required=True) if pseudonymize else None
     existed = db.exists()
     steps = ["reading", "checking", "writing"]
     try:
@@ -137,6 +142,7 @@ def run_ingest(
                 fill_rating=fill_rating,
                 rating_scale=rating_scale,
                 progress=step,
+                pseudonym_key=key,
             )
             progress.update(task, completed=len(steps))
     except BaseException:
@@ -225,6 +231,12 @@ def register(app: typer.Typer) -> None:
         rating_scale: str | None = typer.Option(
             None, "--rating-scale", help="MIN,MAX of valid ratings (MovieLens: 1,5)."
         ),
+        pseudonymize: bool = typer.Option(
+            False,
+            "--pseudonymize",
+            help="Store user (and session) ids as HMAC-SHA256 pseudonyms keyed by "
+            "RECSIGHT_PSEUDONYM_KEY; the mapping is never stored.",
+        ),
         db: Path = DB_OPTION,
         json_out: bool = JSON_OPTION,
         quiet: bool = QUIET_OPTION,
@@ -242,6 +254,7 @@ def register(app: typer.Typer) -> None:
             fill_rating,
             _parse_scale(rating_scale),
             quiet=quiet or json_out,
+            pseudonymize=pseudonymize,
         )
         if json_out:
             print_json(report.to_dict())

@@ -30,6 +30,7 @@ from recsight.cli.common import (
 from recsight.data.dataset import Interactions
 from recsight.errors import InputError
 from recsight.models import Recommender, create_model, load_model, model_class
+from recsight.privacy.keys import META_FINGERPRINT, UserIds
 from recsight.serving.pipeline import write_manifest
 
 
@@ -104,6 +105,19 @@ def _titles(items: pd.DataFrame) -> dict[str, str]:
         return {}
     rows = items[["item_id", "title"]].dropna()
     return {str(i): str(t) for i, t in zip(rows.item_id, rows.title, strict=True) if str(t).strip()}
+
+
+def _user_ids(model_dir: Path, db: Path | None) -> UserIds:
+    """How `--user` maps to the model's ids: pseudonymized when the store (or, without
+    --db, the store the model was trained on) is."""
+    if db is not None:
+        from recsight.data.store import Store
+
+        with Store(db, read_only=True) as store:
+            return UserIds.for_store(store)
+    manifest = model_dir / "manifest.json"
+    config = json.loads(manifest.read_text()).get("config", {}) if manifest.is_file() else {}
+    return UserIds.for_fingerprint(config.get(META_FINGERPRINT), str(model_dir))
 
 
 def _store_history(db: Path, user: str) -> tuple[list[str], list[float], int]:
@@ -229,6 +243,7 @@ def register(app: typer.Typer) -> None:
             build_for(model)  # refuses with the reason, before any fitting
         with Store(db, read_only=True) as store:
             data = store.interactions()
+            fingerprint = store.meta(META_FINGERPRINT)
         fit_data, test = data, None
         if split_spec:
             # fit on everything but the test part, as `recsight evaluate` does: with
@@ -287,6 +302,8 @@ def register(app: typer.Typer) -> None:
                 "refit": refit,
                 "training": used,
                 "privacy": _privacy(model),
+                # user ids in the model are pseudonyms of this key: `recommend --user` hashes
+                META_FINGERPRINT: fingerprint,
             },
         )
         report.update({
@@ -373,6 +390,7 @@ def register(app: typer.Typer) -> None:
         if text is not None:
             ids, scores = recommend_for_text(model, text, k=k)
         elif user is not None:
+            user = _user_ids(model_dir, db)(user)
             use_store = False
             if db is not None:
                 hist_items, hist_weights, n_store = _store_history(db, user)

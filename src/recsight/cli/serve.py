@@ -38,6 +38,12 @@ def register(app: typer.Typer) -> None:
             help="Users whose recent histories stay in memory (read from the store on first "
             "request; the least recently served are evicted).",
         ),
+        min_group_size: int = typer.Option(
+            5, "--min-group-size", min=1, help="Dashboard rows of fewer users are hidden."
+        ),
+        show_examples: bool = typer.Option(
+            False, "--show-examples", help="List sample users on the dashboard."
+        ),
         llm_url: str | None = LLM_URL_OPTION,
         llm_model: str | None = LLM_MODEL_OPTION,
         llm_gguf: str | None = LLM_GGUF_OPTION,
@@ -49,12 +55,19 @@ def register(app: typer.Typer) -> None:
 
         if not db.exists():
             raise InputError(f"{db}: no such store; create it with `recsight ingest`")
+        from recsight.data.store import Store
+        from recsight.privacy.keys import UserIds
+
+        with Store(db, read_only=True) as store:
+            UserIds.for_store(store)  # a pseudonymized store needs its key: say so before start
         config = config_from_env(
             model,
             db,
             snapshot_dir=snapshot_dir,
             leaderboard=leaderboard,
             history_users=history_users,
+            min_group_size=min_group_size,
+            show_examples=show_examples,
         )
         if llm_url or llm_gguf:
             from recsight.llm.generate import make_llm

@@ -135,12 +135,17 @@ def ingest(
     fill_rating: str = "none",
     rating_scale: tuple[float, float] | None = None,
     progress: Callable[[str], None] | None = None,
+    pseudonym_key: bytes | None = None,
 ) -> IngestReport:
     """Read `events` (file or folder, format detected unless `fmt`), clean it and append it,
-    with the item and user files found beside it or given explicitly."""
+    with the item and user files found beside it or given explicitly. With `pseudonym_key`,
+    user ids (and session ids) are stored as keyed hashes (`recsight.privacy.keys`)."""
+    from recsight.privacy import keys
+
     t0 = time.perf_counter()
     step = progress or (lambda _msg: None)
     _check_options(dedupe, fill_rating, tz)
+    keys.check_ingest_key(store, pseudonym_key)
     con = store.con
     step("reading")
     src = open_source(events, fmt, mapping, con)
@@ -154,6 +159,11 @@ def ingest(
     con.execute(f"SET TimeZone = {_sql_str(tz)}")
     try:
         rejects = _stage(con, src, scale)
+        if pseudonym_key is not None:
+            for column, purpose in (("user_id", "pseudonym"), ("session_id", "session")):
+                keys.pseudonymize_column(con, "_stage", column, pseudonym_key, purpose)
+            if users_df is not None:
+                users_df = keys.pseudonymize_frame(users_df, "user_id", pseudonym_key)
         step("checking")
         _mark_duplicates(con, src, dedupe, store_has_events=store.count("event_log") > 0)
         report = _summarise(con, src, rejects, tz)
@@ -169,6 +179,8 @@ def ingest(
                 report.users = _merge_side(con, "user", users_df, users_name or "users")
             if fill_rating != "none":
                 store.set_meta(FILL_META, fill_rating)
+            if pseudonym_key is not None:
+                store.set_meta(keys.META_FINGERPRINT, keys.key_fingerprint(pseudonym_key))
             if store.meta("timezone") is None:
                 store.set_meta("timezone", tz)
             elif store.meta("timezone") != tz:

@@ -15,9 +15,13 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import pandas as pd
+
 from recsight.errors import InputError
 
 if TYPE_CHECKING:
+    import duckdb
+
     from recsight.data.store import Store
 
 PSEUDONYM_KEY_ENV = "RECSIGHT_PSEUDONYM_KEY"
@@ -33,9 +37,10 @@ def keyed_hash(key: bytes, text: str, purpose: str) -> str:
     return hmac.new(key, f"{purpose}\0{text}".encode(), hashlib.sha256).hexdigest()
 
 
-def pseudonym(user_id: str, key: bytes) -> str:
-    """The pseudonym of `user_id` under `key` (the same id and key always give the same)."""
-    return keyed_hash(key, str(user_id), "pseudonym")[:PSEUDONYM_HEX]
+def pseudonym(user_id: str, key: bytes, purpose: str = "pseudonym") -> str:
+    """The pseudonym of `user_id` under `key` (the same id and key always give the same).
+    Session ids, which logs often derive from user ids, are hashed with ``purpose="session"``."""
+    return keyed_hash(key, str(user_id), purpose)[:PSEUDONYM_HEX]
 
 
 def key_fingerprint(key: bytes) -> str:
@@ -74,6 +79,12 @@ class UserIds:
     def many(self, user_ids: list[str]) -> list[str]:
         return [self(u) for u in user_ids]
 
+    def session(self, session_id: str | None) -> str | None:
+        """The stored form of a session id (hashed too: logs often derive them from users)."""
+        if session_id is None or self.key is None:
+            return session_id
+        return pseudonym(str(session_id).strip(), self.key, "session")
+
     @classmethod
     def for_fingerprint(cls, fingerprint: str | None, where: str) -> UserIds:
         """The mapping for data whose pseudonym key has `fingerprint` (None: plain ids); the
@@ -97,3 +108,58 @@ class UserIds:
     def for_store(cls, store: Store) -> UserIds:
         """The mapping of an open store (checks the key against its fingerprint)."""
         return cls.for_fingerprint(store.meta(META_FINGERPRINT), str(store.path))
+
+
+# -- ingest ---------------------------------------------------------------------------------
+
+
+def check_ingest_key(store: Store, key: bytes | None) -> None:
+    """Refuse to mix plain and pseudonymized ids, or pseudonyms of two keys, in one store."""
+    fingerprint = store.meta(META_FINGERPRINT)
+    if fingerprint:
+        if key is None:
+            raise InputError(
+                f"{store.path}: this store holds pseudonymized user ids: ingest with "
+                f"--pseudonymize and {PSEUDONYM_KEY_ENV} set to its key"
+            )
+        if key_fingerprint(key) != fingerprint:
+            raise InputError(
+                f"{store.path}: {PSEUDONYM_KEY_ENV} is not the key this store was pseudonymized "
+                f"with (fingerprint {key_fingerprint(key)}, expected {fingerprint})"
+            )
+    elif key is not None and store.count("user_map"):
+        raise InputError(
+            f"{store.path}: this store already holds plain user ids; --pseudonymize needs a new "
+            "store (ingest every file into it with --pseudonymize)"
+        )
+
+
+def pseudonymize_column(
+    con: duckdb.DuckDBPyConnection, table: str, column: str, key: bytes, purpose: str
+) -> None:
+    """Replace every value of `table.column` by its keyed hash, in place. The id -> pseudonym
+    pairs exist only in this call's memory (DuckDB has no HMAC, so Python hashes each
+    distinct id once)."""
+    sql = f'SELECT DISTINCT "{column}" FROM {table} WHERE "{column}" IS NOT NULL'
+    ids = [r[0] for r in con.execute(sql).fetchall()]
+    if not ids:
+        return
+    pairs = pd.DataFrame({"_id": ids, "_p": [pseudonym(i, key, purpose) for i in ids]})
+    con.register("_pseudonyms", pairs)
+    try:
+        con.execute(
+            f'UPDATE {table} SET "{column}" = p._p FROM _pseudonyms p '
+            f'WHERE {table}."{column}" = p._id'
+        )
+    finally:
+        con.unregister("_pseudonyms")
+
+
+def pseudonymize_frame(df: pd.DataFrame, column: str, key: bytes) -> pd.DataFrame:
+    """A copy of `df` with `column` (user ids, trimmed as ingest trims them) hashed."""
+    out = df.copy()
+    ids = out[column]
+    keep = ids.notna() & (ids.astype(str).str.strip() != "")
+    out[column] = ids.astype(object)
+    out.loc[keep, column] = [pseudonym(str(v).strip(), key) for v in ids[keep]]
+    return out

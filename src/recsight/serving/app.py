@@ -38,6 +38,8 @@ from prometheus_client import (
 from recsight.data.schema import canonical_event_type
 from recsight.data.store import Store
 from recsight.errors import InputError, RecsightError
+from recsight.privacy.groups import DEFAULT_MIN_GROUP_SIZE
+from recsight.privacy.keys import UserIds
 from recsight.privacy.unlearn import pending_retrain
 from recsight.serving.history import HistoryCache
 from recsight.serving.pipeline import History, Pipeline, RecommendationList
@@ -101,6 +103,8 @@ class ServiceConfig:
     leaderboard: Path | None = None
     report_dir: Path | None = None
     history_events: int = 200
+    min_group_size: int = DEFAULT_MIN_GROUP_SIZE  # the dashboard hides smaller groups
+    show_examples: bool = False  # the dashboard lists sample (single) users
     history_users: int = 100_000  # users whose histories stay in memory (least recent evicted)
     llm: Any = None  # a recsight.llm generator for reworded explanations, when configured
 
@@ -249,6 +253,8 @@ class Service:
     def __init__(self, config: ServiceConfig):
         self.config = config
         self.store = Store(config.db)
+        # clients send their own ids; a pseudonymized store holds keyed hashes of them
+        self.user_ids = UserIds.for_store(self.store)
         self.write_lock = threading.Lock()
         self.store.con.execute(
             "CREATE TABLE IF NOT EXISTS exposures (request_id VARCHAR, user_id VARCHAR, "
@@ -370,6 +376,9 @@ class Service:
 
     def persist(self, events: list[EventIn]) -> EventsAck:
         records = [e.model_dump() for e in events]
+        for rec in records:
+            rec["user_id"] = self.user_ids(rec["user_id"])
+            rec["session_id"] = self.user_ids.session(rec.get("session_id"))
         results = self.commits.submit(records)
         for rec, res in zip(records, results, strict=True):
             if res["status"] == "stored":  # the next recommendation sees this event
@@ -385,6 +394,7 @@ class Service:
         from recsight.privacy.erasure import erase_users
         from recsight.privacy.unlearn import RetrainRequired, forget_in_folder, model_dirs
 
+        user_id = self.user_ids(user_id)
         self.exposures.flush()  # buffered exposures of the user are written, then deleted
         with self._exclusive(), self.write_lock:
             erased = erase_users(self.store, [user_id])
@@ -529,6 +539,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     ) -> RecommendationsOut:
         """Recommendations for a user; an unknown user gets the cold-start path."""
         s = svc()
+        user_id = s.user_ids(user_id)
         recs = s.pipeline.recommend(s.histories.get(user_id), k, exclude_seen, category, explain)
         return s.respond(user_id, recs)
 
@@ -562,6 +573,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         from recsight.analysis.source import from_store
 
         s = svc()
+        user_id = s.user_ids(user_id)
         try:  # on this thread's read connection: ingest goes on meanwhile
             prof = s.read(lambda store: user_profile(from_store(store), user_id))
         except InputError:

@@ -48,25 +48,30 @@ def dashboard_data(s: Service, config: ServiceConfig) -> dict[str, Any]:
     store = s.reader()
     con = store.con
     info = store.info()
+    # minimum group size: days and items of fewer distinct users are not shown, nor (unless
+    # asked for) the sample users, each of whom is one person
+    k = int(config.min_group_size)
     per_day = _rows(
         con,
-        """
+        f"""
         SELECT CAST("timestamp" AS DATE) AS day, count(*) AS events,
                count(DISTINCT user_id) AS users
-        FROM events WHERE "timestamp" IS NOT NULL GROUP BY 1 ORDER BY 1""",
+        FROM events WHERE "timestamp" IS NOT NULL GROUP BY 1
+        HAVING count(DISTINCT user_id) >= {k} ORDER BY 1""",
     )
     top_items = _rows(
         con,
-        """
+        f"""
         SELECT e.item_id, any_value(i.title) AS title, count(*) AS events
         FROM events e LEFT JOIN items i ON e.item_id = i.item_id
-        GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 10""",
+        GROUP BY 1 HAVING count(DISTINCT e.user_id) >= {k} ORDER BY 3 DESC, 1 LIMIT 10""",
     )
-    users = _rows(
-        con,
-        """
-        SELECT user_id, count(*) AS events FROM events GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 8""",
-    )
+    users = []
+    if config.show_examples or k <= 1:
+        users = _rows(
+            con,
+            "SELECT user_id, count(*) AS events FROM events GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 8",
+        )
     try:
         live = recommendation_ctr(from_store(store))
         ctr = [
@@ -90,6 +95,7 @@ def dashboard_data(s: Service, config: ServiceConfig) -> dict[str, Any]:
         "leaderboard": _leaderboard(config),
         "manifest": s.pipeline.manifest,
         "erasures_pending_retrain": pending_retrain(s.pipeline.manifest),
+        "min_group_size": k,
     }
 
 
