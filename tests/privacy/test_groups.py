@@ -79,6 +79,8 @@ def test_small_groups_suppressed(db):
     assert "rare-cat" not in {g.group for g in r.funnel.by_category}
     assert all(pair.users >= 5 for pair in r.interests.associations)
     assert r.interests.top_drifters == []
+    assert "rare-cat" not in {c.category for c in r.interests.top_categories}
+    assert "rare-cat" not in r.interests.transition_categories
     assert r.quality.bots == []  # rows about single users are left out
     assert all(not i.examples for i in r.quality.timestamps.values())
     p = r.privacy

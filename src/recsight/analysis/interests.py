@@ -107,9 +107,10 @@ def interests(
         raise NotAvailable("interests need item categories; the catalog has none")
     prof = category_profiles(src, half_life_days=half_life_days)
     n_cat = int(src.scalar(prof.category.nunique()))
-    glob = prof.group_by("category").aggregate(w=prof.weight.sum())
-    gd = src.df(glob.order_by(ibis.desc("w")).limit(top_k))
-    gtot = float(src.scalar(glob.w.sum()))
+    glob = prof.group_by("category").aggregate(w=prof.weight.sum(), users=prof.user_idx.nunique())
+    gtot = float(src.scalar(glob.w.sum()))  # shares stay of the whole, shown rows or not
+    shown = large_groups(src, glob, "users", "interests.top_categories")
+    gd = src.df(shown.order_by(ibis.desc("w")).limit(top_k))
     ent = prof.group_by("user_idx").aggregate(h=-(prof.share * prof.share.ln()).sum())
     ent = ent.mutate(h=ent.h.abs(), hn=ent.h.abs() / max(math.log(n_cat), 1e-12))
     n_drift, drift_q, drifters = _drift(src, top_k=5)
@@ -242,7 +243,8 @@ def _transitions(src: AnalysisSource) -> tuple[list[str], list[list[int]], float
     w = ibis.window(group_by=ec.user_idx, order_by=_ordered(src, ec))
     t = ec.mutate(pc=ec.category.lag().over(w), pi=ec.item_idx.lag().over(w))
     t = t.filter(t.pc.notnull() & (t.pi != t.item_idx))
-    d = src.df(t.group_by(a=t.pc, b=t.category).aggregate(n=t.count()))
+    cells = t.group_by(a=t.pc, b=t.category).aggregate(n=t.count(), users=t.user_idx.nunique())
+    d = src.df(large_groups(src, cells, "users", "interests.transitions"))
     if d.empty:
         return [], [], None
     totals = d.groupby("a").n.sum().add(d.groupby("b").n.sum(), fill_value=0)
