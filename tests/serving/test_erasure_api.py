@@ -76,3 +76,14 @@ def test_pending_retrain_on_health(shop_model, store_copy, tmp_path):
         assert body["erasures_pending_retrain"] == 1
         assert c.get("/health").json()["erasures_pending_retrain"] == 1
         assert c.get("/api/dashboard").json()["erasures_pending_retrain"] == 1
+
+
+def test_exposure_buffer_drops_an_erased_users_rows():
+    from recsight.serving.app import ExposureLog
+
+    written: list[tuple] = []
+    log = ExposureLog(written.extend)
+    log.add([("r1", "gone", "i1", 0, "m", None), ("r2", "kept", "i1", 0, "m", None)])
+    log.discard_user("gone")
+    log.flush()
+    assert [r[1] for r in written] == ["kept"]

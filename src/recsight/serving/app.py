@@ -161,6 +161,11 @@ class ExposureLog:
         with self._lock:
             self._rows.extend(rows)
 
+    def discard_user(self, user_id: str) -> None:
+        """Drop the buffered exposures of one user (an erasure is under way)."""
+        with self._lock:
+            self._rows = [r for r in self._rows if r[1] != user_id]
+
     def flush(self) -> None:
         with self._lock:
             rows, self._rows = self._rows, []
@@ -397,6 +402,7 @@ class Service:
         user_id = self.user_ids(user_id)
         self.exposures.flush()  # buffered exposures of the user are written, then deleted
         with self._exclusive(), self.write_lock:
+            self.exposures.discard_user(user_id)  # any served since the flush
             erased = erase_users(self.store, [user_id])
             self.histories.evict(user_id)
             pipeline = self.pipeline
