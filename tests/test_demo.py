@@ -18,6 +18,7 @@ def test_demo_end_to_end(tmp_path, monkeypatch):
     result = run_demo(Path("demo"), users=300, items=120, days=20, seed=3, quiet=True)
     report = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
     assert report["overview"]["n_users"] == 300
+    assert report["privacy"]["min_group_size"] == 5  # the report keeps groups of 5+ users
     board = json.loads((tmp_path / "demo" / "leaderboard.json").read_text())
     names = [m["name"] for m in board["models"]]
     assert {"popular", "itemknn", "ease", "als"} <= set(names)

@@ -53,6 +53,7 @@ def run_demo(out: Path, users: int, items: int, days: int, seed: int, quiet: boo
     from recsight.evaluation.experiment import ExperimentRunner, parse_experiment
     from recsight.evaluation.leaderboard import rich_tables, write_html, write_json
     from recsight.models.registry import available_models, create_model
+    from recsight.privacy.groups import DEFAULT_MIN_GROUP_SIZE, GroupPolicy
     from recsight.serving.pipeline import Pipeline, write_manifest
 
     started = time.perf_counter()
@@ -86,9 +87,9 @@ def run_demo(out: Path, users: int, items: int, days: int, seed: int, quiet: boo
     console.rule("3. Behavior report")
     with progress_bar() as bar, Store(db, read_only=True) as store:
         task = bar.add_task("analyzing", total=None)
-        analysis = analyze(
-            from_store(store), progress=lambda s: bar.update(task, description=f"analyzing {s}")
-        )
+        src = from_store(store)
+        src.privacy = GroupPolicy(DEFAULT_MIN_GROUP_SIZE)  # as `recsight analyze` does
+        analysis = analyze(src, progress=lambda s: bar.update(task, description=f"analyzing {s}"))
         files = write_report(analysis, out / "report")
     takeaways = [c.takeaway for c in analysis.charts if c.takeaway]
     for line in takeaways[:6]:
