@@ -75,6 +75,8 @@ def test_small_groups_suppressed(db):
     assert "rare-cat" not in {c.category for c in r.popularity.by_category}
     assert "rare-item" not in {t["item_id"] for t in r.popularity.top_items}
     assert min(r.retention.sizes) >= 5
+    # the min and max of per-entity figures are one entity's values each
+    assert set(r.interests.entropy.q) == {"p25", "p50", "p75", "p90", "p99"}
     assert all(g.users[0] >= 5 for g in r.funnel.by_category + r.funnel.by_week)
     assert "rare-cat" not in {g.group for g in r.funnel.by_category}
     assert all(pair.users >= 5 for pair in r.interests.associations)

@@ -10,7 +10,8 @@ QUANTILES = (0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
 
 
 class Quantiles(BaseModel):
-    """Quantiles of a per-entity count, keyed "p0", "p25", ..., "p100", plus the mean."""
+    """Quantiles of a per-entity count, keyed "p0", "p25", ..., "p100", plus the mean (no
+    "p0"/"p100" under a minimum group size)."""
 
     mean: float
     q: dict[str, float]
@@ -33,9 +34,15 @@ class Overview(BaseModel):
 
 
 def count_quantiles(src: AnalysisSource, table, col: str = "n") -> Quantiles:
-    """Mean and `QUANTILES` of column `col` of `table`, computed in the database."""
+    """Mean and `QUANTILES` of column `col` of `table`, computed in the database. Under a
+    minimum group size the minimum and maximum (p0, p100: one entity's value each) are left
+    out."""
     c = table[col]
-    aggs = {f"p{round(q * 100)}": c.quantile(q) for q in QUANTILES}
+    qs = QUANTILES
+    if src.privacy.active:
+        qs = tuple(q for q in QUANTILES if 0.0 < q < 1.0)
+        src.privacy.note("quantiles.min_max", len(QUANTILES) - len(qs))
+    aggs = {f"p{round(q * 100)}": c.quantile(q) for q in qs}
     row = src.df(table.aggregate(mean=c.mean(), **aggs)).iloc[0]
     return Quantiles(mean=float(row["mean"]), q={k: float(row[k]) for k in aggs})
 
