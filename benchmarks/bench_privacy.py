@@ -16,13 +16,15 @@ Runs are small (2 CPU cores shared here) and resumable: every finished configura
 written to benchmarks/results/privacy.json at once, and a rerun skips what is there.
 
     .venv/bin/python benchmarks/bench_privacy.py --part federated --rounds 10,25,50,100,200,300
-    .venv/bin/python benchmarks/bench_privacy.py --part dp --epsilons inf,8,3,1
+    .venv/bin/python benchmarks/bench_privacy.py --part dp --epsilons 8,3,1,inf
     .venv/bin/python benchmarks/bench_privacy.py --part dp --dataset ml-1m --epsilons inf,8
+    .venv/bin/python benchmarks/bench_privacy.py            # the table of what is there
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
 import os
@@ -82,11 +84,14 @@ def read_results() -> dict[str, Any]:
 
 
 def save_result(key: str, value: dict[str, Any]) -> None:
-    """Write one finished configuration at once (the file is the resume point)."""
-    data = read_results()
-    data[key] = {**value, "machine": machine(), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    """Write one finished configuration at once (the file is the resume point); a lock file
+    keeps two benchmark processes from losing each other's entries."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(data, indent=2) + "\n")
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = read_results()
+        data[key] = {**value, "machine": machine(), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        RESULTS.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def baseline(dataset: str, name: str, train, test, **params: Any) -> None:
@@ -152,10 +157,12 @@ def run_dp(args: argparse.Namespace) -> None:
     from recsight.models.neural.sasrec import SASRec
 
     for eps in [e.strip() for e in args.epsilons.split(",")]:
-        size = {"max_len": 50, "dim": 64, "layers": 2, "heads": 2, "dropout": 0.2,
+        size = {"max_len": 50, "dim": args.dim, "layers": args.layers, "heads": 2, "dropout": 0.2,
                 "attn_dropout": 0.2, "batch_size": args.batch, "lr": args.dp_lr,
                 "epochs": args.epochs, "max_minutes": args.minutes}  # fmt: skip
         key = f"{dataset}/sasrec-dp/eps={eps}/batch={args.batch}/epochs={args.epochs}"
+        if (args.dim, args.layers, args.dp_lr) != (64, 2, 2e-3):
+            key += f"/dim={args.dim}/layers={args.layers}/lr={args.dp_lr}"
         if key in read_results():
             continue
         model = SASRec(**size, dp_epsilon=float(eps), dp_delta=args.delta,
@@ -189,8 +196,12 @@ def table() -> None:
                           f"{c['bytes_per_round'] / 1e6:.1f} MB/round")  # fmt: skip
         else:
             eps = v.get("epsilon_spent")
+            notes = f"fit {v.get('fit_seconds', 0):.0f} s"
+            if "steps" in v:
+                notes += (f", sigma {v['noise_multiplier']:.2f}, {v['steps']} steps, "
+                          f"{v['epochs_run']} epochs ({v['stopped_by']})")  # fmt: skip
             t.add_row(key, "" if eps is None else f"{eps:.2f}", f"{v['hr@10']:.4f}",
-                      f"{v['ndcg@10']:.4f}", f"fit {v.get('fit_seconds', 0):.0f} s")  # fmt: skip
+                      f"{v['ndcg@10']:.4f}", notes)  # fmt: skip
     console.print(t)
 
 
@@ -206,9 +217,13 @@ def main() -> None:
     ap.add_argument("--delta", type=float, default=1e-5)
     ap.add_argument("--clip", type=float, default=1.0)
     ap.add_argument("--batch", type=int, default=128, help="expected users per DP-SGD step")
-    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument(
+        "--epochs", type=int, default=10, help="DP-SGD epochs (noise is calibrated for them)"
+    )
     ap.add_argument("--dp-lr", type=float, default=2e-3)
-    ap.add_argument("--minutes", type=float, default=15.0, help="training budget per model")
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--minutes", type=float, default=25.0, help="training budget per model")
     args = ap.parse_args()
     if args.part == "federated":
         run_federated(args)
