@@ -107,6 +107,19 @@ def test_clients_use_their_own_ids(shop, tmp_path):
     assert cli("export", "--db", db, "--out", str(export)).exit_code == 0
     assert files_holding([export], WHO) == [] and files_holding([export], alias)
     assert files_holding([Path(model)], alias)  # the model knows the pseudonym, not the id
+    # the export says its ids are pseudonyms: read in place or ingested, they are not hashed
+    # again, and the client's id still finds the user
+    on_layout = cli("profile", WHO, "--events", str(export), "--json")
+    assert on_layout.exit_code == 0 and json.loads(on_layout.stdout)["n_events"] == 4
+    assert cli("profile", WHO, "--events", str(export), key=None).exit_code == 2
+    copy = str(tmp_path / "copy.duckdb")
+    assert cli("ingest", str(export), "--db", copy, "-q", key=None).exit_code == 0
+    again = cli("profile", WHO, "--db", copy, "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["n_events"] == 4
+    plain = str(tmp_path / "plain.duckdb")
+    assert cli("ingest", str(extra), "--db", plain, "-q", key=None).exit_code == 0
+    mixed = cli("ingest", str(export), "--db", plain, key=None)
+    assert mixed.exit_code == 2 and "plain" in mixed.output
 
     # forget takes the client's id and removes the pseudonym everywhere
     res = cli("forget", WHO, "--db", db, "--model", model, "--json")

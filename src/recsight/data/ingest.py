@@ -145,10 +145,15 @@ def ingest(
     t0 = time.perf_counter()
     step = progress or (lambda _msg: None)
     _check_options(dedupe, fill_rating, tz)
-    keys.check_ingest_key(store, pseudonym_key)
     con = store.con
     step("reading")
     src = open_source(events, fmt, mapping, con)
+    # an exported layout of a pseudonymized store holds pseudonyms already: kept as they are
+    hashed = src.pseudonym_key_fingerprint
+    keys.check_ingest_key(store, pseudonym_key, hashed)
+    fingerprint = hashed or (keys.key_fingerprint(pseudonym_key) if pseudonym_key else None)
+    if hashed:
+        pseudonym_key = None
     tz = tz or src.default_tz
     scale = rating_scale or src.rating_scale
     items_df = read_side_table(items, key="item_id") if items else src.items
@@ -179,8 +184,8 @@ def ingest(
                 report.users = _merge_side(con, "user", users_df, users_name or "users")
             if fill_rating != "none":
                 store.set_meta(FILL_META, fill_rating)
-            if pseudonym_key is not None:
-                store.set_meta(keys.META_FINGERPRINT, keys.key_fingerprint(pseudonym_key))
+            if fingerprint is not None:
+                store.set_meta(keys.META_FINGERPRINT, fingerprint)
             if store.meta("timezone") is None:
                 store.set_meta("timezone", tz)
             elif store.meta("timezone") != tz:

@@ -102,6 +102,8 @@ class Manifest:
     columns: list[str] = field(default_factory=lambda: list(LAYOUT_EVENT_COLUMNS))
     created: str = ""
     source: str = ""
+    #: set when the user ids are pseudonyms (`recsight.privacy.keys`): the key's fingerprint
+    pseudonym_key_fingerprint: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -261,10 +263,12 @@ class LayoutWriter:
         row_group_rows: int = 122_880,
         max_buffered_rows: int = 4_000_000,
         max_open: int = 64,
+        pseudonym_key_fingerprint: str | None = None,
     ):
         self.out = Path(out)
         self.timezone = timezone
         self.source = source
+        self.pseudonym_key_fingerprint = pseudonym_key_fingerprint
         self.row_group_rows = row_group_rows
         self.max_buffered_rows = max_buffered_rows
         self.max_open = max_open
@@ -398,6 +402,7 @@ class LayoutWriter:
             timezone=self.timezone,
             created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
             source=self.source,
+            pseudonym_key_fingerprint=self.pseudonym_key_fingerprint,
         )
         tmp = self.out / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(self.manifest.to_dict(), indent=1) + "\n", encoding="utf-8")
@@ -442,8 +447,14 @@ def export_store(store, out: str | Path, batch_rows: int = 1_000_000) -> Manifes
     """Write a store (`recsight.data.store.Store`) into the layout at `out` (replacing one
     that is there), events streamed in ingest order."""
     con = store.con.cursor()  # its own result stream, beside any unfinished one of the store's
+    from recsight.privacy.keys import META_FINGERPRINT
+
     with LayoutWriter(
-        out, timezone=store.timezone, source=str(store.path), overwrite=True
+        out,
+        timezone=store.timezone,
+        source=str(store.path),
+        overwrite=True,
+        pseudonym_key_fingerprint=store.meta(META_FINGERPRINT),
     ) as writer:
         cur = con.sql(
             """SELECT seq, user_id, item_id, timezone('UTC', "timestamp") AS "timestamp",
@@ -568,6 +579,12 @@ def open_store(path: str | Path, memory_limit: str | None = None):
         "INSERT INTO meta VALUES (?, ?)",
         [["schema_version", SCHEMA_VERSION], ["timezone", manifest.timezone]],
     )
+    if manifest.pseudonym_key_fingerprint:  # the ids are pseudonyms: readers hash theirs
+        from recsight.privacy.keys import META_FINGERPRINT
+
+        con.execute(
+            "INSERT INTO meta VALUES (?, ?)", [META_FINGERPRINT, manifest.pseudonym_key_fingerprint]
+        )
     return Store.over(con, path)
 
 

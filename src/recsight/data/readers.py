@@ -92,6 +92,8 @@ class Source:
     items_path: Path | None = None
     users_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    #: a layout whose user ids are already pseudonyms: its key's fingerprint
+    pseudonym_key_fingerprint: str | None = None
 
 
 def _sql_str(value: str | Path) -> str:
@@ -516,8 +518,9 @@ def open_source(path: str | Path, fmt: str | None, mapping: dict[str, str] | Non
     if fmt == "parquet":
         folder = path if path.is_dir() else None
         if folder and is_layout(folder):
-            read_manifest(folder)  # a newer layout version is refused here
+            manifest = read_manifest(folder)  # a newer layout version is refused here
             src = read_parquet_source(folder / EVENTS_DIR, mapping, con, events_glob(folder))
+            src.pseudonym_key_fingerprint = manifest.pseudonym_key_fingerprint
         else:
             events = folder / "events.parquet" if folder else path
             src = read_parquet_source(events, mapping, con)

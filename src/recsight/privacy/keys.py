@@ -113,9 +113,29 @@ class UserIds:
 # -- ingest ---------------------------------------------------------------------------------
 
 
-def check_ingest_key(store: Store, key: bytes | None) -> None:
-    """Refuse to mix plain and pseudonymized ids, or pseudonyms of two keys, in one store."""
+def check_ingest_key(
+    store: Store, key: bytes | None, source_fingerprint: str | None = None
+) -> None:
+    """Refuse to mix plain and pseudonymized ids, or pseudonyms of two keys, in one store.
+    `source_fingerprint`: the data's ids are pseudonyms already (an exported layout)."""
     fingerprint = store.meta(META_FINGERPRINT)
+    if source_fingerprint:
+        if fingerprint and fingerprint != source_fingerprint:
+            raise InputError(
+                f"{store.path}: the data's user ids are pseudonyms of another key than this "
+                f"store's (fingerprint {source_fingerprint}, expected {fingerprint})"
+            )
+        if not fingerprint and store.count("user_map"):
+            raise InputError(
+                f"{store.path}: the data's user ids are pseudonyms but this store holds plain "
+                "ids; ingest it into a new store"
+            )
+        if key is not None and key_fingerprint(key) != source_fingerprint:
+            raise InputError(
+                f"{PSEUDONYM_KEY_ENV} is not the key the data was pseudonymized with "
+                f"(fingerprint {key_fingerprint(key)}, expected {source_fingerprint})"
+            )
+        return
     if fingerprint:
         if key is None:
             raise InputError(
