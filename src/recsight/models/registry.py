@@ -12,6 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 from recsight.errors import InputError
 from recsight.models.als import ALS, BPR
 from recsight.models.base import Recommender, read_config
+from recsight.models.blend import Blend
 from recsight.models.ease import EASE
 from recsight.models.knn import ItemKNN, UserKNN
 from recsight.models.mf import BiasedMF
@@ -35,6 +36,7 @@ MODELS: dict[str, type[Recommender]] = {
         BERT4Rec,
         MultVAE,
         RecVAE,
+        Blend,
     )
 }
 

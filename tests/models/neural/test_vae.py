@@ -11,7 +11,15 @@ import torch
 from recsight.data.splits import split
 from recsight.errors import InputError
 from recsight.evaluation.protocol import evaluate_ranking
-from recsight.models.neural.vae import VALID_K, VALID_SHARE, MultVAE, RecVAE, Rows, _Alternating
+from recsight.models.neural.vae import (
+    VALID_K,
+    VALID_SHARE,
+    MultVAE,
+    RecVAE,
+    Rows,
+    SparseInput,
+    _Alternating,
+)
 from recsight.models.registry import create_model, load_model
 
 TINY = dict(hidden=32, latent=8, batch_size=8, verbose=False)
@@ -113,8 +121,8 @@ def test_bad_parameters_raise_input_error(blocks):
 
 def test_sparse_input_layer_equals_the_dense_normalised_product():
     m = sp.csr_matrix(np.array([[1, 0, 1, 1], [0, 0, 0, 0], [0, 1, 0, 0]], np.float32))
-    layer = torch.nn.Linear(4, 3)
+    layer = SparseInput(4, 3)
     got = Rows.of(m, np.arange(3), torch.device("cpu")).input_layer(layer, 0.5, training=False)
     x = torch.from_numpy(m.toarray())
     x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    torch.testing.assert_close(got, layer(x))
+    torch.testing.assert_close(got, x @ layer.weight + layer.bias)
