@@ -422,3 +422,23 @@ def test_append_events_is_idempotent_and_validated(tmp_path):
             with pytest.raises(InputError, match=msg):
                 s.append_events([{"user_id": "u", "item_id": "z", "event_type": "view"}, bad])
         assert s.count("events") == 2  # a bad record rejects the whole batch
+
+
+def test_fill_rating_policy_travels_with_an_exported_layout(tmp_path):
+    """Missing ratings stay missing in an export; the policy goes with them, so a model
+    trained from the layout (read in place or ingested) fills them the same way."""
+    from recsight.data.layout import export_store, open_store
+
+    csv = write(
+        tmp_path / "r.csv", "user_id,item_id,rating,timestamp\nu1,i1,5,1\nu2,i1,3,2\nu3,i1,,3\n"
+    )
+    with Store(tmp_path / "s.duckdb") as s:
+        ingest(s, csv, fill_rating="item-mean")
+        export_store(s, tmp_path / "lay")
+    with open_store(tmp_path / "lay") as lay:
+        data = lay.interactions()
+    assert np.isnan(data.value[2]) and data.rating_values()[2] == pytest.approx(4.0)
+    with Store(tmp_path / "t.duckdb") as t:
+        ingest(t, tmp_path / "lay")
+        assert t.meta("fill_rating") == "item-mean"
+        assert t.interactions().rating_values()[2] == pytest.approx(4.0)

@@ -155,6 +155,8 @@ def ingest(
     if hashed:
         pseudonym_key = None
     tz = tz or src.default_tz
+    if fill_rating == "none" and src.fill_rating:
+        fill_rating = src.fill_rating  # an exported store's policy travels with its events
     scale = rating_scale or src.rating_scale
     items_df = read_side_table(items, key="item_id") if items else src.items
     users_df = read_side_table(users, key="user_id") if users else src.users

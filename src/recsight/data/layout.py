@@ -104,6 +104,7 @@ class Manifest:
     source: str = ""
     #: set when the user ids are pseudonyms (`recsight.privacy.keys`): the key's fingerprint
     pseudonym_key_fingerprint: str | None = None
+    fill_rating: str | None = None  # the store's --fill-rating policy (applied at fit time)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -264,11 +265,13 @@ class LayoutWriter:
         max_buffered_rows: int = 4_000_000,
         max_open: int = 64,
         pseudonym_key_fingerprint: str | None = None,
+        fill_rating: str | None = None,
     ):
         self.out = Path(out)
         self.timezone = timezone
         self.source = source
         self.pseudonym_key_fingerprint = pseudonym_key_fingerprint
+        self.fill_rating = fill_rating
         self.row_group_rows = row_group_rows
         self.max_buffered_rows = max_buffered_rows
         self.max_open = max_open
@@ -403,6 +406,7 @@ class LayoutWriter:
             created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
             source=self.source,
             pseudonym_key_fingerprint=self.pseudonym_key_fingerprint,
+            fill_rating=self.fill_rating,
         )
         tmp = self.out / (MANIFEST + ".tmp")
         tmp.write_text(json.dumps(self.manifest.to_dict(), indent=1) + "\n", encoding="utf-8")
@@ -455,6 +459,7 @@ def export_store(store, out: str | Path, batch_rows: int = 1_000_000) -> Manifes
         source=str(store.path),
         overwrite=True,
         pseudonym_key_fingerprint=store.meta(META_FINGERPRINT),
+        fill_rating=store.meta("fill_rating"),
     ) as writer:
         cur = con.sql(
             """SELECT seq, user_id, item_id, timezone('UTC', "timestamp") AS "timestamp",
@@ -577,7 +582,8 @@ def open_store(path: str | Path, memory_limit: str | None = None):
     con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
     con.executemany(
         "INSERT INTO meta VALUES (?, ?)",
-        [["schema_version", SCHEMA_VERSION], ["timezone", manifest.timezone]],
+        [["schema_version", SCHEMA_VERSION], ["timezone", manifest.timezone]]
+        + ([["fill_rating", manifest.fill_rating]] if manifest.fill_rating else []),
     )
     if manifest.pseudonym_key_fingerprint:  # the ids are pseudonyms: readers hash theirs
         from recsight.privacy.keys import META_FINGERPRINT

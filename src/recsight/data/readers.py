@@ -94,6 +94,7 @@ class Source:
     notes: list[str] = field(default_factory=list)
     #: a layout whose user ids are already pseudonyms: its key's fingerprint
     pseudonym_key_fingerprint: str | None = None
+    fill_rating: str | None = None  # a layout's --fill-rating policy, kept by its ingest
 
 
 def _sql_str(value: str | Path) -> str:
@@ -521,6 +522,7 @@ def open_source(path: str | Path, fmt: str | None, mapping: dict[str, str] | Non
             manifest = read_manifest(folder)  # a newer layout version is refused here
             src = read_parquet_source(folder / EVENTS_DIR, mapping, con, events_glob(folder))
             src.pseudonym_key_fingerprint = manifest.pseudonym_key_fingerprint
+            src.fill_rating = manifest.fill_rating
         else:
             events = folder / "events.parquet" if folder else path
             src = read_parquet_source(events, mapping, con)
