@@ -20,7 +20,7 @@ from recsight.models.registry import create_model
 from recsight.privacy.groups import GroupPolicy
 from recsight.serving.app import ServiceConfig, create_app
 
-SECTIONS = ["activity", "popularity", "retention", "quality", "funnel", "interests"]
+SECTIONS = ["activity", "popularity", "retention", "quality", "funnel", "interests", "sessions"]
 LONE_DAY = datetime(2026, 3, 30, 12, 0)  # weeks after the shop's last event
 
 
@@ -75,6 +75,7 @@ def test_small_groups_suppressed(db):
     assert "rare-cat" not in {c.category for c in r.popularity.by_category}
     assert "rare-item" not in {t["item_id"] for t in r.popularity.top_items}
     assert min(r.retention.sizes) >= 5
+    assert r.sessions.length_histogram  # still drawn, without bars of fewer than 5 users
     # the min and max of per-entity figures are one entity's values each
     assert set(r.interests.entropy.q) == {"p25", "p50", "p75", "p90", "p99"}
     assert all(g.users[0] >= 5 for g in r.funnel.by_category + r.funnel.by_week)
@@ -127,3 +128,14 @@ def test_dashboard_hides_small_groups(db, tmp_path):
         d = c.get("/api/dashboard").json()
     assert len(d["sample_users"]) == 8
     assert LONE_DAY.date().isoformat() in {r["day"][:10] for r in d["per_day"]}
+
+
+def test_histogram_bins_of_few_users_blanked():
+    from types import SimpleNamespace
+
+    from recsight.analysis.ratings import Histogram, _suppress_small_bins
+
+    src = SimpleNamespace(privacy=GroupPolicy(5))
+    h = _suppress_small_bins(src, Histogram(edges=[0, 1, 2, 3], counts=[0, 3, 7]))
+    assert h.counts == [0, None, 7]  # an empty bin describes nobody; 3 users is too few
+    assert src.privacy.suppressed == {"ratings.user_bias_histogram": 1}

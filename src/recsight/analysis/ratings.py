@@ -13,7 +13,7 @@ BIAS_BINS = 20
 
 class Histogram(BaseModel):
     edges: list[float]
-    counts: list[int]
+    counts: list[int | None]  # None: a bin of fewer users than the minimum group size
 
 
 class PopularityBucket(BaseModel):
@@ -37,6 +37,16 @@ class Ratings(BaseModel):
 def _hist(values: np.ndarray) -> Histogram:
     counts, edges = np.histogram(values, bins=BIAS_BINS)
     return Histogram(edges=[round(float(e), 4) for e in edges], counts=counts.astype(int).tolist())
+
+
+def _suppress_small_bins(src: AnalysisSource, h: Histogram) -> Histogram:
+    """Bins counting fewer users than the minimum group size become None."""
+    k = src.privacy.min_group_size
+    small = [0 < c < k for c in h.counts]
+    src.privacy.note("ratings.user_bias_histogram", sum(small))
+    return Histogram(
+        edges=h.edges, counts=[None if s else c for c, s in zip(h.counts, small, strict=True)]
+    )
 
 
 def ratings(src: AnalysisSource) -> Ratings:
@@ -71,7 +81,7 @@ def ratings(src: AnalysisSource) -> Ratings:
         global_mean=mu,
         user_bias=count_quantiles(src, ub, "b"),
         item_bias=count_quantiles(src, ib, "b"),
-        user_bias_histogram=_hist(u),
+        user_bias_histogram=_suppress_small_bins(src, _hist(u)),
         item_bias_histogram=_hist(items.b.to_numpy(float)),
         by_popularity=buckets,
         popularity_rating_spearman=rho,

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from recsight.analysis.overview import Quantiles, count_quantiles
 from recsight.analysis.source import AnalysisSource
+from recsight.privacy.groups import large_groups
 
 DEFAULT_GAP_MINUTES = 30.0
 
@@ -79,10 +80,13 @@ def sessions(src: AnalysisSource, gap_minutes: float = DEFAULT_GAP_MINUTES) -> S
     st = session_table(src, gap_minutes)
     per_user = st.group_by("user_idx").aggregate(n=st.count())
     bucket = ibis.ifelse(st.n >= 10, "10+", st.n.cast("string"))
-    h = src.df(st.group_by(b=bucket).aggregate(c=st.count()))
+    buckets = st.group_by(b=bucket).aggregate(c=st.count(), users=st.user_idx.nunique())
+    h = src.df(buckets)
     hist = dict(zip(h.b, h.c.astype(int), strict=True))
-    order = [str(i) for i in range(1, 10)] + ["10+"]
     n_sessions = sum(hist.values())
+    # bars of fewer than k users are left out of the histogram (the rates use all sessions)
+    shown = set(src.df(large_groups(src, buckets, "users", "sessions.length_histogram")).b)
+    order = [str(i) for i in range(1, 10)] + ["10+"]
     given = has_session_ids(src)
     return Sessions(
         source="session_id" if given else "gap",
@@ -92,5 +96,5 @@ def sessions(src: AnalysisSource, gap_minutes: float = DEFAULT_GAP_MINUTES) -> S
         events_per_session=count_quantiles(src, st, "n"),
         duration_seconds=count_quantiles(src, st, "seconds"),
         bounce_rate=hist.get("1", 0) / n_sessions if n_sessions else 0.0,
-        length_histogram={k: hist.get(k, 0) for k in order},
+        length_histogram={k: hist.get(k, 0) for k in order if k in shown or k not in hist},
     )
