@@ -183,3 +183,16 @@ def test_cli_export_then_analyze_and_info_on_events(shop, tmp_path):
     assert rep["overview"]["n_events"] == n
     res = runner.invoke(app, ["info", "--events", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "no such dataset folder" in res.output
+
+
+def test_a_log_without_timestamps_round_trips(tmp_path):
+    src = tmp_path / "pairs.csv"
+    src.write_text("user_id,item_id\nu1,a\nu1,b\nu2,a\n")
+    with Store(tmp_path / "a.duckdb") as store:
+        ingest(store, src)
+        export_store(store, tmp_path / "lay")
+    assert read_manifest(tmp_path / "lay").time_min is None
+    with Store(tmp_path / "b.duckdb") as store:
+        report = ingest(store, tmp_path / "lay")
+        assert report.kept == 3 and not report.dropped  # was: all dropped, missing_timestamp
+        assert store.con.execute("SELECT count(*) FROM events").fetchone()[0] == 3

@@ -523,6 +523,9 @@ def open_source(path: str | Path, fmt: str | None, mapping: dict[str, str] | Non
             src = read_parquet_source(folder / EVENTS_DIR, mapping, con, events_glob(folder))
             src.pseudonym_key_fingerprint = manifest.pseudonym_key_fingerprint
             src.fill_rating = manifest.fill_rating
+            if manifest.time_min is None:
+                # a log without timestamps: the layout's all-null column is not data to check
+                src.columns.pop("timestamp", None)
         else:
             events = folder / "events.parquet" if folder else path
             src = read_parquet_source(events, mapping, con)
