@@ -240,10 +240,19 @@ def _fit_child(job: dict) -> dict:
     }
 
 
+def _commit() -> str:
+    """The checked-out commit (runs are cached across code changes: each says which code)."""
+    proc = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True)  # fmt: skip
+    dirty = subprocess.run(["git", "-C", str(HERE), "diff", "--quiet", "HEAD", "--", "../src"])
+    return proc.stdout.strip() + ("+dirty" if dirty.returncode else "")
+
+
 def _variants(args: argparse.Namespace) -> dict[str, tuple[str, str, dict]]:
     """recsight's sequence variants: key -> (label, class, fixed params)."""
     has_loss = "loss" in inspect.signature(SASRec).parameters
-    out = {"sasrec": ("recsight SASRec (full CE)", "SASRec", {"loss": "full"} if has_loss else {})}
+    # plain SASRec passes no `loss`: its default ("auto") is the full softmax on these catalogs
+    out = {"sasrec": ("recsight SASRec (full-softmax CE)", "SASRec", {})}
     if has_loss:
         out["gsasrec"] = (
             "recsight gSASRec (gBCE, 256 uniform negatives, t=0.75)",
@@ -320,7 +329,7 @@ def converge(args: argparse.Namespace, console: Console) -> None:
         console.print(f"fitting {key} {params} seed {seed} ...")
         with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
             res = pool.apply(_fit_child, (job,))
-        res.update(variant=key, params=params, seed=seed)
+        res.update(variant=key, params=params, seed=seed, commit=_commit())
         m = res["metrics"]
         console.print(
             f"  {key} {params} seed {seed}: valid {res['best_valid_ndcg10']:.4f} test NDCG@10 "
@@ -402,10 +411,9 @@ def converge(args: argparse.Namespace, console: Console) -> None:
     doc["checks"] = checks
     save()
 
-    table = Table(title=f"{title}, leave-one-out, full ranking, to convergence")
-    for col in ("model", "seeds", "NDCG@10", "HR@10", "NDCG@10 unmasked", "HR@10 unmasked",
-                "epochs (best)", "s/epoch", "s to best", "peak RSS MB"):  # fmt: skip
-        table.add_column(col)
+    header = ("model", "seeds", "NDCG@10", "HR@10", "NDCG@10 unmasked", "HR@10 unmasked",
+              "epochs (best)", "s/epoch", "s to best", "peak RSS MB")  # fmt: skip
+    lines: list[tuple[str, ...]] = []
 
     def fmt(runs_: list[dict], key: str) -> str:
         m, sd = _seed_summary(runs_, key)
@@ -413,7 +421,7 @@ def converge(args: argparse.Namespace, console: Console) -> None:
 
     for v in chosen.values():
         rs = v["runs"]
-        table.add_row(
+        lines.append((
             f"{v['label']} dropout {v['params']['dropout']}",
             ",".join(str(r["seed"]) for r in rs),
             fmt(rs, "ndcg@10"), fmt(rs, "hr@10"), fmt(rs, "ndcg@10_unmasked"),
@@ -422,18 +430,36 @@ def converge(args: argparse.Namespace, console: Console) -> None:
             f"{_seed_summary(rs, 'seconds_per_epoch')[0]:.1f}",
             f"{_seed_summary(rs, 'seconds_to_best')[0]:.0f}",
             f"{max(r['peak_rss_mb'] for r in rs):.0f}",
-        )  # fmt: skip
+        ))  # fmt: skip
     if recbole is not None:
         m = recbole["metrics"]
-        table.add_row(
+        lines.append((
             f"RecBole SASRec ({recbole['stopped_by']})", "2020",
             f"{m['ndcg@10']:.4f}", f"{m['hr@10']:.4f}", f"{m['ndcg@10_unmasked']:.4f}",
             f"{m['hr@10_unmasked']:.4f}",
             f"{len(recbole['history'])} ({recbole['best_epoch']})",
             f"{recbole['seconds_per_epoch']:.1f}", f"{recbole['seconds_to_best']:.0f}",
             f"{recbole['peak_rss_mb']:.0f}",
-        )  # fmt: skip
+        ))  # fmt: skip
+    table = Table(title=f"{title}, leave-one-out, full ranking, to convergence")
+    for col in header:
+        table.add_column(col)
+    for line in lines:
+        table.add_row(*line)
     console.print(table)
+    md = [
+        f"{title}, leave-one-out, full ranking, to convergence (`{doc['command']}`)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|" * (len(header) - 1),
+    ]
+    md += ["| " + " | ".join(line) + " |" for line in lines]
+    md += [""] + [
+        f"- {'PASS' if c['passed'] else 'FAIL'}: {c['statement']}; Holm p per seed "
+        f"{', '.join(f'{p:.2g}' for p in c['p_holm_per_seed'])}"
+        for c in checks
+    ]
+    out_path.with_suffix(".md").write_text("\n".join(md) + "\n")
     for c in checks:
         console.print(f"{'PASS' if c['passed'] else 'FAIL'}: {c['statement']}; Holm p per seed "
                       f"{[f'{p:.2g}' for p in c['p_holm_per_seed']]}")  # fmt: skip

@@ -592,21 +592,23 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", flush=True)
 
-    results = {}
-    with tempfile.TemporaryDirectory(prefix="recsight-vs-peers-") as tmp:
-        for sec in sections(tasks, args.quick, sequential=not args.no_sequential):
-            results[sec.key] = run_section(sec, data_root, peers_python, Path(tmp), args.seed, log)
     meta = {
         "command": " ".join(["python benchmarks/bench_vs_peers.py", *(argv or sys.argv[1:])]),
         "date": started,
         "cpus": os.cpu_count(),
         "load_at_start": load_avg,
-        "seconds": time.perf_counter() - t0,
+        "seconds": 0.0,
         "quick": args.quick,
         "versions": _versions(),
         "peer_versions": _peer_versions(peers_python),
     }
-    write_report(out_dir, results, meta)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="recsight-vs-peers-") as tmp:
+        for sec in sections(tasks, args.quick, sequential=not args.no_sequential):
+            results[sec.key] = run_section(sec, data_root, peers_python, Path(tmp), args.seed, log)
+            # the report so far after every section: a long run that stops keeps what it did
+            meta["seconds"] = time.perf_counter() - t0
+            write_report(out_dir, results, meta)
     log(f"wrote {out_dir / 'vs_peers.md'} and vs_peers.json")
     return 0
 
