@@ -198,7 +198,7 @@ def run_recbole(work: Path, extra: list[str], console: Console) -> dict:
         [str(RECBOLE_PY), str(RECBOLE_RUNNER), str(work), *extra], capture_output=True, text=True
     )
     if proc.returncode:
-        console.print(proc.stdout[-3000:], proc.stderr[-3000:])
+        console.print(proc.stdout[-3000:], proc.stderr[-3000:], markup=False)
         raise SystemExit("RecBole run failed")
     meta = json.loads((work / "result.json").read_text())
     meta["wall_seconds"] = time.perf_counter() - t0
