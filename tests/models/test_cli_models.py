@@ -215,3 +215,22 @@ def test_expected_failures_end_in_one_clear_line(app, db, tmp_path, monkeypatch)
     monkeypatch.setattr(ease_module.psutil, "virtual_memory", lambda: Tiny())
     res = run("ease")
     assert res.exit_code == 2 and "EASE" in res.output
+
+
+def test_train_a_blend_quietly_then_recommend(app, db, tmp_path):
+    out = tmp_path / "blend"
+    members = '[{"name": "ease", "params": {"reg": 5}}, {"name": "multvae", "params": ' \
+        '{"hidden": 16, "latent": 4, "epochs": 2}}]'  # fmt: skip
+    res = CliRunner().invoke(app, ["train", "blend", "--db", str(db), "--out", str(out),
+                                   "--param", f"models={members}", "--param", "grid=2",
+                                   "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["params"]["grid"] == 2  # nothing but JSON on stdout
+    assert (out / "0-ease" / "arrays.npz").exists() and (out / "1-multvae").is_dir()
+    model = load_model(out)
+    assert model.models_[1].verbose is False  # the members were silenced with the blend
+    res = CliRunner().invoke(app, ["recommend", "--model", str(out), "--history", "i0,i1",
+                                   "--k", "3", "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    expected, _ = model.recommend_for_history(["i0", "i1"], k=3)
+    assert [r["item_id"] for r in json.loads(res.output)["recommendations"]] == list(expected)

@@ -158,9 +158,14 @@ class Blend(Recommender):
         """Fit the members on a holdout split, the weights on its validation part, then refit
         the members on all of `train`."""
         from recsight.evaluation.protocol import evaluate_ranking
-        from recsight.models.registry import create_model
+        from recsight.models.registry import create_model, model_class
 
         members = self._check()
+        if not self.verbose:  # a quiet blend keeps its members quiet too
+            members = [
+                (n, {**p, "verbose": False} if "verbose" in model_class(n).param_names() else p)
+                for n, p in members
+            ]
         console = Console(stderr=True, quiet=not self.verbose)
         parts = split(train, f"user_random:{1.0 - float(self.valid_share)}", seed=self.seed)
         inner_seen = parts.train.to_csr(binary=True)
