@@ -255,8 +255,12 @@ def write_table(console: Console) -> None:
         note = ""
         if r["stage"] == "serve":
             loop = r["open_loop_200rps"]
-            note = (f"start-up {r['startup_s']} s (by-user copy built before: "
-                    f"{r['by_user_copy_s']} s); p50 {loop['p50_ms']:.1f} ms, p99 "
+            built = (
+                f" (by-user copy built before: {r['by_user_copy_s']} s)"
+                if "by_user_copy_s" in r
+                else " (by-user copy built meanwhile)"
+            )
+            note = (f"start-up {r['startup_s']} s{built}; p50 {loop['p50_ms']:.1f} ms, p99 "
                     f"{loop['p99_ms']:.1f} ms at 200 req/s; {loop['errors']} errors; "
                     f"cache miss rate {r['cache_miss_rate']}")  # fmt: skip
         elif r["stage"] == "evaluate":

@@ -2,11 +2,13 @@
 
 A model whose scores are inner products of a query vector and item vectors (ALS and BPR:
 `fold_in` gives the query, `item_factors_` the items) can retrieve candidates from an HNSW
-graph instead of scoring the whole catalog. HNSW searches by L2 distance, and nearest by L2 is
-not largest inner product when item norms differ, so the items are mapped by the standard
-transform (Bachrach et al., 2014): ``x_i = [v_i, sqrt(M^2 - |v_i|^2)]`` with M the largest
-norm, and a query ``[q, 0]``; then ``|q' - x_i|^2 = |q|^2 + M^2 - 2 q.v_i``, so the L2 order
-is the inner-product order.
+graph instead of scoring the whole catalog. The graph is built and searched with faiss's
+inner-product metric, not by the usual transform to L2 distance (``x_i = [v_i, sqrt(M^2 -
+|v_i|^2)]``, query ``[q, 0]``): with ALS's skewed item norms (median 0.13, max 1.0 on the
+1M-event shop) the extra coordinate dominates, every item sits near one point and HNSW's
+recall@100 fell to 0.49, against 0.9997 for the inner-product graph at the same search beam
+(both measured on that shop's ALS; an exact search on the transformed vectors is exact, so
+the transform itself was right, the graph was not).
 
 Retrieval over-fetches (k plus the items the filters may drop, times a margin) and, when the
 filters leave fewer than k, searches again wider, up to the whole catalog; candidates are then
@@ -56,25 +58,21 @@ def _faiss() -> Any:
 class AnnIndex:
     """An HNSW index over a model's item vectors, searched for largest inner product."""
 
-    def __init__(self, index: Any, max_norm: float, ef_search: int = EF_SEARCH):
+    def __init__(self, index: Any, ef_search: int = EF_SEARCH):
         self.index = index
-        self.max_norm = max_norm
         self.ef_search = ef_search
 
     @classmethod
     def build(
         cls, item_vectors: np.ndarray, m: int = HNSW_M, ef_construction: int = EF_CONSTRUCTION
     ) -> AnnIndex:
-        """Index `item_vectors` (n_items x d) by the inner-product-to-L2 transform."""
+        """Index `item_vectors` (n_items x d) for inner-product search."""
         faiss = _faiss()
-        v = np.asarray(item_vectors, dtype=np.float32)
-        norms = np.einsum("ij,ij->i", v, v, dtype=np.float64)
-        max_sq = float(norms.max(initial=0.0))
-        extra = np.sqrt(np.maximum(max_sq - norms, 0.0)).astype(np.float32)
-        index = faiss.IndexHNSWFlat(v.shape[1] + 1, m)
+        v = np.ascontiguousarray(item_vectors, dtype=np.float32)
+        index = faiss.IndexHNSWFlat(v.shape[1], m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = ef_construction
-        index.add(np.ascontiguousarray(np.hstack([v, extra[:, None]])))
-        return cls(index, float(np.sqrt(max_sq)))
+        index.add(v)
+        return cls(index)
 
     @property
     def n_items(self) -> int:
@@ -83,8 +81,7 @@ class AnnIndex:
     def search(self, queries: np.ndarray, n: int) -> np.ndarray:
         """Indices of (about) the `n` items of largest inner product with each query row,
         best first; -1 pads rows where the graph returned fewer."""
-        q = np.asarray(queries, dtype=np.float32)
-        q = np.ascontiguousarray(np.hstack([q, np.zeros((len(q), 1), np.float32)]))
+        q = np.ascontiguousarray(queries, dtype=np.float32)
         n = min(max(n, 1), self.n_items)
         self.index.hnsw.efSearch = max(self.ef_search, n)
         _, found = self.index.search(q, n)
@@ -93,7 +90,7 @@ class AnnIndex:
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         _faiss().write_index(self.index, str(folder / INDEX_FILE))
-        meta = {"max_norm": self.max_norm, "ef_search": self.ef_search, "n_items": self.n_items}
+        meta = {"metric": "inner_product", "ef_search": self.ef_search, "n_items": self.n_items}
         (folder / META_FILE).write_text(json.dumps(meta) + "\n")
         return folder / INDEX_FILE
 
@@ -104,8 +101,9 @@ class AnnIndex:
         if not (folder / INDEX_FILE).is_file():
             return None
         meta = json.loads((folder / META_FILE).read_text())
-        index = _faiss().read_index(str(folder / INDEX_FILE))
-        return cls(index, meta["max_norm"], meta["ef_search"])
+        if meta.get("metric") != "inner_product":
+            raise InputError(f"{folder}: an ANN index of an older layout; rebuild it (train --ann)")
+        return cls(_faiss().read_index(str(folder / INDEX_FILE)), meta["ef_search"])
 
 
 def build_for(model: Recommender) -> AnnIndex:
