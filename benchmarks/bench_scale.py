@@ -205,6 +205,7 @@ def main() -> None:
     ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     ap.add_argument("--resume", action="store_true", help="skip stages with a result already")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/recsight-scale"))
+    ap.add_argument("--serve-seconds", type=float, default=30.0, help="open-loop duration")
     args = ap.parse_args()
     console = Console()
     sizes = [int(float(s)) for s in args.sizes]
@@ -219,7 +220,7 @@ def main() -> None:
                 continue
             console.print(f"[bold]{label(n)}[/] {stage} ...")
             if stage == "serve":
-                result = serve_stage(work)
+                result = serve_stage(work, args.serve_seconds)
                 out_path = None
             else:
                 cmd, out_path = stage_cmd(stage, n, work)
@@ -261,7 +262,8 @@ def write_table(console: Console) -> None:
                 else " (by-user copy built meanwhile)"
             )
             note = (f"start-up {r['startup_s']} s{built}; p50 {loop['p50_ms']:.1f} ms, p99 "
-                    f"{loop['p99_ms']:.1f} ms at 200 req/s; {loop['errors']} errors; "
+                    f"{loop['p99_ms']:.1f} ms at 200 req/s ({loop['requests']:,} requests); "
+                    f"{loop['errors']} errors; "
                     f"cache miss rate {r['cache_miss_rate']}")  # fmt: skip
         elif r["stage"] == "evaluate":
             models = r["stdout"].get("models", [])
