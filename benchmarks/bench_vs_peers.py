@@ -140,6 +140,7 @@ def sections(tasks: list[str], quick: bool, sequential: bool = True) -> list[Sec
         Candidate("recsight als (wraps implicit ALS)", "als",
                   grid={"reg": [0.1, 1.0], "alpha": [1.0, 10.0]}),
         Candidate("recsight bpr (wraps implicit BPR)", "bpr"),
+        Candidate("recsight bpr (own PyTorch backend)", "bpr", params={"backend": "torch"}),
         Candidate("recsight ease", "ease", grid={"reg": ease_grid}),
     ]  # fmt: skip
     # models that land later join once registered (Mult-VAE, RecVAE, the learned blend)
