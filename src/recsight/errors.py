@@ -24,3 +24,10 @@ class TrainingDiverged(RecsightError, FloatingPointError):
     too, for code that catches that; the CLI prints the message without a traceback."""
 
     exit_code = 1
+
+
+class EngineError(RecsightError):
+    """The requested execution engine cannot run: not installed, unreachable, or the command
+    does not run on it."""
+
+    exit_code = 2

@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from recsight.analysis.interests import category_profiles
 from recsight.analysis.source import AnalysisSource, NotAvailable
+from recsight.models.topk import id_keys
 
 K_RANGE = (2, 3, 4, 5, 6)
 FIT_SAMPLE = 20_000
@@ -69,7 +70,8 @@ def describe_segment(seg: Segment) -> str:
 def user_features(src: AnalysisSource) -> tuple[pd.DataFrame, list[str], list[str]]:
     """Per-user behavior and interest features (one row per user, computed in the database).
 
-    Returns the frame (indexed by user_idx), the behavior columns and the interest columns.
+    Returns the frame (indexed by user_idx, with the `user_id`), the behavior columns and the
+    interest columns.
     """
     types = src.event_type_counts
     buys = bool(types.get("purchase"))
@@ -89,7 +91,7 @@ def user_features(src: AnalysisSource) -> tuple[pd.DataFrame, list[str], list[st
     elif types.get("rating"):
         aggs["mean_rating"] = e.value.mean()
     behavior = [k for k in aggs if k != "purchases"]
-    base = e.group_by("user_idx").aggregate(**aggs)
+    base = e.group_by("user_idx", "user_id").aggregate(**aggs)
     interest: list[str] = []
     if src.has_categories:
         prof = category_profiles(src)
@@ -145,8 +147,10 @@ def segments(
     if len(d) < max(k_range) * 5:
         raise NotAvailable(f"segmentation needs at least {max(k_range) * 5} users; found {len(d)}")
     x = _matrix(d, behavior, interest)
-    rng = np.random.default_rng(seed)
-    fit_idx = rng.choice(len(x), min(FIT_SAMPLE, len(x)), replace=False)
+    # The samples are the users with the smallest hash of (seed, user id), in that order: the
+    # same users on every engine and under any numbering of the ids.
+    keys = id_keys([f"{seed}:{u}" for u in d.user_id])
+    fit_idx = np.argsort(keys, kind="stable")[: min(FIT_SAMPLE, len(x))]
     sil_idx = fit_idx[: min(SILHOUETTE_SAMPLE, len(fit_idx))]
     # One thread: on a shared machine OpenMP oversubscription costs far more than it gains here.
     with threadpool_limits(1):

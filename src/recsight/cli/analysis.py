@@ -23,12 +23,15 @@ from recsight.analysis.report import TITLES, parse_sections
 from recsight.analysis.segments import SegmentDescriber
 from recsight.cli.common import (
     DB_OPTION,
+    ENGINE_OPTION,
     EVENTS_OPTION,
     JSON_OPTION,
     LLM_GGUF_OPTION,
     LLM_MODEL_OPTION,
     LLM_URL_OPTION,
     QUIET_OPTION,
+    SPARK_CONF_OPTION,
+    SPARK_MASTER_OPTION,
     console,
     err_console,
     handle_errors,
@@ -36,6 +39,8 @@ from recsight.cli.common import (
 )
 from recsight.privacy.groups import DEFAULT_MIN_GROUP_SIZE, GroupPolicy
 from recsight.privacy.keys import UserIds
+from recsight.errors import InputError
+from recsight.spark.session import check_engine
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,18 @@ def summary_writers(llm: LLMOptions) -> tuple[SegmentDescriber, ProfileDescriber
     return segment_describer(backend), profile_describer(backend)
 
 
+@contextlib.contextmanager
+def _spark_source(events: str | None, master: str | None, conf: list[str] | None):
+    """The analysis source of a layout on Spark, with the session around it."""
+    if events is None:
+        raise InputError("--engine spark reads a dataset layout: pass --events DIR or URL")
+    from recsight.spark.analysis import spark_source
+    from recsight.spark.session import parse_conf, spark_session
+
+    with spark_session(master, parse_conf(conf)) as spark:
+        yield spark_source(spark, events)
+
+
 def register(app: typer.Typer) -> None:
     """Add the `analyze` and `profile` commands to `app`."""
 
@@ -72,7 +89,15 @@ def register(app: typer.Typer) -> None:
     def analyze_cmd(
         out: Path = typer.Option(..., "--out", help="folder for report.html and report.json"),
         db: Path = DB_OPTION,
-        events: Path | None = EVENTS_OPTION,
+        events: str | None = typer.Option(
+            None,
+            "--events",
+            help="Dataset layout folder (`recsight export`/`generate` output) instead of --db; "
+            "on Spark also a URL such as s3a://bucket/shop.",
+        ),
+        engine: str = ENGINE_OPTION,
+        spark_master: str | None = SPARK_MASTER_OPTION,
+        spark_conf: list[str] | None = SPARK_CONF_OPTION,
         sections: list[str] = typer.Option(
             None, "--sections", help="sections to compute (comma-separated or repeated)"
         ),
@@ -120,8 +145,12 @@ def register(app: typer.Typer) -> None:
             sections = [*parse_sections(sections or None), "private_counts"]
             options["dp_counts"] = {"epsilon": dp_epsilon, "max_events_per_user": dp_user_events}
         show = not (quiet or as_json)
-        with open_data(db, events) as store:
-            src = from_store(store)
+        with contextlib.ExitStack() as stack:
+            if check_engine(engine, "analyze"):
+                src = stack.enter_context(_spark_source(events, spark_master, spark_conf))
+            else:
+                store = stack.enter_context(open_data(db, None if events is None else Path(events)))
+                src = from_store(store)
             src.privacy = GroupPolicy(min_group_size, show_examples)
             status = err_console.status("analyzing") if show else contextlib.nullcontext()
             with status as st:

@@ -26,6 +26,22 @@ EVENTS_OPTION = typer.Option(
     "--events",
     help="Read a dataset layout folder (`recsight export`/`generate` output) instead of --db.",
 )
+# execution engine (`recsight.spark.session`): the embedded default, or an Apache Spark cluster
+ENGINE_OPTION = typer.Option(
+    "local", "--engine", help="local (DuckDB + PyTorch on this machine) or spark."
+)
+SPARK_MASTER_OPTION = typer.Option(
+    None,
+    "--spark-master",
+    envvar="SPARK_MASTER",
+    help="Spark master URL: local[*] (default), spark://HOST:7077, sc://HOST:15002 (Spark "
+    "Connect), yarn, k8s://...",
+)
+SPARK_CONF_OPTION = typer.Option(
+    None,
+    "--spark-conf",
+    help="Spark setting key=value (repeatable), e.g. spark.executor.memory=4g.",
+)
 # generative-LLM options (analyze, profile, recommend --explain, serve): an LLM only rewords
 # grounded template text, and text that names anything outside the evidence is rejected
 LLM_URL_OPTION = typer.Option(None, "--llm-url", help="OpenAI-compatible chat endpoint.")

@@ -8,6 +8,7 @@ import typer
 
 from recsight.cli.common import (
     DB_OPTION,
+    ENGINE_OPTION,
     LLM_GGUF_OPTION,
     LLM_MODEL_OPTION,
     LLM_URL_OPTION,
@@ -15,6 +16,7 @@ from recsight.cli.common import (
     handle_errors,
 )
 from recsight.errors import InputError
+from recsight.spark.session import check_engine
 
 
 def register(app: typer.Typer) -> None:
@@ -47,8 +49,10 @@ def register(app: typer.Typer) -> None:
         llm_url: str | None = LLM_URL_OPTION,
         llm_model: str | None = LLM_MODEL_OPTION,
         llm_gguf: str | None = LLM_GGUF_OPTION,
+        engine: str = ENGINE_OPTION,
     ) -> None:
         """Serve recommendations over HTTP, ingest events in real time, show a dashboard."""
+        check_engine(engine, "serve", spark_ok=False)  # a service answers from one machine
         import uvicorn
 
         from recsight.serving.app import API_KEY_ENV, config_from_env, create_app

@@ -499,28 +499,18 @@ def _id_map(events: ir.Table, side: ir.Table, key: str, idx: str) -> ir.Table:
 
 def view_expressions(events: ir.Table, items: ir.Table, users: ir.Table) -> dict[str, ir.Table]:
     """The store-shaped views over a layout's raw tables, in creation order: `user_map`,
-    `item_map`, `event_log`, `events`, `items`, `users` (each refers to earlier ones by
+    `item_map`, `events`, `event_log`, `items`, `users` (each refers to earlier ones by
     name). Both engines create them from these same expressions."""
     user_map = _id_map(events, users, "user_id", "user_idx")
     item_map = _id_map(events, items, "item_id", "item_idx")
     um = ibis.table(user_map.schema(), name="user_map")
     im = ibis.table(item_map.schema(), name="item_map")
     j = events.join(um, "user_id").join(im, "item_id")
-    log = j.select(
-        "seq",
-        "user_idx",
-        "item_idx",
-        j.timestamp.cast("timestamp").name("timestamp"),
-        "event_type",
-        "raw_event_type",
-        "value",
-        "event_id",
-        "session_id",
-        "request_id",
+    events_view = j.select(
+        *[j.timestamp.cast("timestamp").name(c) if c == "timestamp" else c for c in EVENT_COLUMNS]
     )
-    lg = ibis.table(log.schema(), name="event_log")
-    ev = lg.join(um, "user_idx").join(im, "item_idx")
-    events_view = ev.select(*EVENT_COLUMNS)
+    ev = ibis.table(events_view.schema(), name="events")
+    log = ev.select(*[c for c in EVENT_COLUMNS if c not in ("user_id", "item_id")])
     ij = items.join(im, "item_id")
     attrs = [
         (ij[c].cast(t) if c in items.columns else ibis.null(t)).name(c)
@@ -533,8 +523,8 @@ def view_expressions(events: ir.Table, items: ir.Table, users: ir.Table) -> dict
     return {
         "user_map": user_map,
         "item_map": item_map,
-        "event_log": log,
         "events": events_view,
+        "event_log": log,
         "items": items_view,
         "users": users_view,
     }

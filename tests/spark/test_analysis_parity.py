@@ -1,0 +1,128 @@
+"""The report on Spark equals the local report on the same exported layout, section by section:
+every number equal (floats within 1e-9 relative), every list in the same order, the same
+sections available. One analysis code path, two executors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import typer
+from conftest import need
+from typer.testing import CliRunner
+
+from recsight.analysis import analyze, from_store
+from recsight.cli.analysis import register
+from recsight.data.generate import generate_shop
+from recsight.data.ingest import ingest
+from recsight.data.layout import export_store, open_store
+from recsight.data.store import Store
+from recsight.spark.analysis import spark_source
+from recsight.spark.layout import read_layout
+
+#: Fields that describe the run, not the data.
+RUN_FIELDS = {"generated_at", "source", "seconds"}
+
+
+def assert_same(a, b, where: str = "report") -> None:
+    """Recursive equality: floats within 1e-9 relative, everything else exact."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), f"{where}: keys {sorted(a.keys() ^ b.keys())}"
+        for k in a:
+            if k not in RUN_FIELDS:
+                assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), f"{where}: {len(a)} vs {len(b)} entries"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert isinstance(a, int | float) and isinstance(b, int | float), f"{where}: {a!r} {b!r}"
+        assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), f"{where}: {a!r} != {b!r}"
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def test_assert_same_catches_differences():
+    assert_same({"x": [1, 2.0, "a"]}, {"x": [1, 2.0 + 1e-12, "a"]})
+    for other in ({"x": [2, 1]}, {"x": [1, 2.0001]}, {"x": [1]}, {"y": [1, 2]}):
+        with pytest.raises(AssertionError):
+            assert_same({"x": [1, 2]}, other)
+
+
+def _layout(folder: Path, events: Path, **kw) -> Path:
+    with Store(folder / "s.duckdb") as store:
+        ingest(store, events, **kw)
+        export_store(store, folder / "layout")
+    return folder / "layout"
+
+
+@pytest.fixture(scope="module")
+def shop_layout(tmp_path_factory) -> Path:
+    """A generated shop with planted bots (every section applies), declared in Berlin time."""
+    folder = tmp_path_factory.mktemp("shop")
+    generate_shop(folder / "gen", n_users=400, n_items=120, n_days=20, seed=5)
+    return _layout(folder, folder / "gen", tz="Europe/Berlin")
+
+
+def test_spark_reads_the_layout_like_duckdb(spark, shop_layout):
+    """Same ids, same integer indices, same events and catalog on both engines."""
+    lay = read_layout(spark, shop_layout)
+    with open_store(shop_layout) as st:
+        for name in ("user_map", "item_map", "event_log", "items", "users"):
+            order = {"event_log": "seq", "items": "item_idx", "users": "user_idx"}.get(
+                name, name.replace("_map", "_idx")
+            )
+            local = st.con.execute(f"SELECT * FROM {name} ORDER BY {order}").df()
+            remote = lay.df(name).orderBy(order).toPandas()
+            assert list(local.columns) == list(remote.columns), name
+            assert len(local) == len(remote) > 0, name
+            for c in local.columns:
+                x, y = map(_plain, local[c].tolist()), map(_plain, remote[c].tolist())
+                assert list(x) == list(y), f"{name}.{c}"
+
+
+def _plain(v) -> str:
+    """A cell as text, whichever null (None, NaN, NaT), date or array type the engine
+    returned."""
+    if v is None or (not hasattr(v, "__len__") and pd.isna(v)):
+        return "null"
+    if isinstance(v, dt.date):  # DuckDB gives dates as timestamps, Spark as dates
+        return str(pd.Timestamp(v))
+    return str(list(v)) if hasattr(v, "__len__") and not isinstance(v, str) else str(v)
+
+
+def test_cli_report_on_spark_equals_local_report(spark, shop_layout, tmp_path):
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    base = ["analyze", "--events", str(shop_layout), "-q"]
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "local")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "spark"), "--engine", "spark"])
+    assert res.exit_code == 0, res.output
+    local = json.loads((tmp_path / "local/report.json").read_text())
+    remote = json.loads((tmp_path / "spark/report.json").read_text())
+    assert {k: v["status"] for k, v in local["sections"].items()} == {
+        k: "ok" for k in local["sections"]
+    } | {"ratings": local["sections"]["ratings"]["status"]}
+    for section in local:
+        assert_same(local[section], remote[section], section)
+    assert (tmp_path / "spark/report.html").stat().st_size > 10_000
+    # the session was the tests' own: joined, not stopped
+    assert spark.range(3).count() == 3
+
+
+@pytest.mark.slow
+def test_ml100k_report_on_spark_equals_local_report(spark, data_dir, tmp_path):
+    folder = need(data_dir / "ml-100k")
+    lay = _layout(tmp_path, folder)
+    with open_store(lay) as st:
+        local = json.loads(analyze(from_store(st)).model_dump_json())
+    remote = json.loads(analyze(spark_source(spark, lay)).model_dump_json())
+    assert local["overview"]["n_events"] == 100_000
+    for section in local:
+        assert_same(local[section], remote[section], section)
