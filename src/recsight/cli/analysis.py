@@ -37,9 +37,9 @@ from recsight.cli.common import (
     handle_errors,
     open_data,
 )
+from recsight.errors import InputError
 from recsight.privacy.groups import DEFAULT_MIN_GROUP_SIZE, GroupPolicy
 from recsight.privacy.keys import UserIds
-from recsight.errors import InputError
 from recsight.spark.session import check_engine
 
 
