@@ -2,7 +2,7 @@
 
 `fit_loop` is what a neural model calls instead of `train_loop` with ``loss(net, batch)``.
 Without a ``torch.distributed`` process group (or with a group of one) it is exactly
-`train_loop`. Inside a group of N processes (launched by `recsight.spark.torch` on Spark's
+`train_loop`. Inside a group of N processes (launched by `recsight.spark.distributed` on Spark's
 TorchDistributor, or by ``torchrun``) every process runs the same `fit` on the same data and
 seed, so all draw the same global batches; each trains on its 1/N slice of every batch, and
 DDP averages the gradients, so the global batch size stays as configured.
