@@ -20,7 +20,10 @@ The `loss` option (shared with BERT4Rec):
   `n_negatives` uniform negatives per batch: ``beta * softplus(-s_pos) + sum softplus(s_neg)``
   where ``beta = alpha * (gbce_t * (1 - 1/alpha) + 1/alpha)`` and ``alpha = n_negatives /
   (n_items - 1)``; `gbce_t` = 0.75 is the paper's calibration (0 = plain BCE, 1 = fully
-  calibrated).
+  calibrated). Negatives are shared by a batch (the paper draws them per
+  position): measured on ML-100K leave-last (dim 32, 5 epochs), gBCE first pushes every
+  score down together and had not yet beaten popularity where ``sampled`` had; give it more
+  epochs (or use ``sampled``).
 - ``"auto"`` (default): ``full`` up to `AUTO_FULL_MAX_ITEMS` items, ``sampled`` above, so
   memory per batch stops growing with the catalog.
 
