@@ -272,7 +272,7 @@ def write_table(console: Console) -> None:
             )
         elif r["stage"] == "ann_recall":
             o = r["stdout"]
-            note = (f"recall@100 {o['recall_at_100']:.3f} on {o['users']:,} users; exact "
+            note = (f"recall@100 {o['recall_at_100']:.4f} on {o['users']:,} users; exact "
                     f"{o['exact_s']:.1f} s, ANN {o['ann_s']:.1f} s")  # fmt: skip
         elif r["stage"] == "batch":
             note = f"{r['stdout']['rows']:,} rows, {r['stdout']['users']:,} users"
