@@ -16,22 +16,26 @@ from rich.table import Table
 
 from recsight.cli.common import (
     DB_OPTION,
+    ENGINE_OPTION,
     EVENTS_OPTION,
     JSON_OPTION,
     LLM_GGUF_OPTION,
     LLM_MODEL_OPTION,
     LLM_URL_OPTION,
     QUIET_OPTION,
+    SPARK_CONF_OPTION,
+    SPARK_MASTER_OPTION,
     console,
     handle_errors,
     parse_params,
     print_json,
 )
 from recsight.data.dataset import Interactions
-from recsight.errors import InputError
+from recsight.errors import EngineError, InputError
 from recsight.models import Recommender, create_model, load_model, model_class
 from recsight.privacy.keys import META_FINGERPRINT, UserIds
 from recsight.serving.pipeline import write_manifest
+from recsight.spark.session import check_engine
 
 
 def _evaluate(model: Recommender, train: Interactions, test: Interactions) -> dict[str, Any]:
@@ -194,6 +198,78 @@ def _recommend_all(
         )
 
 
+def _train_spark(
+    name: str,
+    events: str | None,
+    out: Path,
+    params: dict[str, Any],
+    master: str | None,
+    conf: list[str] | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """`train NAME --engine spark --events DIR`: ALS on MLlib, neural models on DDP."""
+    from recsight.spark.session import parse_conf, spark_session
+    from recsight.spark.train import require_spark_trainable, train_on_spark
+
+    if events is None:
+        raise EngineError("train --engine spark reads a dataset layout: pass --events DIR or URL")
+    require_spark_trainable(name, params)  # before starting Spark
+    show = not (quiet or as_json)
+    if "verbose" in model_class(name).param_names() and not show:
+        params.setdefault("verbose", False)
+    started = time.perf_counter()
+    with spark_session(master, parse_conf(conf)) as spark, _status(f"fitting {name}", show):
+        model, facts = train_on_spark(spark, name, events, out, params)
+    fit_seconds = time.perf_counter() - started
+    write_manifest(
+        out,
+        ".",
+        training_cutoff=None,
+        config={"model": name, "params": model.get_params(), **facts},
+    )
+    report = {"model": name, "out": str(out), "params": model.get_params(), **facts,
+              "fit_seconds": round(fit_seconds, 3)}  # fmt: skip
+    if as_json:
+        print_json(report)
+    elif not quiet:
+        console.print(f"[green]trained[/] {name} on Spark in {fit_seconds:.2f}s -> {out}")
+
+
+def _recommend_all_spark(
+    model_dir: Path,
+    events: str | None,
+    out: Path | None,
+    k: int,
+    explain: bool,
+    master: str | None,
+    conf: list[str] | None,
+    as_json: bool,
+) -> None:
+    """`recommend --all-users --engine spark`: every user's top-k written by Spark."""
+    from recsight.spark.batch import recommend_all_users_spark
+    from recsight.spark.layout import read_layout
+    from recsight.spark.session import parse_conf, spark_session
+
+    if out is None:
+        raise InputError("recommend --all-users: --out DIR is required (a Parquet folder)")
+    if events is None:
+        raise EngineError(
+            "recommend --engine spark reads a dataset layout: pass --events DIR or URL"
+        )
+    with spark_session(master, parse_conf(conf)) as spark:
+        layout = read_layout(spark, events)
+        items = layout.df("items").toPandas()
+        written = recommend_all_users_spark(
+            model_dir, items, layout.df("events"), layout.df("user_map"), str(out), k, explain
+        )
+        n_rows, n_users = written.count(), written.select("user_id").distinct().count()
+    if as_json:
+        print_json({"out": str(out), "users": n_users, "rows": n_rows, "engine": "spark"})
+    else:
+        console.print(f"wrote {n_rows:,} rows for {n_users:,} users to {out} (on Spark)")
+
+
 def register(app: typer.Typer) -> None:
     """Add `train` and `recommend` to the application."""
 
@@ -222,14 +298,30 @@ def register(app: typer.Typer) -> None:
             help="Also build an ANN index (faiss HNSW) of the item vectors, for serving and "
             "`recommend --all-users --ann` over big catalogs (als, bpr).",
         ),
+        events: str | None = EVENTS_OPTION,
+        engine: str = ENGINE_OPTION,
+        spark_master: str | None = SPARK_MASTER_OPTION,
+        spark_conf: list[str] | None = SPARK_CONF_OPTION,
         as_json: bool = JSON_OPTION,
         quiet: bool = QUIET_OPTION,
     ) -> None:
-        """Train a registered model on the store's interactions and save it."""
+        """Train a registered model on the store's (or a dataset layout's) interactions and
+        save it; with --engine spark, ALS on MLlib and neural models on DDP."""
+        from recsight.cli.common import open_data
         from recsight.data.splits import split
-        from recsight.data.store import Store
         from recsight.models.ann import build_for, supports_ann
 
+        if check_engine(engine, "train"):
+            unsupported = [o for o, v in (("--split", split_spec), ("--refit", refit),
+                                          ("--ann", ann)) if v]  # fmt: skip
+            if unsupported:
+                raise EngineError(
+                    f"train --engine spark: {unsupported[0]} runs on the local engine only; "
+                    "drop it (or --engine spark)"
+                )
+            _train_spark(name, events, out, parse_params(param), spark_master, spark_conf,
+                         as_json, quiet)  # fmt: skip
+            return
         if refit and not split_spec:
             raise InputError("--refit: give --split too (refit follows a held-out test)")
         show = not (quiet or as_json)
@@ -241,7 +333,7 @@ def register(app: typer.Typer) -> None:
             model.verbose = False  # --quiet/--json: no per-epoch training log either
         if ann and not supports_ann(model):
             build_for(model)  # refuses with the reason, before any fitting
-        with Store(db, read_only=True) as store:
+        with open_data(db, None if events is None else Path(events)) as store:
             data = store.interactions()
             fingerprint = store.meta(META_FINGERPRINT)
         fit_data, test = data, None
@@ -298,7 +390,8 @@ def register(app: typer.Typer) -> None:
                 "params": model.get_params(),
                 "split": split_spec,
                 "seed": seed,
-                "db": str(db),
+                "db": str(db) if events is None else None,
+                "events": events,
                 "refit": refit,
                 "training": used,
                 "privacy": _privacy(model),
@@ -352,7 +445,7 @@ def register(app: typer.Typer) -> None:
             help="With --all-users: candidates from the model's ANN index (train --ann), "
             "re-scored exactly.",
         ),
-        events: Path | None = EVENTS_OPTION,
+        events: str | None = EVENTS_OPTION,
         out: Path | None = typer.Option(
             None, "--out", help="With --all-users: the Parquet folder to write."
         ),
@@ -365,20 +458,41 @@ def register(app: typer.Typer) -> None:
         llm_url: str | None = LLM_URL_OPTION,
         llm_model: str | None = LLM_MODEL_OPTION,
         llm_gguf: str | None = LLM_GGUF_OPTION,
+        engine: str = ENGINE_OPTION,
+        spark_master: str | None = SPARK_MASTER_OPTION,
+        spark_conf: list[str] | None = SPARK_CONF_OPTION,
         as_json: bool = JSON_OPTION,
     ) -> None:
         """Recommend items for a user, a history, or (with a text encoder) a text query; or,
-        with --all-users, for every user into a Parquet folder."""
+        with --all-users, for every user into a Parquet folder (on Spark with --engine
+        spark)."""
         from recsight.llm.content import recommend_for_text
         from recsight.llm.explain import explain_recommendation
         from recsight.llm.generate import make_llm
 
         given = [o for o, v in (("--user", user), ("--history", history), ("--text", text)) if v]
+        if check_engine(engine, "recommend"):
+            spark_only = [("--user", user), ("--history", history), ("--text", text),
+                          ("--db", db), ("--ann", ann), ("--memory-budget", memory_budget),
+                          ("--llm-url", llm_url), ("--llm-gguf", llm_gguf)]  # fmt: skip
+            bad = [o for o, v in spark_only if v]
+            if not all_users or bad:
+                raise EngineError(
+                    "recommend --engine spark: only --all-users --events DIR runs on Spark "
+                    "(template explanations on the executors)"
+                    + (f"; {bad[0]} runs on the local engine only" if bad else "")
+                )
+            _recommend_all_spark(model_dir, events, out, k, explain, spark_master, spark_conf,
+                                 as_json)  # fmt: skip
+            return
         llm = make_llm(llm_url, llm_model, llm_gguf)
         if all_users:
             if given:
                 raise InputError(f"recommend --all-users: {given[0]} does not apply")
-            _recommend_all(model_dir, db, events, out, k, explain, memory_budget, llm, as_json, ann)
+            local_events = None if events is None else Path(events)
+            _recommend_all(
+                model_dir, db, local_events, out, k, explain, memory_budget, llm, as_json, ann
+            )
             return
         if len(given) != 1:
             raise InputError(

@@ -1,0 +1,110 @@
+"""`recsight train` and `recommend --all-users` with --engine spark, through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from recsight.cli.models import register
+from recsight.data.ingest import ingest
+from recsight.data.layout import export_store, open_store
+from recsight.data.store import Store
+from recsight.models import ALS, load_model
+from recsight.spark.layout import read_layout
+from recsight.spark.train import collect_interactions
+from tests.conftest import need
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def app() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+@pytest.fixture(scope="module")
+def ml100k_layout(data_dir, tmp_path_factory):
+    need(data_dir / "ml-100k" / "u.data")
+    base = tmp_path_factory.mktemp("ml")
+    with Store(base / "s.duckdb") as store:
+        ingest(store, data_dir / "ml-100k")
+    with Store(base / "s.duckdb", read_only=True) as store:
+        export_store(store, base / "layout")
+    return base / "layout"
+
+
+def run(app, *args: str):
+    """Exit code and stdout (stderr carries Spark's and pandas' warnings)."""
+    res = runner.invoke(app, [str(a) for a in args])
+    return res.exit_code, res.stdout if res.exit_code == 0 else res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "ease", "--events", "x"], "does not run on Spark"),
+        (["train", "als"], "--events"),
+        (["train", "als", "--events", "x", "--split", "random:0.8"], "--split"),
+        (["train", "als", "--events", "x", "--param", "num_processes=2"], "num_processes"),
+        (["recommend", "--model", "m", "--user", "u1"], "only --all-users"),
+        (["recommend", "--model", "m", "--all-users", "--events", "x", "--ann"], "--ann"),
+        (["recommend", "--model", "m", "--all-users", "--out", "o"], "--events"),
+    ],
+)
+def test_unsupported_on_spark_is_one_line(app, tmp_path, args, message):
+    # refused before any Spark work: exit 2 and one line naming what to do
+    code, out = run(
+        app, *args, "--engine", "spark", *(["--out", tmp_path / "m"] if args[0] == "train" else [])
+    )
+    assert code == 2, out
+    assert message in out and "Traceback" not in out
+
+
+def test_layout_read_on_spark_gives_the_local_interactions(spark, ml100k_layout):
+    read_layout(spark, str(ml100k_layout))
+    got = collect_interactions(spark)
+    with open_store(ml100k_layout) as store:
+        want = store.interactions(with_features=False)
+    assert got.users == want.users and got.items == want.items
+    for name in ("user_idx", "item_idx", "seq", "value", "timestamp"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    assert [got.event_types[c] for c in got.event_type] == [
+        want.event_types[c] for c in want.event_type
+    ]
+
+
+def test_train_als_on_spark_then_all_users_on_both_engines(app, spark, ml100k_layout, tmp_path):
+    model_dir = tmp_path / "als"
+    code, out = run(app, "train", "als", "--engine", "spark", "--events", ml100k_layout,
+                    "--out", model_dir, "--param", "factors=8", "--param", "iterations=3",
+                    "--json")  # fmt: skip
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["engine"] == "spark" and report["n_train_events"] == 100_000
+    model = load_model(model_dir)
+    assert type(model) is ALS and model.seen_.nnz == 100_000
+    # the same id space and matrix as the local engine reads from the folder
+    with open_store(ml100k_layout) as store:
+        local = store.interactions(with_features=False)
+    assert model.users_ == local.users and (model.seen_ != local.to_csr()).nnz == 0
+    # the saved folder serves like any trained model
+    code, out = run(app, "recommend", "--model", model_dir, "--user", "196", "--json")
+    assert code == 0 and len(json.loads(out)["recommendations"]) == 10
+
+    code, out = run(app, "recommend", "--all-users", "--engine", "spark", "--model", model_dir,
+                    "--events", ml100k_layout, "--out", tmp_path / "spark", "--json")  # fmt: skip
+    assert code == 0, out
+    code, out2 = run(app, "recommend", "--all-users", "--model", model_dir,
+                     "--events", ml100k_layout, "--out", tmp_path / "local", "--json")  # fmt: skip
+    assert code == 0, out2
+    on_spark = pd.read_parquet(tmp_path / "spark")
+    on_local = pd.read_parquet(tmp_path / "local")
+    assert on_spark.user_id.nunique() == 943 and len(on_spark) == 9430
+    pd.testing.assert_frame_equal(on_spark, on_local)
