@@ -14,7 +14,9 @@ process's memory anyway, since every process holds all of it).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,9 @@ def fit_distributed(
     distributor = TorchDistributor(
         num_processes=num_processes, local_mode=local_mode, use_gpu=False
     )
-    distributor.run(_rank_main, model.name, model.get_params(), data, str(out))
+    # TorchDistributor prints its banner and the processes' output on stdout, which belongs
+    # to the command's result (`--json`): send them to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        distributor.run(_rank_main, model.name, model.get_params(), data, str(out))
     history = out / HISTORY_FILE
     return load_model(out), (json.loads(history.read_text()) if history.is_file() else None)
