@@ -4,7 +4,8 @@ dialects differ.
 Ibis's PySpark compiler turns `epoch_seconds()` into ``UNIX_TIMESTAMP``, which drops the
 fraction of a second, while DuckDB's ``EPOCH`` keeps it; the analysis's durations (funnel
 step times, session lengths, ages) would then differ by up to a second. Here it becomes
-``UNIX_MICROS(ts) / 1e6``: the same double DuckDB computes, to the last bit.
+``DOUBLE(UNIX_MICROS(ts)) / 1e6``: the same double DuckDB computes, to the last bit (Spark
+would divide an integer by the literal in exact decimal arithmetic).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ def _compiler():
 
     class Compiler(PySparkCompiler):
         def visit_ExtractEpochSeconds(self, op, *, arg):
-            return self.f.unix_micros(self.cast(arg, dt.timestamp)) / 1_000_000.0
+            # a double numerator: Spark would divide by the decimal literal exactly
+            micros = self.cast(self.f.unix_micros(self.cast(arg, dt.timestamp)), dt.float64)
+            return micros / 1_000_000.0
 
     return Compiler()
 
