@@ -12,13 +12,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import typer
+from conftest import need
 from typer.testing import CliRunner
 
+from recsight.analysis import analyze, from_store
 from recsight.cli.analysis import register
 from recsight.data.generate import generate_shop
 from recsight.data.ingest import ingest
 from recsight.data.layout import export_store, open_store
 from recsight.data.store import Store
+from recsight.spark.analysis import spark_source
 from recsight.spark.layout import read_layout
 
 #: Fields that describe the run, not the data.
@@ -110,3 +113,14 @@ def test_cli_report_on_spark_equals_local_report(spark, shop_layout, tmp_path):
     assert (tmp_path / "spark/report.html").stat().st_size > 10_000
     # the session was the tests' own: joined, not stopped
     assert spark.range(3).count() == 3
+
+
+@pytest.mark.slow
+def test_ml100k_report_on_spark_equals_local_report(spark, data_dir, tmp_path):
+    folder = need(data_dir / "ml-100k")
+    lay = _layout(tmp_path, folder)
+    with open_store(lay) as st:
+        local = json.loads(analyze(from_store(st)).model_dump_json())
+    remote = json.loads(analyze(spark_source(spark, lay)).model_dump_json())
+    assert local["overview"]["n_events"] == 100_000
+    assert_same(local, remote)

@@ -110,7 +110,7 @@ def interests(
     glob = prof.group_by("category").aggregate(w=prof.weight.sum(), users=prof.user_idx.nunique())
     gtot = float(src.scalar(glob.w.sum()))  # shares stay of the whole, shown rows or not
     shown = large_groups(src, glob, "users", "interests.top_categories")
-    gd = src.df(shown.order_by(ibis.desc("w")).limit(top_k))
+    gd = src.df(shown.order_by(ibis.desc("w"), "category").limit(top_k))
     ent = prof.group_by("user_idx").aggregate(h=-(prof.share * prof.share.ln()).sum())
     ent = ent.mutate(h=ent.h.abs(), hn=ent.h.abs() / max(math.log(n_cat), 1e-12))
     n_drift, drift_q, drifters = _drift(src, top_k=5)
@@ -157,11 +157,18 @@ def drift_table(src: AnalysisSource, events: ir.Table | None = None) -> ir.Table
     )
     uw = ibis.window(group_by=g.user_idx)
     g = g.mutate(pa=g.a / g.a.sum().over(uw), pb=g.b / g.b.sum().over(uw))
-    return g.group_by("user_idx").aggregate(
-        drift=0.5 * (g.pa - g.pb).abs().sum(),
-        early_top=g.category.argmax(g.pa),
-        recent_top=g.category.argmax(g.pb),
-    )
+    d = g.group_by("user_idx").aggregate(drift=0.5 * (g.pa - g.pb).abs().sum())
+    early_top = _top_category(g, "pa", "early_top")
+    recent_top = _top_category(g, "pb", "recent_top")
+    return d.inner_join(early_top, "user_idx").inner_join(recent_top, "user_idx")
+
+
+def _top_category(g: ir.Table, share: str, name: str) -> ir.Table:
+    """(user_idx, name): each user's category of largest `share`, equal shares by category
+    name (argmax leaves ties to the engine, so DuckDB and Spark could pick differently)."""
+    w = ibis.window(group_by=g.user_idx, order_by=[ibis.desc(g[share]), g.category])
+    r = g.mutate(_rk=ibis.row_number().over(w))
+    return r.filter(r._rk == 0).select("user_idx", **{name: r.category})
 
 
 def _drift(src: AnalysisSource, top_k: int) -> tuple[int, Quantiles | None, list[DriftExample]]:
