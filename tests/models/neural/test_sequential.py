@@ -3,6 +3,8 @@ histories and the vectorised sequence windows."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,9 @@ from recsight.errors import InputError
 from recsight.models.base import Recommender
 from recsight.models.neural.base import holdout_last, last_window, sequence_windows
 from recsight.models.neural.bert4rec import BERT4Rec
+from recsight.models.neural.config import SequenceConfig
 from recsight.models.neural.sasrec import SASRec
+from recsight.models.registry import create_model, model_class
 
 SMALL = dict(dim=16, layers=1, heads=2, dropout=0.0, attn_dropout=0.0, verbose=False)
 
@@ -182,3 +186,58 @@ def test_base_load_dispatch_is_by_saved_name(trained_sasrec, tmp_path):
     with pytest.raises(InputError, match="sasrec"):
         BERT4Rec.load(tmp_path / "m")
     assert isinstance(Recommender.load, object)
+
+
+#: The hyperparameters each sequence model took before the family config (saved
+#: ``config.json`` files hold exactly these, so they must all still be accepted).
+SHARED = {"max_len", "dim", "layers", "heads", "dropout", "attn_dropout", "loss", "n_negatives",
+          "proposal", "gbce_t", "epochs", "lr", "weight_decay", "batch_size", "patience",
+          "early_stopping", "max_minutes", "device", "threads", "seed", "verbose"}  # fmt: skip
+OWN = {
+    "sasrec": {"dp_epsilon", "dp_delta", "dp_max_grad_norm"},
+    "bert4rec": {"mask_prob"},
+    "text_sasrec": {"encoder", "encoder_url", "cache_db"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(OWN))
+def test_sequence_models_take_the_family_config_plus_their_own(name):
+    cls = model_class(name)
+    assert set(cls.param_names()) == SHARED | OWN[name]
+    defaults = {f.name: f.default for f in dataclasses.fields(SequenceConfig)}
+    assert {k: v for k, v in cls().get_params().items() if k in SHARED} == defaults
+    # --param values are still converted and checked against the declared types
+    assert create_model(name, dim="32").dim == 32
+    with pytest.raises(InputError, match=f"model '{name}': parameter epochs='many'"):
+        create_model(name, epochs="many")
+
+
+def test_only_sasrec_takes_differential_privacy_options():
+    with pytest.raises(InputError, match="DP-SGD is available for: sasrec"):
+        create_model("bert4rec", dp_epsilon=1.0)
+    with pytest.raises(InputError, match="DP-SGD is available for: sasrec"):
+        create_model("text_sasrec", dp_epsilon=1.0)
+
+
+def test_bert4rec_keeps_the_side_features_its_encoder_is_given():
+    # item i's side row: one-hot of i mod 3 (row 0 of the hook's table: padding)
+    side = torch.eye(3)[torch.arange(12) % 3]
+
+    class SideBERT4Rec(BERT4Rec):
+        def _side_features(self) -> torch.Tensor:
+            return torch.cat([torch.zeros(1, 3), side])
+
+    model = SideBERT4Rec(max_len=6, epochs=1, early_stopping=False, **SMALL).fit(cycles())
+    enc = model.net.encoder
+    assert enc.side_proj is not None
+    # every token's vector is its id embedding plus the projected side row; the [MASK]
+    # token (after the 12 items) has a zero side row
+    tokens = torch.arange(14)
+    rows = torch.cat([torch.zeros(1, 3), side, torch.zeros(1, 3)])
+    with torch.no_grad():
+        expected = enc.item_emb.weight + rows @ enc.side_proj.weight.T
+        assert torch.allclose(enc.item_vectors(tokens), expected)
+    # and the side part reaches the scores: removing it changes them
+    scores = model.score_all(np.arange(3))
+    enc.side_proj = None
+    assert not np.allclose(model.score_all(np.arange(3)), scores)

@@ -6,6 +6,7 @@
 - `SASRec` (``sasrec``): causal self-attention over time-ordered histories; `loss` full
   softmax, sampled softmax (logQ-corrected) or gBCE (gSASRec), `auto` by catalog size.
 - `BERT4Rec` (``bert4rec``): bidirectional masked-item prediction, same `loss` options.
+  The sequence models share one hyperparameter declaration, `config.SequenceConfig`.
 - `MultVAE` (``multvae``), `RecVAE` (``recvae``): variational autoencoders over user rows.
 """
 

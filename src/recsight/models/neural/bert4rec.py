@@ -11,6 +11,7 @@ but padding), the inputs and the output head differ.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -19,7 +20,7 @@ from torch import nn
 
 from recsight.errors import InputError
 from recsight.models.neural.base import sequence_windows
-from recsight.models.neural.sasrec import SASRec, SequenceEncoder
+from recsight.models.neural.sasrec import SequenceEncoder, TransformerRecommender
 
 #: Share of training windows that mask only their last event (the paper's extra samples).
 LAST_ONLY_SHARE = 0.1
@@ -39,60 +40,14 @@ class _BertNet(nn.Module):
         return self.head(self.encoder(tokens))
 
 
-class BERT4Rec(SASRec):
-    """Bidirectional masked-item model; hyperparameters as `SASRec` plus `mask_prob`."""
+@dataclass(kw_only=True, eq=False, repr=False)
+class BERT4Rec(TransformerRecommender):
+    """Bidirectional masked-item model; hyperparameters those of `SequenceConfig` plus
+    `mask_prob`."""
 
     name: ClassVar[str] = "bert4rec"
 
-    def __init__(
-        self,
-        max_len: int = 50,
-        dim: int = 64,
-        layers: int = 2,
-        heads: int = 2,
-        dropout: float = 0.2,
-        attn_dropout: float = 0.2,
-        mask_prob: float = 0.2,
-        loss: str = "auto",
-        n_negatives: int = 256,
-        proposal: str = "uniform",
-        gbce_t: float = 0.75,
-        epochs: int = 200,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        batch_size: int = 128,
-        patience: int | None = 5,
-        early_stopping: bool = True,
-        max_minutes: float | None = None,
-        device: str = "cpu",
-        threads: int | None = 1,
-        seed: int = 42,
-        verbose: bool = True,
-    ):
-        super().__init__(
-            max_len=max_len,
-            dim=dim,
-            layers=layers,
-            heads=heads,
-            dropout=dropout,
-            attn_dropout=attn_dropout,
-            loss=loss,
-            n_negatives=n_negatives,
-            proposal=proposal,
-            gbce_t=gbce_t,
-            epochs=epochs,
-            lr=lr,
-            weight_decay=weight_decay,
-            batch_size=batch_size,
-            patience=patience,
-            early_stopping=early_stopping,
-            max_minutes=max_minutes,
-            device=device,
-            threads=threads,
-            seed=seed,
-            verbose=verbose,
-        )
-        self.mask_prob = mask_prob
+    mask_prob: float = 0.2
 
     def _check(self) -> None:
         super()._check()
@@ -103,17 +58,8 @@ class BERT4Rec(SASRec):
         return int(self.dims_[0]) + 1
 
     def _build_net(self) -> nn.Module:
-        encoder = SequenceEncoder(
-            int(self.dims_[0]) + 2,
-            int(self.dims_[0]),
-            self.max_len,
-            self.dim,
-            self.layers,
-            self.heads,
-            self.dropout,
-            self.attn_dropout,
-            causal=False,
-        )
+        # padding, the items, then [MASK]
+        encoder = self._build_encoder(int(self.dims_[0]) + 2, causal=False)
         return _BertNet(encoder, int(self.dims_[0]), self.dim)
 
     def _encoder(self, net: nn.Module) -> SequenceEncoder:

@@ -34,6 +34,7 @@ GPU fails with a clear message); scoring uses the same device when it exists, el
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -51,6 +52,7 @@ from recsight.models.neural.base import (
     last_window,
     sequence_windows,
 )
+from recsight.models.neural.config import SequenceConfig
 from recsight.models.neural.distributed import fit_loop
 from recsight.models.neural.training import (
     minibatches,
@@ -222,73 +224,12 @@ class SequenceEncoder(nn.Module):
         return (h * self.item_vectors(items + 1)).sum(-1)
 
 
-class SASRec(SequenceRecommender):
-    """Self-attentive sequential recommendation.
-
-    Hyperparameters: `max_len` (history length read), `dim`, `layers`, `heads`, `dropout`,
-    `attn_dropout`; output loss: `loss` (``auto``, ``full``, ``sampled``, ``gbce``; see the
-    module docstring), `n_negatives` (sampled/gbce), `proposal` (sampled: ``uniform`` or
-    ``popularity``), `gbce_t` (gbce calibration); training: `epochs`, `lr`, `weight_decay`,
-    `batch_size` (windows per step), `patience`, `early_stopping` (leave-one-out validation on
-    NDCG@10, see `recsight.models.neural.base`), `max_minutes` (wall-clock budget), `device`
-    (``cpu``, ``cuda``, ``auto``), `threads`, `seed`, `verbose` (Rich progress per epoch);
-    privacy: `dp_epsilon` (None: off; a number or ``inf``: user-level DP-SGD, see
-    `recsight.privacy.dp`), `dp_delta`, `dp_max_grad_norm`.
-    """
-
-    name: ClassVar[str] = "sasrec"
-
-    def __init__(
-        self,
-        max_len: int = 50,
-        dim: int = 64,
-        layers: int = 2,
-        heads: int = 2,
-        dropout: float = 0.2,
-        attn_dropout: float = 0.2,
-        loss: str = "auto",
-        n_negatives: int = 256,
-        proposal: str = "uniform",
-        gbce_t: float = 0.75,
-        epochs: int = 200,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        batch_size: int = 128,
-        patience: int | None = 5,
-        early_stopping: bool = True,
-        max_minutes: float | None = None,
-        device: str = "cpu",
-        threads: int | None = 1,
-        seed: int = 42,
-        verbose: bool = True,
-        dp_epsilon: float | None = None,
-        dp_delta: float = 1e-5,
-        dp_max_grad_norm: float = 1.0,
-    ):
-        self.max_len = max_len
-        self.dim = dim
-        self.layers = layers
-        self.heads = heads
-        self.dropout = dropout
-        self.attn_dropout = attn_dropout
-        self.loss = loss
-        self.n_negatives = n_negatives
-        self.proposal = proposal
-        self.gbce_t = gbce_t
-        self.epochs = epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.patience = patience
-        self.early_stopping = early_stopping
-        self.max_minutes = max_minutes
-        self.device = device
-        self.threads = threads
-        self.seed = seed
-        self.verbose = verbose
-        self.dp_epsilon = dp_epsilon
-        self.dp_delta = dp_delta
-        self.dp_max_grad_norm = dp_max_grad_norm
+@dataclass(kw_only=True, eq=False, repr=False)
+class TransformerRecommender(SequenceConfig, SequenceRecommender):
+    """What the sequential-transformer family shares: the encoder, the output losses, the
+    training loop with leave-one-out validation and the scoring. Hyperparameters: those of
+    `SequenceConfig`. The concrete models are `SASRec` (causal, this class's behaviour),
+    `BERT4Rec` and the text-enhanced SASRec."""
 
     # -- architecture -------------------------------------------------------------------------
     def _check(self) -> None:
@@ -324,8 +265,17 @@ class SASRec(SequenceRecommender):
         return int(self.dims_[0]) + 1
 
     def _build_net(self) -> nn.Module:
+        return self._build_encoder(self._n_tokens(), causal=True)
+
+    def _build_encoder(self, n_tokens: int, causal: bool) -> SequenceEncoder:
+        """The encoder over `n_tokens` tokens (padding, the items, then any special tokens
+        such as BERT4Rec's [MASK]) with the model's side features, whose missing rows (the
+        special tokens) are zero."""
+        side = self._side_features()
+        if side is not None and len(side) < n_tokens:
+            side = torch.cat([side, side.new_zeros(n_tokens - len(side), side.shape[1])])
         return SequenceEncoder(
-            self._n_tokens(),
+            n_tokens,
             int(self.dims_[0]),
             self._input_len(),
             self.dim,
@@ -333,12 +283,13 @@ class SASRec(SequenceRecommender):
             self.heads,
             self.dropout,
             self.attn_dropout,
-            causal=True,
-            side=self._side_features(),
+            causal=causal,
+            side=side,
         )
 
     def _side_features(self) -> torch.Tensor | None:
-        """Frozen per-token features added to the item vectors (row 0: padding); none here."""
+        """Frozen per-item features added to the item vectors, ``(n_items + 1, d)`` with row
+        0 for padding; none here (the text-enhanced SASRec gives its text embeddings)."""
         return None
 
     def _encoder(self, net: nn.Module) -> SequenceEncoder:
@@ -412,13 +363,8 @@ class SASRec(SequenceRecommender):
         # windows of max_len + 1 events give max_len (input, next item) pairs each
         return sequence_windows(indptr, items, self._input_len() + 1)
 
-    def fit(self, train: Interactions) -> SASRec:
-        """Learn from the time-ordered sequences of `train` (timestamps required); with
-        `dp_epsilon` set, by user-level DP-SGD (`recsight.privacy.dp.fit_dp`)."""
-        if self.dp_epsilon is not None:
-            from recsight.privacy.dp import fit_dp
-
-            return fit_dp(self, train)
+    def fit(self, train: Interactions) -> TransformerRecommender:
+        """Learn from the time-ordered sequences of `train` (timestamps required)."""
         self._check()
         device = resolve_device(self.device)
         indptr, items = train.sequences()
@@ -439,7 +385,7 @@ class SASRec(SequenceRecommender):
             t_indptr, t_items = indptr, items
         windows = torch.from_numpy(self._train_windows(t_indptr, t_items))
         if len(windows) == 0:
-            raise InputError("training data: SASRec needs users with at least 2 events")
+            raise InputError(f"training data: {self.name} needs users with at least 2 events")
         self._prepare_loss(np.asarray(t_items, np.int64), device)
 
         with torch_threads(self.threads):
@@ -477,4 +423,30 @@ class SASRec(SequenceRecommender):
             )
         self._set_net(net)
         self.seq_indptr_, self.seq_items_ = indptr.astype(np.int64), items.astype(np.int32)
+        return self
+
+
+@dataclass(kw_only=True, eq=False, repr=False)
+class SASRec(TransformerRecommender):
+    """Self-attentive sequential recommendation.
+
+    Hyperparameters: those of `SequenceConfig`; privacy: `dp_epsilon` (None: off; a number
+    or ``inf``: user-level DP-SGD, see `recsight.privacy.dp`), `dp_delta`,
+    `dp_max_grad_norm` (SASRec only: its per-example gradients were checked).
+    """
+
+    name: ClassVar[str] = "sasrec"
+
+    dp_epsilon: float | None = None
+    dp_delta: float = 1e-5
+    dp_max_grad_norm: float = 1.0
+
+    def fit(self, train: Interactions) -> SASRec:
+        """Learn from the time-ordered sequences of `train` (timestamps required); with
+        `dp_epsilon` set, by user-level DP-SGD (`recsight.privacy.dp.fit_dp`)."""
+        if self.dp_epsilon is not None:
+            from recsight.privacy.dp import fit_dp
+
+            return fit_dp(self, train)
+        super().fit(train)
         return self
