@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from importlib import resources
 
 import numpy as np
 import pandas as pd
@@ -102,6 +104,19 @@ def test_items_are_readable_and_share_vocabulary_within_category(shop):
     jac = np.array([len(words[a] & words[b]) / len(words[a] | words[b]) for a, b in pairs])
     same = cat[pairs[:, 0]] == cat[pairs[:, 1]]
     assert jac[same].mean() > 2 * jac[~same].mean()
+
+
+def test_items_are_worded_from_the_packaged_catalog_file(shop):
+    _, frames = shop
+    path = resources.files("recsight.data").joinpath("catalog.json")
+    cats = {c["name"]: c for c in json.loads(path.read_text("utf-8"))["categories"]}
+    items = frames["items"]
+    # small catalogs use a prefix of the file's table
+    assert set(items.category) == set(list(cats)[: items.category.nunique()])
+    for title, category in zip(items.title, items.category, strict=True):
+        c = cats[category]
+        assert any(title.startswith(b + " ") for b in c["brands"]), title
+        assert any(n in title for n in c["nouns"]), title
 
 
 def test_same_seed_is_byte_identical_and_other_seed_differs(tmp_path):

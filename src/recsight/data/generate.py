@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +55,8 @@ _REGION_WEIGHTS = np.array([14, 12, 9, 10, 9, 7, 5, 5, 3, 3, 2, 6, 4, 5, 6], dty
 
 @dataclass(frozen=True)
 class _Category:
-    """Per-category word lists and price distribution (log-normal around `median_price`)."""
+    """Per-category word lists and price distribution (log-normal around `median_price`);
+    the table lives in ``catalog.json`` beside this module."""
 
     name: str
     median_price: float
@@ -66,257 +69,27 @@ class _Category:
     name_words: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
 
-def _cat(name, median, sigma, brands, adjectives, nouns, features, uses, names=None):
-    """Build a `_Category` from '|'-separated word lists (keeps the table below compact)."""
-    split = lambda s: tuple(s.split("|"))  # noqa: E731
-    words = None if names is None else (split(names[0]), split(names[1]))
-    return _Category(
-        name,
-        median,
-        sigma,
-        split(brands),
-        split(adjectives),
-        split(nouns),
-        split(features),
-        split(uses),
-        words,
+def _load_categories() -> tuple[_Category, ...]:
+    """The category table, from the package data file ``catalog.json``. The most common
+    categories come first: small catalogs use a prefix of the table."""
+    text = resources.files("recsight.data").joinpath("catalog.json").read_text("utf-8")
+    return tuple(
+        _Category(
+            name=c["name"],
+            median_price=c["median_price"],
+            price_sigma=c["price_sigma"],
+            brands=tuple(c["brands"]),
+            adjectives=tuple(c["adjectives"]),
+            nouns=tuple(c["nouns"]),
+            features=tuple(c["features"]),
+            uses=tuple(c["uses"]),
+            name_words=tuple(map(tuple, c["name_words"])) if "name_words" in c else None,
+        )
+        for c in json.loads(text)["categories"]
     )
 
 
-# The most common categories come first: small catalogs use a prefix of this table.
-_CATEGORIES: tuple[_Category, ...] = (
-    _cat("Electronics", 80, 0.9, "Voltix|Sonara|Nexon|Auralis|Quantek|Brightwave",
-         "Wireless|Premium|Portable|Compact|Bluetooth|Noise-Cancelling|Rechargeable|Ultra-Slim",
-         "Earbuds|Headphones|Speaker|Smartwatch|Power Bank|Streaming Stick|Soundbar|Action Camera",
-         "a long-lasting battery|fast USB-C charging|crisp high-fidelity audio"
-         "|low-latency Bluetooth 5.3|a water-resistant design|voice assistant support"
-         "|an intuitive companion app",
-         "commuting and travel|home entertainment|workouts on the go|gaming sessions|video calls"),
-    _cat("Books", 14, 0.4,
-         "Cozy Mystery|Epic Fantasy|Historical Fiction|Science Fiction|Romance|Thriller|Self-Help"
-         "|Poetry",
-         "Gripping|Heartwarming|Bestselling|Award-Winning|Classic|Illustrated|Thought-Provoking"
-         "|Page-Turning",
-         "Paperback|Hardcover|Audiobook|E-Book|Box Set|Collector's Edition",
-         "a twist-filled plot|memorable characters|beautiful prose|a foreword by the author"
-         "|discussion questions for book clubs|richly imagined worlds",
-         "cozy evenings with a cup of tea|book club discussions|long flights|a rainy weekend"
-         "|gifting to avid readers",
-         ("Quiet|Hidden|Last|Silent|Golden|Broken|Midnight|Winter",
-          "Harbor|Garden|Letter|River|Kingdom|Promise|Orchard|Lantern")),
-    _cat("Fashion", 35, 0.6, "Maren & Co|Urbanline|Nordhaus|Velora|Threadwell|Coastal Club",
-         "Slim-Fit|Oversized|Linen|Organic Cotton|Cashmere-Blend|Vintage|Classic|Relaxed",
-         "T-Shirt|Hoodie|Denim Jacket|Chinos|Summer Dress|Wool Sweater|Blazer|Cardigan",
-         "breathable fabric|a tailored silhouette|reinforced stitching|soft brushed lining"
-         "|a machine-washable finish|timeless styling",
-         "everyday wear|office days|weekend brunches|layering in autumn|travel capsule wardrobes"),
-    _cat("Kitchen", 30, 0.7, "Chefmate|Copperleaf|Hearth & Home|Culina|Ironforge|Zestia",
-         "Nonstick|Cast-Iron|Stainless Steel|Ceramic|Dishwasher-Safe|Professional|Stackable"
-         "|Heat-Resistant",
-         "Frying Pan|Dutch Oven|Chef's Knife|Cutting Board|Mixing Bowl Set|Saucepan|Spatula Set"
-         "|Baking Sheet",
-         "even heat distribution|an ergonomic handle|a scratch-resistant coating"
-         "|oven-safe construction|easy cleanup|a razor-sharp edge",
-         "weeknight dinners|meal prep|baking bread and pastries|family brunches|searing steaks"),
-    _cat("Beauty", 18, 0.6, "Lumiere|Glowra|Petalsoft|Dermaluxe|Verdana Botanics|Silkroot",
-         "Hydrating|Brightening|Vegan|Fragrance-Free|Nourishing|Matte|Gentle|Anti-Aging",
-         "Face Serum|Moisturizer|Lipstick|Cleanser|Sheet Mask Set|Eye Cream|Foundation|Hair Oil",
-         "hyaluronic acid|vitamin C|soothing aloe vera|a lightweight non-greasy texture"
-         "|dermatologist-tested ingredients|long-wear pigments",
-         "a morning skincare routine|sensitive skin|evening self-care|glowing makeup looks"
-         "|dry winter skin"),
-    _cat("Sports", 40, 0.8, "Stridex|Peakform|Athlon|Kinetix|Bolt Athletics|Summit Pro",
-         "Lightweight|Adjustable|Anti-Slip|Breathable|Heavy-Duty|Foldable|Professional|Quick-Dry",
-         "Yoga Mat|Dumbbell Set|Resistance Bands|Jump Rope|Foam Roller|Tennis Racket|Football"
-         "|Cycling Gloves",
-         "a non-slip textured grip|durable high-density foam|a sweat-resistant finish"
-         "|a carry strap|adjustable resistance levels|a compact storage design",
-         "home workouts|strength training|yoga and pilates|marathon preparation|weekend matches"),
-    _cat("Toys", 22, 0.6, "Playnest|Brickhaven|Wonderkin|Tinytown|Jolly Jumper|Cubbie",
-         "Educational|Colorful|Wooden|Interactive|Plush|Magnetic|Remote-Control|Glow-in-the-Dark",
-         "Building Blocks|Puzzle|Teddy Bear|Race Car|Dollhouse|Train Set|Science Kit|Board Game",
-         "child-safe non-toxic materials|bright colors|STEM learning activities"
-         "|hours of imaginative play|easy-grip pieces|a sturdy storage box",
-         "kids aged 3 and up|family game nights|birthday gifts|rainy-day play|early learning"),
-    _cat("Grocery", 6, 0.5, "Green Valley|Harvest Table|Morning Farm|Pantry Select|Sunmill"
-         "|Wild Orchard",
-         "Organic|Whole Grain|Gluten-Free|Roasted|Cold-Pressed|Fair-Trade|Low-Sugar|Artisanal",
-         "Coffee Beans|Olive Oil|Granola|Pasta|Dark Chocolate|Green Tea|Peanut Butter|Honey",
-         "sustainably sourced ingredients|rich natural flavor|no artificial preservatives"
-         "|a resealable pack|a high protein content|small-batch production",
-         "healthy breakfasts|pantry staples|afternoon snacks|home cooking|gift baskets"),
-    _cat("Garden", 28, 0.7, "Greenthumb|Bloomfield|Terra Verde|Rootwise|Fernhill|Sprout & Stone",
-         "Weatherproof|Ergonomic|Solar-Powered|Self-Watering|Raised|Heirloom|Galvanized"
-         "|Biodegradable",
-         "Pruning Shears|Garden Hose|Planter Box|Seed Kit|Watering Can|Compost Bin|Garden Lights"
-         "|Trowel Set",
-         "rust-resistant steel|UV-stabilized materials|drainage holes|a comfort-grip handle"
-         "|easy assembly|seeds with high germination rates",
-         "balcony gardens|vegetable beds|patio decoration|spring planting|growing herbs"),
-    _cat("Pet Supplies", 20, 0.7, "Pawsome|Whisker & Tail|Furbuddy|Happy Hound|Kittycove"
-         "|Barkley",
-         "Grain-Free|Orthopedic|Chew-Proof|Interactive|Washable|Reflective|Calming|Natural",
-         "Dog Food|Cat Litter|Pet Bed|Chew Toy|Leash|Scratching Post|Cat Treats|Grooming Brush",
-         "real chicken as the first ingredient|durable non-toxic rubber"
-         "|a removable washable cover|odor control|vet-approved nutrition|a padded handle",
-         "puppies and adult dogs|indoor cats|daily walks|keeping pets entertained|senior pets"),
-    _cat("Music", 22, 0.5, "Indie Rock|Jazz|Classical|Hip-Hop|Synthwave|Folk|Soul|Electronic",
-         "Remastered|Limited|Live|Deluxe|Debut|Acclaimed|Double|Anniversary",
-         "Vinyl LP|CD|Box Set|Cassette|Picture Disc",
-         "previously unreleased tracks|liner notes and lyrics|a 180-gram pressing"
-         "|a gatefold sleeve|studio-quality mastering|a bonus live set",
-         "late-night listening|record collectors|road trips|dinner parties|audiophiles",
-         ("Neon|Velvet|Electric|Summer|Lonely|Wild|Paper|Golden",
-          "Echoes|Nights|Hearts|Roads|Skies|Dreams|Tides|Satellites")),
-    _cat("Office", 15, 0.7, "Deskpro|Inkwell|Papertrail|Officio|Clearline|Stapleton",
-         "Ergonomic|Refillable|Recycled|Adjustable|Magnetic|Ruled|Wireless|Compact",
-         "Notebook|Desk Organizer|Gel Pens|Monitor Stand|Whiteboard|Label Maker|Stapler"
-         "|File Folders",
-         "smooth-writing ink|recycled paper|a space-saving footprint|sturdy construction"
-         "|a clean minimalist design|tear-resistant covers",
-         "home offices|note-taking in meetings|students and teachers|project planning"
-         "|tidy workspaces"),
-    _cat("Health", 20, 0.6, "Vitalis|Puremed|Wellspring|Nutrava|Calmwell|Heartline",
-         "Sugar-Free|Daily|Plant-Based|Digital|Extra-Strength|Chewable|Clinically-Tested"
-         "|Travel-Size",
-         "Multivitamin|Protein Powder|Blood Pressure Monitor|Thermometer|Omega-3 Capsules"
-         "|First Aid Kit|Probiotic|Electrolyte Tablets",
-         "essential vitamins and minerals|accurate readings in seconds|third-party lab testing"
-         "|easy-to-swallow capsules|no artificial colors|a large backlit display",
-         "daily wellness|immune support|post-workout recovery|family medicine cabinets"
-         "|healthy aging"),
-    _cat("Home Decor", 30, 0.7, "Hygge House|Ambra|Lumen & Loom|Willow Lane|Casa Bella"
-         "|Driftwood",
-         "Handwoven|Ceramic|Boho|Minimalist|Scented|Velvet|Rattan|Framed",
-         "Throw Pillow|Wall Art|Vase|Scented Candle|Area Rug|Table Lamp|Mirror|Plant Pot",
-         "natural jute fibers|a hand-glazed finish|a warm ambient glow"
-         "|soy wax with cotton wicks|fade-resistant prints|a textured weave",
-         "cozy living rooms|bedroom makeovers|housewarming gifts|seasonal decorating|entryways"),
-    _cat("Shoes", 60, 0.5, "Stridewell|Trailfox|Cobble & Co|Sprintor|Urbanstep|Alpaca Soles",
-         "Running|Leather|Waterproof|Slip-On|Cushioned|Hiking|Canvas|Platform",
-         "Sneakers|Boots|Loafers|Sandals|Trail Shoes|Chelsea Boots|Ballet Flats|Slippers",
-         "a cushioned memory-foam insole|a grippy rubber outsole|breathable mesh uppers"
-         "|full-grain leather|arch support|a lightweight sole",
-         "daily runs|long walks in the city|hiking trails|the office|relaxing at home"),
-    _cat("Computers", 150, 0.9, "Quantek|Corebyte|Nimbus|Pixelon|Arcwave|Logicraft",
-         "Gaming|Ultrabook|Mechanical|4K|Wireless|Ergonomic|High-Speed|Portable",
-         "Laptop|Monitor|Keyboard|Mouse|External SSD|Graphics Card|USB-C Hub|Webcam",
-         "a high-refresh-rate display|lightning-fast NVMe storage|RGB backlighting"
-         "|a long battery life|plug-and-play USB-C|a 1080p sensor",
-         "remote work|competitive gaming|photo and video editing|students|programming"),
-    _cat("Video Games", 45, 0.4,
-         "Open-World RPG|Racing|Puzzle|Strategy|Platformer|Survival Horror|Sports Sim|Roguelike",
-         "Critically-Acclaimed|Deluxe|Multiplayer|Remastered|Story-Driven|Competitive|Co-Op"
-         "|Next-Gen",
-         "Game|Collector's Edition|Season Pass Bundle|Game of the Year Edition",
-         "a sprawling story campaign|online co-op multiplayer|stunning 4K graphics"
-         "|hundreds of hours of content|a deep crafting system|split-screen play",
-         "weekend gaming marathons|playing with friends|casual evening sessions"
-         "|competitive players|fans of the series",
-         ("Last|Forgotten|Crimson|Shattered|Endless|Iron|Hollow|Astral",
-          "Frontier|Legion|Dungeon|Horizon|Empire|Odyssey|Circuit|Realm")),
-    _cat("Baby", 25, 0.6, "Little Sprout|Bubba & Bee|Snugglenest|Tiny Steps|Cuddlewick"
-         "|Babybloom",
-         "Hypoallergenic|Organic Cotton|BPA-Free|Soft|Foldable|Anti-Colic|Lightweight|Gentle",
-         "Baby Bottle|Swaddle Blanket|Diaper Bag|Teething Toy|Baby Carrier|Bib Set|Baby Monitor"
-         "|Crib Sheet",
-         "breathable organic fabric|BPA-free silicone|easy one-handed use"
-         "|machine-washable materials|a pediatrician-recommended design|plenty of storage pockets",
-         "newborns|sleep routines|outings with baby|nursery essentials|new parents"),
-    _cat("Automotive", 35, 0.9, "Roadmaster|Torqline|Autovia|Gearhead|Drivex|Motorcraft Pro",
-         "Heavy-Duty|Universal|All-Weather|Portable|Heated|LED|Quick-Install|Waterproof",
-         "Car Seat Covers|Dash Cam|Jump Starter|Floor Mats|Tire Inflator|Phone Mount"
-         "|Wiper Blades|Car Vacuum",
-         "a universal fit|a built-in LED flashlight|loop recording in full HD"
-         "|a non-slip backing|a 12V power plug|tool-free installation",
-         "road trips|daily commutes|winter driving|roadside emergencies"
-         "|keeping your car clean"),
-    _cat("Movies", 15, 0.4, "Drama|Comedy|Documentary|Animated|Science Fiction|Western|Horror"
-         "|Musical",
-         "Oscar-Nominated|Restored|Heartfelt|Hilarious|Spine-Chilling|Family-Friendly"
-         "|Cult-Classic|Epic",
-         "Blu-ray|DVD|4K Ultra HD|Steelbook",
-         "a director's commentary|behind-the-scenes featurettes|deleted scenes"
-         "|a restored 4K transfer|multilingual subtitles|a collectible booklet",
-         "movie nights|film buffs|family evenings|holiday gifting|home cinema setups",
-         ("Silent|Midnight|Long|Crimson|Lost|Distant|Brave|Endless",
-          "Summer|Voyage|City|Frontier|Island|Journey|Signal|Garden")),
-    _cat("Jewelry", 60, 1.0, "Aurelia|Lunette|Goldleaf|Stellaria|Opaline|Marisol",
-         "Sterling Silver|14K Gold|Rose Gold|Minimalist|Handcrafted|Vintage|Dainty|Pearl",
-         "Necklace|Hoop Earrings|Bracelet|Ring|Pendant|Anklet|Stud Earrings|Charm",
-         "hypoallergenic metals|a polished mirror finish|genuine freshwater pearls"
-         "|a gift-ready box|an adjustable chain|hand-set cubic zirconia",
-         "everyday elegance|anniversaries|bridesmaid gifts|layered looks|special occasions"),
-    _cat("Furniture", 180, 0.8, "Nordhem|Oakridge|Loftline|Casa Linea|Woodcraft|Haven Living",
-         "Mid-Century|Solid Oak|Upholstered|Modular|Extendable|Scandinavian|Industrial|Compact",
-         "Sofa|Dining Table|Bookshelf|Armchair|Coffee Table|Bed Frame|TV Stand|Desk",
-         "kiln-dried solid wood|stain-resistant upholstery|easy tool-free assembly"
-         "|hidden storage compartments|a sturdy steel frame|a 150 kg weight capacity",
-         "small apartments|family living rooms|home offices|cozy reading corners"
-         "|entertaining guests"),
-    _cat("Tools", 45, 0.8, "Forgeline|Boltmaster|Craftwise|Ironclad|Torque Pro|Hammerhill",
-         "Cordless|Heavy-Duty|Precision|Magnetic|Brushless|Compact|Professional|Multi-Purpose",
-         "Drill Driver|Screwdriver Set|Socket Wrench Set|Tape Measure|Circular Saw|Stud Finder"
-         "|Tool Box|Laser Level",
-         "a lithium-ion battery|hardened chrome-vanadium steel|variable speed control"
-         "|an LED work light|a shock-resistant case|a lifetime warranty",
-         "DIY home repairs|furniture assembly|woodworking projects|renovations"
-         "|professional job sites"),
-    _cat("Outdoor Gear", 70, 0.8, "Trailhead|Northpeak|Wildpath|Basecamp|Alpenglow|Ridgeway",
-         "Ultralight|Insulated|Waterproof|Packable|4-Season|Windproof|Rugged|Compact",
-         "Tent|Sleeping Bag|Hiking Backpack|Camping Stove|Headlamp|Trekking Poles|Rain Jacket"
-         "|Water Filter",
-         "ripstop nylon|a packed weight under 1 kg|taped seams|adjustable straps"
-         "|quick setup in minutes|reinforced stress points",
-         "backpacking trips|weekend camping|alpine hikes|festival season|emergency kits"),
-    _cat("Arts & Crafts", 15, 0.6, "Palette & Co|Crafty Owl|Inkbloom|Canvasworks|Yarnly"
-         "|Studio Muse",
-         "Watercolor|Acrylic|Beginner|Professional|Hand-Dyed|Washi|Metallic|Archival",
-         "Paint Set|Sketchbook|Yarn Bundle|Brush Set|Embroidery Kit|Clay Kit|Marker Set"
-         "|Canvas Panels",
-         "richly pigmented colors|acid-free paper|soft synthetic bristles"
-         "|step-by-step instructions|blendable formulas|a portable carry case",
-         "beginners learning to paint|relaxing hobby time|kids' craft projects"
-         "|bullet journaling|handmade gifts"),
-    _cat("Appliances", 120, 0.8, "Homeline|Brevia|Kitchenova|Aeroluxe|Purewave|Steamly",
-         "Smart|Energy-Efficient|Programmable|Cordless|Quiet|Digital|Countertop|High-Power",
-         "Air Fryer|Espresso Machine|Robot Vacuum|Blender|Air Purifier|Stand Mixer"
-         "|Electric Kettle|Dehumidifier",
-         "multiple preset programs|a HEPA filter|app control over Wi-Fi|a stainless steel body"
-         "|an auto shut-off function|a low-noise motor",
-         "busy households|healthier cooking|allergy season|morning coffee rituals|pet owners"),
-    _cat("Luggage", 90, 0.7, "Jetsetter|Voyageur|Globetrek|Carryon Co|Wanderlux|Atlas & Ash",
-         "Hardshell|Carry-On|Expandable|Lightweight|Spinner|Anti-Theft|Weekender|TSA-Approved",
-         "Suitcase|Duffel Bag|Travel Backpack|Packing Cubes|Toiletry Bag|Garment Bag"
-         "|Laptop Sleeve|Passport Wallet",
-         "360-degree spinner wheels|a TSA-approved lock|a water-resistant shell"
-         "|a padded laptop compartment|a telescoping handle|compression zippers",
-         "weekend getaways|business trips|long-haul flights|backpacking adventures"
-         "|family holidays"),
-    _cat("Watches", 120, 0.9, "Chronex|Tempora|Meridian|Vantage|Orbis|Kaito",
-         "Automatic|Chronograph|Dive|Minimalist|Solar|Skeleton|Titanium|Field",
-         "Watch|Smart Band|Pocket Watch|Dress Watch|Sports Watch",
-         "sapphire crystal glass|water resistance to 100 m|a Japanese movement"
-         "|a genuine leather strap|luminous hands|a stainless steel bracelet",
-         "everyday wear|business meetings|diving and swimming|milestone gifts"
-         "|outdoor adventures"),
-    _cat("Bedding", 50, 0.6, "Dreamweave|Cloudnest|Linen & Lark|Slumberco|Serenity Sleep"
-         "|Featherby",
-         "Organic Cotton|Bamboo|Linen|Cooling|Memory Foam|Down-Alternative|Sateen|Weighted",
-         "Duvet Cover Set|Pillow|Sheet Set|Mattress Topper|Weighted Blanket|Comforter"
-         "|Throw Blanket|Pillowcases",
-         "a 400 thread count|temperature-regulating fibers|deep elastic pockets"
-         "|hypoallergenic fill|a silky smooth finish|OEKO-TEX certified fabric",
-         "hot sleepers|guest rooms|a restful night's sleep|winter nights|bedroom refreshes"),
-    _cat("Party Supplies", 12, 0.5, "Confetti Co|Partyland|Festivo|Balloonery|Glitterbug"
-         "|Cheerful Co",
-         "Metallic|Reusable|Biodegradable|Themed|Glow|Pastel|Gold Foil|Jumbo",
-         "Balloon Set|Banner|Paper Plates|Party Favors|Table Cover|Photo Booth Props|Confetti"
-         "|Candles",
-         "vibrant long-lasting colors|eco-friendly materials|easy setup|matching tableware"
-         "|a generous 50-piece pack|sturdy reusable pieces",
-         "birthday parties|baby showers|weddings|New Year's Eve|graduation celebrations"),
-)  # fmt: skip
+_CATEGORIES: tuple[_Category, ...] = _load_categories()
 
 
 @dataclass
