@@ -79,7 +79,7 @@ def test_pending_retrain_on_health(shop_model, store_copy, tmp_path):
 
 
 def test_exposure_buffer_drops_an_erased_users_rows():
-    from recsight.serving.app import ExposureLog
+    from recsight.serving.writes import ExposureLog
 
     written: list[tuple] = []
     log = ExposureLog(written.extend)

@@ -9,7 +9,7 @@ import pytest
 
 from recsight.data.store import Store
 from recsight.errors import InputError
-from recsight.serving.app import GroupCommit
+from recsight.serving.writes import GroupCommit
 
 
 class SlowAppend:

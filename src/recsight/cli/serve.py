@@ -55,7 +55,8 @@ def register(app: typer.Typer) -> None:
         check_engine(engine, "serve", spark_ok=False)  # a service answers from one machine
         import uvicorn
 
-        from recsight.serving.app import API_KEY_ENV, config_from_env, create_app
+        from recsight.serving.app import create_app
+        from recsight.serving.service import API_KEY_ENV, config_from_env
 
         if not db.exists():
             raise InputError(f"{db}: no such store; create it with `recsight ingest`")

@@ -17,7 +17,7 @@ from recsight.analysis.source import NotAvailable, from_store
 from recsight.privacy.unlearn import pending_retrain
 
 if TYPE_CHECKING:
-    from recsight.serving.app import Service, ServiceConfig
+    from recsight.serving.service import Service, ServiceConfig
 
 
 def _rows(con, sql: str) -> list[dict[str, Any]]:

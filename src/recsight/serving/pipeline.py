@@ -375,6 +375,22 @@ class Pipeline:
             ]
             r.explanation = exp.text if exp.grounded else "popular with users like you"
 
+    def recommend_text(
+        self, text: str, k: int = 10, category: str | None = None
+    ) -> RecommendationList:
+        """Recommendations for a free-text interest, by the first model that reads text."""
+        from recsight.llm.content import recommend_for_text
+
+        for model in [self.main, *self.fallbacks]:
+            if hasattr(model, "recommend_text"):
+                allowed = self._candidates(model, category)
+                ids, scores = recommend_for_text(model, text, k=k, candidates=allowed)
+                return RecommendationList(self._build(ids, scores), model.name)
+        raise InputError(
+            "free-text interests need a text-aware model in the pipeline (e.g. "
+            "`content`); this pipeline has none"
+        )
+
     def similar_items(self, item_id: str, k: int = 10) -> list[Recommendation]:
         """Items most similar to `item_id` under the first model that knows it."""
         for model in [self.main, *self.fallbacks]:

@@ -1,0 +1,272 @@
+"""The service object: the state the routes share (store, pipeline, history cache,
+telemetry, write paths) and the operations on it.
+
+The service is the store's only writer while it runs (DuckDB allows one writing process).
+Every write goes through one lock and one transaction, and an event is acknowledged only
+after its transaction committed, so a crash never loses an acknowledged event.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import pandas as pd
+
+from recsight.data.schema import canonical_event_type
+from recsight.data.store import Store
+from recsight.privacy.groups import DEFAULT_MIN_GROUP_SIZE
+from recsight.privacy.keys import UserIds
+from recsight.privacy.unlearn import pending_retrain
+from recsight.serving.history import HistoryCache
+from recsight.serving.pipeline import Pipeline, RecommendationList
+from recsight.serving.schemas import EventIn, EventsAck, RecommendationsOut
+from recsight.serving.telemetry import Telemetry
+from recsight.serving.writes import ExposureLog, GroupCommit
+
+log = logging.getLogger("recsight.serving")
+T = TypeVar("T")
+
+API_KEY_ENV = "RECSIGHT_API_KEY"
+EXPOSURE_COLUMNS = ["request_id", "user_id", "item_id", "position", "model_version", "ts"]
+DEFAULT_MAX_BODY = 1 << 20  # 1 MiB: a batch of ~5,000 events
+CLUSTER_MIN_LAG = 100_000  # events past the by-user copy before it is rebuilt
+
+
+@dataclass
+class ServiceConfig:
+    model: Path
+    db: Path
+    api_key: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    snapshot_dir: Path | None = None
+    leaderboard: Path | None = None
+    report_dir: Path | None = None
+    history_events: int = 200
+    min_group_size: int = DEFAULT_MIN_GROUP_SIZE  # the dashboard hides smaller groups
+    show_examples: bool = False  # the dashboard lists sample (single) users
+    history_users: int = 100_000  # users whose histories stay in memory (least recent evicted)
+    llm: Any = None  # a recsight.llm generator for reworded explanations, when configured
+
+
+class Service:
+    """State shared by the request handlers."""
+
+    def __init__(self, config: ServiceConfig):
+        self.config = config
+        self.store = Store(config.db)
+        # clients send their own ids; a pseudonymized store holds keyed hashes of them
+        self.user_ids = UserIds.for_store(self.store)
+        self.write_lock = threading.Lock()
+        self.store.con.execute(
+            "CREATE TABLE IF NOT EXISTS exposures (request_id VARCHAR, user_id VARCHAR, "
+            "item_id VARCHAR, position INTEGER, model_version VARCHAR, ts TIMESTAMP)"
+        )
+        self.pipeline = Pipeline.load(config.model, self.store.items_frame(), config.llm)
+        # histories are read by user on first request, each thread on its own connection
+        self._readers = threading.local()
+        self._reader_stores: list[Store] = []
+        self._readers_lock = threading.Lock()
+        # an erasure rewrites the store file: it waits for reads in flight and holds new ones
+        # back, then every thread opens a new read connection (`_generation` moved on)
+        self._gate = threading.Condition()
+        self._active_reads = 0
+        self._rewriting = 0
+        self._generation = 0
+        self.histories = HistoryCache(
+            lambda user, n: self.read(lambda store: store.recent_events(user, n)),
+            max_events=config.history_events,
+            max_users=config.history_users,
+        )
+        self._clusterer = threading.Thread(
+            target=self._cluster_by_user, daemon=True, name="cluster-by-user"
+        )
+        self._clusterer_store: Store | None = None
+        self._clusterer.start()
+        # the model is long-lived millions of objects: move them out of the garbage
+        # collector's reach, or every full collection pauses requests for 100s of ms
+        gc.collect()
+        gc.freeze()
+        self.telemetry = Telemetry()
+        self.exposures = ExposureLog(self._write_exposures)
+        self.commits = GroupCommit(self.store.append_events, self.write_lock)
+        self.started = time.time()
+
+    def _cluster_by_user(self) -> None:
+        """Keep the store's by-user copy fresh (see `Store.cluster_by_user`): rebuilt in the
+        background when missing or when a tenth of the events came after it, so start-up
+        never waits for it; until it is ready, history loads scan the event table."""
+        store = self._clusterer_store = self.store.reader()
+        try:
+            lag = store.by_user_lag()
+            if lag is None or lag > max(CLUSTER_MIN_LAG, store.count("event_log") // 10):
+                t0 = time.perf_counter()
+                n = store.cluster_by_user()
+                log.info("by-user copy of %d events built in %.1f s", n, time.perf_counter() - t0)
+        except duckdb.Error:  # interrupted at shutdown, or the store is busy: next start
+            log.warning("by-user copy not built; history loads scan the events", exc_info=True)
+        finally:
+            store.close()
+
+    def reader(self) -> Store:
+        """This thread's read connection to the store: reads on it never take the write
+        lock, so analytics and history loads neither wait for nor delay event ingest."""
+        entry = getattr(self._readers, "entry", None)
+        if entry is None or entry[0] != self._generation:
+            entry = self._readers.entry = (self._generation, self.store.reader())
+            with self._readers_lock:
+                self._reader_stores.append(entry[1])
+        return entry[1]
+
+    def read(self, fn: Callable[[Store], T]) -> T:
+        """`fn` on this thread's read connection, unless an erasure is rewriting the store
+        file (then it waits for it)."""
+        with self._gate:
+            while self._rewriting:
+                self._gate.wait()
+            self._active_reads += 1
+        try:
+            return fn(self.reader())
+        finally:
+            with self._gate:
+                self._active_reads -= 1
+                self._gate.notify_all()
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """No read in flight nor starting, and the read connections closed: the store file
+        can be rewritten (`Store.compact`)."""
+        with self._gate:
+            self._rewriting += 1
+            while self._active_reads:
+                self._gate.wait()
+        try:
+            if self._clusterer.is_alive() and self._clusterer_store is not None:
+                self._clusterer_store.con.interrupt()  # its copy may predate the erasure
+            self._clusterer.join(timeout=30)
+            with self._readers_lock:
+                for reader in self._reader_stores:
+                    reader.close()
+                self._reader_stores.clear()
+            self._generation += 1
+            yield
+        finally:
+            with self._gate:
+                self._rewriting -= 1
+                self._gate.notify_all()
+
+    def _write_exposures(self, rows: list[tuple]) -> None:
+        # one columnar insert: DuckDB's executemany runs row by row and would hold the
+        # write lock (and so every POST /events) for seconds after a busy interval
+        frame = pd.DataFrame(rows, columns=EXPOSURE_COLUMNS)
+        with self.write_lock:
+            self.store.con.register("_exposures_df", frame)
+            try:
+                self.store.con.execute("INSERT INTO exposures SELECT * FROM _exposures_df")
+            finally:
+                self.store.con.unregister("_exposures_df")
+
+    def close(self) -> None:
+        if self._clusterer.is_alive() and self._clusterer_store is not None:
+            self._clusterer_store.con.interrupt()
+        self._clusterer.join(timeout=10)
+        self.commits.stop()
+        self.exposures.stop()
+        for reader in self._reader_stores:
+            reader.close()
+        self.store.close()
+
+    def persist(self, events: list[EventIn]) -> EventsAck:
+        records = [e.model_dump() for e in events]
+        for rec in records:
+            rec["user_id"] = self.user_ids(rec["user_id"])
+            rec["session_id"] = self.user_ids.session(rec.get("session_id"))
+        results = self.commits.submit(records)
+        for rec, res in zip(records, results, strict=True):
+            if res["status"] == "stored":  # the next recommendation sees this event
+                etype = canonical_event_type(rec["event_type"])
+                self.histories.add(rec["user_id"], res["seq"], rec["item_id"], etype, rec["value"])
+        stored = sum(r["status"] == "stored" for r in results)
+        self.telemetry.events.inc(stored)
+        return EventsAck(stored=stored, duplicates=len(results) - stored, results=results)
+
+    def forget(self, user_id: str) -> dict[str, Any]:
+        """Erase a user from the store, the history cache and the served models (saved and
+        loaded); answers the same shape, with zeros, for a user the service never had."""
+        from recsight.privacy.erasure import erase_users
+        from recsight.privacy.unlearn import RetrainRequired, forget_in_folder, model_dirs
+
+        user_id = self.user_ids(user_id)
+        self.exposures.flush()  # buffered exposures of the user are written, then deleted
+        with self._exclusive(), self.write_lock:
+            self.exposures.discard_user(user_id)  # any served since the flush
+            erased = erase_users(self.store, [user_id])
+            self.histories.evict(user_id)
+            pipeline = self.pipeline
+            loaded = [pipeline.main, *pipeline.fallbacks]
+            try:
+                if len(loaded) != len(model_dirs(self.config.model)):
+                    loaded = None  # not the folder's models: let the unlearning load them
+                models = [
+                    {k: v for k, v in asdict(m).items() if k != "path"}
+                    for m in forget_in_folder(self.config.model, [user_id], models=loaded)
+                ]
+            except RetrainRequired as exc:
+                models = [{"status": "retrain required", "detail": str(exc)}]
+            self.pipeline = Pipeline.load(self.config.model, self.store.items_frame(),
+                                          self.config.llm)  # fmt: skip
+        user = erased.users[0]
+        return {
+            "removed": {
+                "events": user.events,
+                "exposures": user.exposures,
+                "profile_rows": user.profile_rows,
+                "other_rows": user.other_rows,
+            },
+            "models": models,
+            "stale_exports": erased.stale_exports,
+            "erasures_pending_retrain": pending_retrain(self.pipeline.manifest),
+        }
+
+    def reload(self, folder: Path) -> dict[str, Any]:
+        """Load the model or pipeline in `folder` and swap it in; requests in flight finish
+        on the old one (the swap is one reference assignment)."""
+        new = Pipeline.load(folder, self.read(lambda store: store.items_frame()), self.config.llm)
+        old_version, self.pipeline = self.pipeline.version, new
+        self.config.model = folder
+        return {"previous": old_version, "current": new.version, "manifest": new.manifest}
+
+    def respond(self, user_id: str | None, recs: RecommendationList) -> RecommendationsOut:
+        request_id = uuid.uuid4().hex
+        version = self.pipeline.version
+        now = datetime.now(UTC).replace(tzinfo=None)
+        self.exposures.add(
+            [
+                (request_id, user_id, r.item_id, pos, version, now)
+                for pos, r in enumerate(recs.items)
+            ]
+        )
+        self.telemetry.recommendations.labels(recs.source).inc()
+        return RecommendationsOut(
+            request_id=request_id,
+            user_id=user_id,
+            model_version=version,
+            source=recs.source,
+            recommendations=[r.__dict__ for r in recs.items],
+        )
+
+
+def config_from_env(model: Path, db: Path, **kwargs: Any) -> ServiceConfig:
+    """A config whose API key comes from RECSIGHT_API_KEY."""
+    return ServiceConfig(model=model, db=db, api_key=os.environ.get(API_KEY_ENV), **kwargs)
