@@ -48,10 +48,9 @@ import numpy as np
 
 from recsight.data.dataset import Interactions
 from recsight.data.ingest import ingest
-from recsight.data.splits import split
+from recsight.data.splits import concat, split
 from recsight.data.store import Store
 from recsight.datasets import data_dir as default_data_dir
-from recsight.evaluation.experiment import concat
 from recsight.evaluation.leaderboard import Leaderboard, ModelRun, build_leaderboard
 from recsight.evaluation.protocol import RankingResult, evaluate_ranking, evaluate_rating
 from recsight.evaluation.significance import holm, paired_pvalue

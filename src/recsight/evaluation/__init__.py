@@ -1,8 +1,10 @@
 """Evaluation: pure metrics (`metrics`), full-ranking and rating protocols (`protocol`),
 paired significance tests and bootstrap CIs (`significance`), YAML experiments
-(`experiment`) and their leaderboard outputs (`leaderboard`)."""
+(`experiment`) and their leaderboard outputs (`leaderboard`).
 
-from recsight.evaluation.experiment import ExperimentConfig, load_experiment, run_experiment
+The experiment runner is imported from `recsight.evaluation.experiment` itself, not from
+here: it reads stores and YAML, which importing the metrics must not pull in."""
+
 from recsight.evaluation.leaderboard import Leaderboard, build_leaderboard
 from recsight.evaluation.protocol import (
     RankingResult,
@@ -13,7 +15,6 @@ from recsight.evaluation.protocol import (
 from recsight.evaluation.significance import bootstrap_ci, compare_to_best, holm, paired_pvalue
 
 __all__ = [
-    "ExperimentConfig",
     "Leaderboard",
     "RankingResult",
     "RatingResult",
@@ -23,7 +24,5 @@ __all__ = [
     "evaluate_ranking",
     "evaluate_rating",
     "holm",
-    "load_experiment",
     "paired_pvalue",
-    "run_experiment",
 ]
