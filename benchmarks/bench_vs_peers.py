@@ -54,7 +54,7 @@ from recsight.datasets import data_dir as default_data_dir
 from recsight.evaluation.leaderboard import Leaderboard, ModelRun, build_leaderboard
 from recsight.evaluation.protocol import RankingResult, evaluate_ranking, evaluate_rating
 from recsight.evaluation.significance import holm, paired_pvalue
-from recsight.models.registry import MODELS, create_model
+from recsight.models.registry import MODELS, available_models, create_model
 
 HERE = Path(__file__).resolve().parent
 PEERS_PYTHON = HERE / ".peers-venv" / "bin" / "python"
@@ -115,7 +115,7 @@ def sections(tasks: list[str], quick: bool, sequential: bool = True) -> list[Sec
     tuning on a validation split found before."""
     out: list[Section] = []
     # the classic explicit-rating models (the neural ones decide `explicit` per instance)
-    explicit = [n for n, cls in MODELS.items() if cls.explicit is True]
+    explicit = [n for n, cls in available_models().items() if cls.explicit is True]
     if "rating" in tasks:
         surprise = [
             Candidate("Surprise BaselineOnly", "baseline", "surprise"),

@@ -12,7 +12,7 @@ from recsight.data.store import Store
 from recsight.evaluation import metrics as M
 from recsight.evaluation.experiment import load_experiment
 from recsight.evaluation.protocol import evaluate_ranking
-from recsight.models.registry import MODELS, create_model
+from recsight.models.registry import MODELS, create_model, model_class
 from recsight.models.topk import id_keys, tie_keys
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "experiments"
@@ -24,7 +24,7 @@ def test_example_experiments_validate(path):
     for m in cfg.models:
         assert m.name in MODELS
         names = set(m.params) | set(m.grid) | set(m.search)
-        assert names <= set(MODELS[m.name].param_names()), m.name
+        assert names <= set(model_class(m.name).param_names()), m.name
 
 
 def test_full_ranking_on_ml100k_matches_per_user_loop(tmp_path, data_dir):

@@ -10,12 +10,12 @@ import scipy.sparse as sp
 from sklearn.metrics.pairwise import cosine_similarity
 
 from recsight.errors import InputError
-from recsight.models import EASE, MODELS, BiasedMF, ItemKNN, create_model, load_model
+from recsight.models import EASE, BiasedMF, ItemKNN, create_model, load_model, model_class
 from recsight.models.base import FORMAT_VERSION
 
 # the classic models; neural and text-aware ones have their own tests (neural/, tests/llm)
 CLASSIC = ["popular", "userknn", "itemknn", "biased_mf", "als", "bpr", "ease"]
-IMPLICIT = [n for n in CLASSIC if not MODELS[n].explicit]
+IMPLICIT = [n for n in CLASSIC if not model_class(n).explicit]
 SMALL = {"als": {"factors": 4, "iterations": 15, "num_threads": 1},
          "bpr": {"factors": 8, "iterations": 50, "num_threads": 1},
          "biased_mf": {"factors": 4, "iterations": 8},
@@ -107,7 +107,7 @@ def test_itemknn_shrinkage_and_pearson(blocks):
 
 @pytest.mark.parametrize("name", CLASSIC)
 def test_save_load_round_trip(blocks, low_rank_ratings, name, tmp_path):
-    data = low_rank_ratings[0] if MODELS[name].explicit else blocks
+    data = low_rank_ratings[0] if model_class(name).explicit else blocks
     m = fitted(name, data)
     m.save(tmp_path / "m")
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
@@ -139,7 +139,7 @@ def test_load_rejects_other_format_version(blocks, tmp_path):
 def test_history_fold_in_matches_trained_user(blocks, low_rank_ratings, name):
     """Exact for popular/kNN/EASE/biased MF/ALS (whose final user step is the fold-in);
     BPR's projection only has to agree on most of the top 5."""
-    data = low_rank_ratings[0] if MODELS[name].explicit else blocks
+    data = low_rank_ratings[0] if model_class(name).explicit else blocks
     m = fitted(name, data)
     for u in range(5):
         row = m.seen_[u]
@@ -160,7 +160,7 @@ def test_history_fold_in_matches_trained_user(blocks, low_rank_ratings, name):
 
 @pytest.mark.parametrize("name", CLASSIC)
 def test_exclude_seen_candidates_and_unknowns(blocks, low_rank_ratings, name):
-    data = low_rank_ratings[0] if MODELS[name].explicit else blocks
+    data = low_rank_ratings[0] if model_class(name).explicit else blocks
     m = fitted(name, data)
     seen = set(m.items_.ids[m.seen_[0].indices])
     ids, _ = m.recommend(["u0"], k=5)

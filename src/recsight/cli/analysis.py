@@ -6,21 +6,11 @@ import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from recsight.analysis import (
-    analyze,
-    describe_segment,
-    from_store,
-    profile_summary,
-    user_profile,
-    write_report,
-)
-from recsight.analysis.profile import ProfileDescriber
-from recsight.analysis.report import TITLES, parse_sections
-from recsight.analysis.segments import SegmentDescriber
 from recsight.cli.common import (
     DB_OPTION,
     ENGINE_OPTION,
@@ -38,9 +28,12 @@ from recsight.cli.common import (
     open_data,
 )
 from recsight.errors import InputError
-from recsight.privacy.groups import DEFAULT_MIN_GROUP_SIZE, GroupPolicy
-from recsight.privacy.keys import UserIds
+from recsight.privacy import DEFAULT_MIN_GROUP_SIZE
 from recsight.spark.session import check_engine
+
+if TYPE_CHECKING:
+    from recsight.analysis.profile import ProfileDescriber
+    from recsight.analysis.segments import SegmentDescriber
 
 
 @dataclass(frozen=True)
@@ -61,6 +54,8 @@ def summary_writers(llm: LLMOptions) -> tuple[SegmentDescriber, ProfileDescriber
     configured, the templates reworded by it (text that fails the grounding check falls back
     to the template)."""
     if not llm.requested:
+        from recsight.analysis import describe_segment, profile_summary
+
         return describe_segment, profile_summary
     from recsight.llm.generate import make_llm
     from recsight.llm.summaries import profile_describer, segment_describer
@@ -133,6 +128,10 @@ def register(app: typer.Typer) -> None:
         llm_gguf: str | None = LLM_GGUF_OPTION,
     ) -> None:
         """Write the behavior report (report.html, report.json) for the store or a layout."""
+        from recsight.analysis import analyze, from_store, write_report
+        from recsight.analysis.report import TITLES, parse_sections
+        from recsight.privacy.groups import GroupPolicy
+
         llm = LLMOptions(llm_url, llm_model, llm_gguf)
         seg_writer, _ = summary_writers(llm)
         options: dict = {
@@ -199,6 +198,9 @@ def register(app: typer.Typer) -> None:
         llm_gguf: str | None = LLM_GGUF_OPTION,
     ) -> None:
         """Print one user's profile: activity, interests, diversity, drift, items."""
+        from recsight.analysis import from_store, user_profile
+        from recsight.privacy.keys import UserIds
+
         llm = LLMOptions(llm_url, llm_model, llm_gguf)
         _, writer = summary_writers(llm)
         with open_data(db, events) as store:

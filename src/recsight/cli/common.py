@@ -6,14 +6,17 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from recsight.data.store import Store
 from recsight.errors import InputError, RecsightError
+from recsight.extras import missing_extra
+
+if TYPE_CHECKING:
+    from recsight.data.store import Store
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -52,12 +55,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def handle_errors(fn: F) -> F:
-    """Turn a `RecsightError` into one clear line on stderr and its exit code (no traceback)."""
+    """Turn a `RecsightError` into one clear line on stderr and its exit code (no traceback);
+    a missing optional dependency becomes the line naming the extra that installs it."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except ModuleNotFoundError as exc:
+                missing = missing_extra(exc, f"`recsight {fn.__name__.removesuffix('_cmd')}`")
+                if missing is None:
+                    raise
+                raise missing from None
         except RecsightError as exc:
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(exc.exit_code) from None
@@ -68,6 +78,8 @@ def handle_errors(fn: F) -> F:
 def open_data(db: Path, events: Path | None) -> Store:
     """The data a command reads: the layout at `events` (read in place through DuckDB) when
     given, else the store at `db`, both read-only."""
+    from recsight.data.store import Store
+
     if events is not None:
         from recsight.data.layout import open_store
 

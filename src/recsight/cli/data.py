@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import (
@@ -26,9 +27,11 @@ from recsight.cli.common import (
     parse_pairs,
     print_json,
 )
-from recsight.data.ingest import DROP_REASONS, IngestReport, ingest
-from recsight.data.store import Store, StoreInfo
 from recsight.errors import InputError
+
+if TYPE_CHECKING:
+    from recsight.data.ingest import IngestReport
+    from recsight.data.store import StoreInfo
 
 
 def progress_bar(quiet: bool = False) -> Progress:
@@ -47,6 +50,8 @@ def progress_bar(quiet: bool = False) -> Progress:
 
 def print_ingest_report(report: IngestReport) -> None:
     """Rich rendering of an ingest report."""
+    from recsight.data.ingest import DROP_REASONS
+
     table = Table(title=f"Ingest: {report.source} ({report.format})", show_header=True)
     table.add_column("")
     table.add_column("rows", justify="right")
@@ -118,6 +123,8 @@ def run_ingest(
 ) -> IngestReport:
     """Ingest with a progress display; a failed ingest leaves no new store file behind.
     `pseudonymize` stores user ids as keyed hashes (key from RECSIGHT_PSEUDONYM_KEY)."""
+    from recsight.data.ingest import ingest
+    from recsight.data.store import Store
     from recsight.privacy.keys import pseudonym_key
 
     key = pseudonym_key(required=True) if pseudonymize else None
@@ -284,6 +291,7 @@ def register(app: typer.Typer) -> None:
         """Export the store to the Parquet dataset layout (events/event_date=.../, items,
         users, manifest.json) that `--events DIR`, Spark and `recsight ingest DIR` read."""
         from recsight.data.layout import export_store
+        from recsight.data.store import Store
 
         with Store(db, read_only=True) as store:
             manifest = export_store(store, out)

@@ -7,10 +7,9 @@ import time
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import typer
 from rich.table import Table
 
@@ -30,12 +29,15 @@ from recsight.cli.common import (
     parse_params,
     print_json,
 )
-from recsight.data.dataset import Interactions
 from recsight.errors import EngineError, InputError
-from recsight.models import Recommender, create_model, load_model, model_class
-from recsight.privacy.keys import META_FINGERPRINT, UserIds
-from recsight.serving.pipeline import write_manifest
 from recsight.spark.session import check_engine
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from recsight.data.dataset import Interactions
+    from recsight.models import Recommender
+    from recsight.privacy.keys import UserIds
 
 
 def _evaluate(model: Recommender, train: Interactions, test: Interactions) -> dict[str, Any]:
@@ -96,6 +98,8 @@ def _status(message: str, show: bool) -> AbstractContextManager[Any]:
 
 def _items_frame(db: Path | None) -> pd.DataFrame:
     """The store's items (titles, categories) for labels and explanations; empty without one."""
+    import pandas as pd
+
     if db is None:
         return pd.DataFrame({"item_id": pd.Series(dtype=str)})
     from recsight.data.store import Store
@@ -114,6 +118,8 @@ def _titles(items: pd.DataFrame) -> dict[str, str]:
 def _user_ids(model_dir: Path, db: Path | None) -> UserIds:
     """How `--user` maps to the model's ids: pseudonymized when the store (or, without
     --db, the store the model was trained on) is."""
+    from recsight.privacy.keys import META_FINGERPRINT, UserIds
+
     if db is not None:
         from recsight.data.store import Store
 
@@ -209,6 +215,8 @@ def _train_spark(
     quiet: bool,
 ) -> None:
     """`train NAME --engine spark --events DIR`: ALS on MLlib, neural models on DDP."""
+    from recsight.models import model_class
+    from recsight.serving.pipeline import write_manifest
     from recsight.spark.session import parse_conf, spark_session
     from recsight.spark.train import require_spark_trainable, train_on_spark
 
@@ -309,7 +317,10 @@ def register(app: typer.Typer) -> None:
         save it; with --engine spark, ALS on MLlib and neural models on DDP."""
         from recsight.cli.common import open_data
         from recsight.data.splits import split
+        from recsight.models import create_model, model_class
         from recsight.models.ann import build_for, supports_ann
+        from recsight.privacy.keys import META_FINGERPRINT
+        from recsight.serving.pipeline import write_manifest
 
         if check_engine(engine, "train"):
             unsupported = [o for o, v in (("--split", split_spec), ("--refit", refit),
@@ -469,6 +480,7 @@ def register(app: typer.Typer) -> None:
         from recsight.llm.content import recommend_for_text
         from recsight.llm.explain import explain_recommendation
         from recsight.llm.generate import make_llm
+        from recsight.models import load_model
 
         given = [o for o, v in (("--user", user), ("--history", history), ("--text", text)) if v]
         if check_engine(engine, "recommend"):

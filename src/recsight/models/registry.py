@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import typing
 from pathlib import Path
 from typing import Any
@@ -10,64 +11,69 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from recsight.errors import InputError
-from recsight.models.als import ALS, BPR
+from recsight.extras import missing_extra
 from recsight.models.base import Recommender, read_config
-from recsight.models.blend import Blend
-from recsight.models.ease import EASE
-from recsight.models.knn import ItemKNN, UserKNN
-from recsight.models.mf import BiasedMF
-from recsight.models.neural import BERT4Rec, DeepFM, MultVAE, NeuMF, RecVAE, SASRec, SeedMLP
-from recsight.models.popular import MostPopular
 
-MODELS: dict[str, type[Recommender]] = {
-    cls.name: cls
-    for cls in (
-        MostPopular,
-        UserKNN,
-        ItemKNN,
-        BiasedMF,
-        ALS,
-        BPR,
-        EASE,
-        SeedMLP,
-        DeepFM,
-        NeuMF,
-        SASRec,
-        BERT4Rec,
-        MultVAE,
-        RecVAE,
-        Blend,
-    )
+# name -> "module:Class", resolved on first use so that importing `recsight.models` (or
+# running `recsight --help`) loads no torch, implicit or text encoder. The text-aware and
+# federated models live in `recsight.llm` and `recsight.privacy`, which import
+# `recsight.models`; naming them here as strings keeps that dependency one-way.
+MODELS: dict[str, str] = {
+    "popular": "recsight.models.popular:MostPopular",
+    "userknn": "recsight.models.knn:UserKNN",
+    "itemknn": "recsight.models.knn:ItemKNN",
+    "biased_mf": "recsight.models.mf:BiasedMF",
+    "als": "recsight.models.als:ALS",
+    "bpr": "recsight.models.als:BPR",
+    "ease": "recsight.models.ease:EASE",
+    "seed_mlp": "recsight.models.neural.seed_mlp:SeedMLP",
+    "deepfm": "recsight.models.neural.deepfm:DeepFM",
+    "neumf": "recsight.models.neural.neumf:NeuMF",
+    "sasrec": "recsight.models.neural.sasrec:SASRec",
+    "bert4rec": "recsight.models.neural.bert4rec:BERT4Rec",
+    "multvae": "recsight.models.neural.vae:MultVAE",
+    "recvae": "recsight.models.neural.vae:RecVAE",
+    "blend": "recsight.models.blend:Blend",
+    "content": "recsight.llm.content:ContentRecommender",
+    "hybrid": "recsight.llm.coldstart:HybridRecommender",
+    "text_sasrec": "recsight.llm.text_sasrec:TextSASRec",
+    "fedmf": "recsight.privacy.federated:FederatedMF",
 }
 
 
-def _register_extras() -> None:
-    """Add the text-aware and federated models: `recsight.llm` and `recsight.privacy` import
-    `recsight.models`, so importing them here at module load would be circular."""
-    if "content" in MODELS:
-        return
-    from recsight.llm.coldstart import HybridRecommender
-    from recsight.llm.content import ContentRecommender
-    from recsight.llm.text_sasrec import TextSASRec
-    from recsight.privacy.federated import FederatedMF
-
-    for cls in (ContentRecommender, HybridRecommender, TextSASRec, FederatedMF):
-        MODELS[cls.name] = cls
-
-
-def available_models() -> dict[str, type[Recommender]]:
-    """Every registered name -> class, including the text-aware models."""
-    _register_extras()
-    return MODELS
+def model_names() -> list[str]:
+    """Every registered model name, in the table's order (no model module is imported)."""
+    return list(MODELS)
 
 
 def model_class(name: str) -> type[Recommender]:
-    """The class registered under `name`; unknown names raise `InputError` listing them."""
-    _register_extras()
+    """The class registered under `name`, imported on first use; unknown names raise
+    `InputError` listing them, a model whose optional dependency is missing raises
+    `MissingExtraError` naming the extra to install."""
     try:
-        return MODELS[name]
+        target = MODELS[name]
     except KeyError:
         raise InputError(f"unknown model {name!r}; valid: {', '.join(MODELS)}") from None
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = missing_extra(exc, f"model {name!r}")
+        if missing is None:
+            raise
+        raise missing from None
+    return getattr(module, attr)
+
+
+def available_models() -> dict[str, type[Recommender]]:
+    """Every registered name -> class whose dependencies are installed (imports them all)."""
+    out = {}
+    for name in MODELS:
+        try:
+            out[name] = model_class(name)
+        except InputError:
+            continue
+    return out
 
 
 def create_model(name: str, **params: Any) -> Recommender:
@@ -78,7 +84,7 @@ def create_model(name: str, **params: Any) -> Recommender:
     private = [p for p in unknown if p.startswith("dp_")]
     if private:
         # only models whose per-example gradients were checked take DP options
-        able = [n for n, c in MODELS.items() if "dp_epsilon" in c.param_names()]
+        able = [n for n, c in available_models().items() if "dp_epsilon" in c.param_names()]
         raise InputError(
             f"model {name!r} has no differentially private training ({', '.join(private)}); "
             f"DP-SGD is available for: {', '.join(able)} (and fedmf has dp_noise/dp_clip)"

@@ -16,11 +16,11 @@ import ibis.expr.types as ir
 import pandas as pd
 from pydantic import BaseModel
 
+from recsight.privacy import DEFAULT_MIN_GROUP_SIZE  # noqa: F401 (re-exported)
+
 if TYPE_CHECKING:
     from recsight.analysis.source import AnalysisSource
 
-#: `recsight analyze --min-group-size` and the dashboard's default.
-DEFAULT_MIN_GROUP_SIZE = 5
 OTHER = "other"
 
 
