@@ -1,5 +1,6 @@
-"""Hybrid recommender for cold start: collaborative factors, a learned projection from item text
-into the collaborative space, and the content model's text similarity.
+"""Hybrid recommender: collaborative factors, a learned projection from item text into the
+collaborative space, and the content model's text similarity, blended per user with weights
+fitted on validation data carved from the training data.
 
 Collaborative part: PureSVD on the binary user x item matrix X of training (X ~ U S V^T); a
 user's (or an ad-hoc history's) scores are ``x V V^T``, so any history folds in with one
@@ -7,16 +8,49 @@ product. Items never seen in training have no collaborative factors; a ridge reg
 on the warm items maps an item's text embedding e to its factor row (``v = e W``), so a new item
 with text gets factors at once (cold-start for new items). The same map turns a free-text
 interest into a pseudo-item whose factors score the catalog (cold start for text-only users).
+Text part: the content model's cosine (`ContentRecommender`).
 
-Both parts are standardised per user over the catalog (z-scores) and blended:
-``(1 - content_weight) * z(collaborative) + content_weight * z(content cosine)``.
+Blend: ``(1 - w) * z(collaborative) + w * z(text)``, where z standardises a user's scores over
+the items the user has not seen (`recsight.models.blend.normalised`, the `blend` model's
+normalisation). Why per-user z-scores over the unseen items: a per-user affine map changes
+neither part's own ranking, so w = 0 and w = 1 rank exactly as the collaborative and the text
+part do (the pure parts are points of the weight grid, so the fitted blend can always fall back
+to the better one); unlike ranks, it keeps each part's margins (a part sure of a few items keeps
+them ahead, where ranks would make its 1st and 2nd items as far apart as its 1000th and
+1001st); and the seen items, which cannot be recommended and which the collaborative part
+scores highest, do not inflate its spread.
+
+The weight w depends on the user's history length and on whether the item is new:
+
+1. validation data from the training data only: `valid_share` of the items with events are
+   held out entirely (their events are the *cold validation*, `cold_item_split`), and of the
+   rest every user with at least two items has `valid_share` of them (at least one) held out
+   (the *warm validation*); both parts are fitted on what remains (the item embeddings are
+   shared: text does not depend on the split);
+2. users fall into up to `buckets` history-length buckets (quantiles of the training users'
+   distinct-item counts). Weights are chosen on the grid 0, 1/`grid`, ..., 1 by the mean
+   NDCG@`VALID_K` of warm-validation users (the evaluator's protocol: training items masked,
+   the held-out items left out of the ranking), moving away from a reference weight only for
+   a significant gain (`significant_choice`: paired Wilcoxon test, p < `ALPHA`): the overall
+   weight, over all validation users, starts from the better pure part (0 or 1), so the blend
+   leaves that part only for a gain larger than the validation noise; each bucket with at
+   least `MIN_BUCKET_USERS` validation users starts from the overall weight; smaller buckets
+   keep the overall weight;
+3. items without training events get the weight whose ranking of the held-out items alone
+   has the best NDCG@`VALID_K` on the cold validation;
+4. both parts are refitted on all the training data.
+
+Equal validation means go to the smaller text weight. The weights are deterministic for a
+`seed` (which also seeds the SVD). A number for `content_weight` fixes one weight for every
+user and item instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,17 +58,23 @@ from sklearn.utils.extmath import randomized_svd
 
 from recsight.data.dataset import Interactions
 from recsight.errors import InputError
-from recsight.llm.content import ContentRecommender, rank_text_scores
+from recsight.llm.content import ContentRecommender, catalog_texts, rank_text_scores
 from recsight.llm.encoders import DEFAULT_ENCODER
 from recsight.models.base import Recommender
+from recsight.models.blend import normalised, row_stats
 
-
-def zscore_rows(s: np.ndarray) -> np.ndarray:
-    """Each row standardised to mean 0, standard deviation 1 (constant rows become 0)."""
-    s = np.asarray(s, dtype=np.float32)
-    mean = s.mean(axis=1, keepdims=True)
-    std = s.std(axis=1, keepdims=True)
-    return (s - mean) / np.where(std > 0, std, 1.0)
+#: Validation metric cut-off (NDCG@VALID_K), as for the `blend` model's weights.
+VALID_K = 20
+#: Significance level for a weight to move away from the better pure part (or, in a bucket,
+#: from the overall weight).
+ALPHA = 0.05
+#: A history-length bucket with fewer validation users than this takes the overall weight.
+MIN_BUCKET_USERS = 50
+#: Memory for the validation users' standardised scores (two float32 rows of n_items each):
+#: bounds how many validation users are scored (MAX_VALID_USERS below 13,000 items).
+VALID_MEMORY_BYTES = 1 << 30
+#: The most validation users scored (a seeded sample beyond).
+MAX_VALID_USERS = 5000
 
 
 def ridge_projection(x: np.ndarray, y: np.ndarray, reg: float) -> np.ndarray:
@@ -44,47 +84,185 @@ def ridge_projection(x: np.ndarray, y: np.ndarray, reg: float) -> np.ndarray:
     return np.linalg.solve(gram, x.T @ y.astype(np.float64)).astype(np.float32)
 
 
+def history_bucket_edges(counts: np.ndarray, buckets: int) -> np.ndarray:
+    """Upper history lengths of the first ``buckets - 1`` buckets: quantiles of the non-zero
+    `counts` (users' distinct training items), duplicates merged, so buckets hold about equal
+    numbers of users (none is empty). A history of length n falls in bucket
+    ``searchsorted(edges, n)``."""
+    counts = np.asarray(counts)
+    counts = counts[counts > 0]
+    if buckets < 2 or not len(counts):
+        return np.zeros(0)
+    q = np.unique(np.quantile(counts, np.arange(1, buckets) / buckets, method="lower"))
+    return q[q < counts.max()].astype(np.float64)  # no empty bucket above the longest
+
+
+def holdout_per_user(data: Interactions, share: float, seed: int) -> np.ndarray:
+    """Event mask: for every user with at least two distinct items, ``round(share * n)`` of
+    them (at least one, at most n - 1), chosen at random, all events of a chosen pair.
+
+    Not `recsight.data.splits`'s ``user_random``, which rounds a short history's share down to
+    nothing: the users with short histories are the ones whose weight matters most."""
+    key = data.user_idx.astype(np.int64) * max(data.n_items, 1) + data.item_idx
+    uniq, inverse = np.unique(key, return_inverse=True)
+    users = uniq // max(data.n_items, 1)
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(uniq)), users))
+    counts = np.bincount(users, minlength=data.n_users)
+    starts = np.concatenate([[0], np.cumsum(counts)])[users[order]]
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[order] = np.arange(len(uniq)) - starts
+    n = counts[users]
+    n_out = np.where(n >= 2, np.clip(np.round(share * n), 1, n - 1), 0)
+    return (rank < n_out)[inverse]
+
+
+def significant_choice(per_user: np.ndarray, prefer: int, alpha: float = ALPHA) -> int:
+    """Row index of the candidate to keep, from per-user validation values (candidates x
+    users, higher is better): the best candidate by mean if it beats `prefer` significantly
+    (paired Wilcoxon test, `recsight.evaluation.significance.paired_pvalue`, p < `alpha`),
+    else `prefer`: a gain within the validation noise does not move the choice."""
+    from recsight.evaluation.significance import paired_pvalue
+
+    means = per_user.mean(axis=1)
+    best = int(np.argmax(means))  # the first of equal means: the smaller text weight
+    if means[best] > means[prefer] and paired_pvalue(per_user[best], per_user[prefer]) < alpha:
+        return best
+    return prefer
+
+
+@dataclass
+class BlendWeights:
+    """The text weight per history-length bucket, for new items, and overall, with the
+    validation NDCG@`VALID_K` of every grid weight (rows: buckets; empty for a fixed weight)."""
+
+    edges: np.ndarray
+    buckets: np.ndarray
+    cold: float
+    overall: float
+    valid_ndcg: np.ndarray
+    valid_users: np.ndarray  # validation users per bucket
+    cold_valid_ndcg: np.ndarray
+
+    @classmethod
+    def fixed(cls, w: float) -> BlendWeights:
+        """One weight for everyone, nothing validated."""
+        return cls(np.zeros(0), np.array([w]), w, w, np.zeros((1, 0)), np.zeros(1, np.int64),
+                   np.zeros(0))  # fmt: skip
+
+
+class _FixedMix:
+    """Scores ``z_cf + w (z_text - z_cf)`` of precomputed standardised parts, -inf outside
+    `allowed`: a scorer for `evaluate_ranking` while the weight is searched."""
+
+    def __init__(self, z_cf: np.ndarray, z_text: np.ndarray, row_of: np.ndarray,
+                 allowed: np.ndarray):  # fmt: skip
+        self.z_cf, self.z_text, self.row_of, self.allowed = z_cf, z_text, row_of, allowed
+        self.w = 0.0
+
+    def score_all(self, users: np.ndarray) -> np.ndarray:
+        r = self.row_of[np.asarray(users)]
+        s = self.z_cf[r] + np.float32(self.w) * (self.z_text[r] - self.z_cf[r])
+        s[:, ~self.allowed] = -np.inf
+        return s
+
+
 class HybridRecommender(ContentRecommender):
-    """PureSVD collaborative scores blended with text similarity; text-projected factors for
-    items without interactions.
+    """PureSVD collaborative scores blended with text similarity, per user with weights fitted
+    on validation data (see the module docstring); text-projected factors for items without
+    interactions.
 
     Parameters (besides `ContentRecommender`'s):
         factors: number of singular vectors.
         reg: ridge penalty of the text -> factors projection.
-        content_weight: blend weight of the content part, in [0, 1].
-        seed: seed of the randomized SVD.
+        content_weight: ``"auto"`` (fit the weights) or a fixed text weight in [0, 1].
+        buckets: most history-length buckets with their own weight.
+        grid: the candidate weights are multiples of ``1 / grid``.
+        valid_share: share of items, and of each user's items, held out to fit the weights.
+        seed: seed of the validation split and of the randomized SVD.
     """
 
     name: ClassVar[str] = "hybrid"
-    _state = ContentRecommender._state + ("item_factors_", "projection_")
+    _state = ContentRecommender._state + (
+        "item_factors_", "projection_", "bucket_edges_", "bucket_weights_", "cold_weight_",
+        "content_weight_", "valid_ndcg_", "bucket_valid_users_", "cold_valid_ndcg_",
+    )  # fmt: skip
+    # defaults for models saved before the weights were fitted (see `load`)
+    bucket_edges_: np.ndarray | None = None
+    bucket_weights_: np.ndarray | None = None
+    cold_weight_: float | None = None
+    content_weight_: float | None = None
+    valid_ndcg_: np.ndarray | None = None
+    bucket_valid_users_: np.ndarray | None = None
+    cold_valid_ndcg_: np.ndarray | None = None
 
     def __init__(
         self,
         factors: int = 64,
         reg: float = 1.0,
-        content_weight: float = 0.2,
+        content_weight: float | Literal["auto"] = "auto",
         encoder: str = DEFAULT_ENCODER,
         encoder_url: str | None = None,
         half_life_days: float | None = 30.0,
         weights: Mapping[str, float | str] | None = None,
         ann_threshold: int = 100_000,
         cache_db: str | None = None,
+        buckets: int = 3,
+        grid: int = 10,
+        valid_share: float = 0.1,
         seed: int = 0,
     ):
         super().__init__(encoder, encoder_url, half_life_days, weights, ann_threshold, cache_db)
         self.factors = factors
         self.reg = reg
         self.content_weight = content_weight
+        self.buckets = buckets
+        self.grid = grid
+        self.valid_share = valid_share
         self.seed = seed
 
-    def fit(self, train: Interactions, progress: bool = False) -> HybridRecommender:
-        if not 0.0 <= float(self.content_weight) <= 1.0:
-            raise InputError(
-                f"content_weight: expected a number in [0, 1], got {self.content_weight}"
-            )
+    # -- learning -----------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        w = self.content_weight
+        if w != "auto" and not (isinstance(w, int | float) and 0.0 <= float(w) <= 1.0):
+            raise InputError(f"content_weight: expected 'auto' or a number in [0, 1], got {w!r}")
         if float(self.reg) <= 0:
             raise InputError(f"reg: expected a positive number, got {self.reg}")
-        super().fit(train, progress=progress)
+        for key in ("buckets", "grid"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{key}: expected a positive integer, got {value!r}")
+        if not 0.0 < float(self.valid_share) < 1.0:
+            raise InputError(f"valid_share: expected a share in (0, 1), got {self.valid_share}")
+
+    def fit(self, train: Interactions, progress: bool = False) -> HybridRecommender:
+        """Embed the catalog's text (cached), fit the blend weights on a validation split of
+        `train` (``content_weight="auto"``), then fit both parts on all of `train`."""
+        self._check_params()
+        embeddings = self.embed(catalog_texts(train), progress=progress)
+        key = self.text_encoder().key
+        if self.content_weight == "auto":
+            fitted = self._fit_weights(train, embeddings, key)
+        else:
+            fitted = BlendWeights.fixed(float(self.content_weight))
+        self._fit_embedded(train, embeddings, key)
+        self._set_weights(fitted)
+        return self
+
+    def _set_weights(self, fitted: BlendWeights) -> None:
+        self.bucket_edges_ = fitted.edges
+        self.bucket_weights_ = fitted.buckets
+        self.cold_weight_ = fitted.cold
+        self.content_weight_ = fitted.overall
+        self.valid_ndcg_ = fitted.valid_ndcg
+        self.bucket_valid_users_ = fitted.valid_users
+        self.cold_valid_ndcg_ = fitted.cold_valid_ndcg
+
+    def _fit_embedded(
+        self, train: Interactions, embeddings: np.ndarray, encoder_key: str
+    ) -> HybridRecommender:
+        """Both parts on `train` (the content profiles, the SVD and the text projection)."""
+        super()._fit_embedded(train, embeddings, encoder_key)
         x = self.seen_.copy()
         x.data[:] = 1.0
         warm = self.item_popularity_ > 0
@@ -108,15 +286,112 @@ class HybridRecommender(ContentRecommender):
         self.item_factors_ = factors
         return self
 
+    def _fit_weights(
+        self, train: Interactions, embeddings: np.ndarray, encoder_key: str
+    ) -> BlendWeights:
+        """The blend weights from a validation split of `train` (module docstring, 1-3)."""
+        from recsight.evaluation.protocol import evaluate_ranking
+
+        seed = int(self.seed)
+        share = float(self.valid_share)
+        cold_parts = cold_item_split(train, cold_share=share, warm_test_share=0.0, seed=seed)
+        held = holdout_per_user(cold_parts.train, share, seed)
+        inner_train = cold_parts.train.subset(~held)
+        warm_valid = cold_parts.train.subset(held)
+        if not len(warm_valid):
+            raise InputError(
+                "training data: no user has two items to hold one out for the hybrid's blend "
+                "weights; set content_weight to a number in [0, 1]"
+            )
+        inner = HybridRecommender(**{**self.get_params(), "content_weight": 0.0})
+        inner._fit_embedded(inner_train, embeddings, encoder_key)
+        counts = np.diff(train.to_csr(self.weights).indptr)
+        edges = history_bucket_edges(counts, int(self.buckets))
+        grid = np.arange(int(self.grid) + 1) / int(self.grid)
+        rng = np.random.default_rng(seed)
+        # warm and cold validation users, two float32 score rows each
+        cap = max(1, min(MAX_VALID_USERS, VALID_MEMORY_BYTES // (16 * train.n_items)))
+
+        def sample(users: np.ndarray) -> np.ndarray:
+            return np.sort(rng.choice(users, cap, replace=False)) if len(users) > cap else users
+
+        warm_users = sample(np.unique(warm_valid.user_idx))
+        cold_users = sample(np.unique(cold_parts.test_cold.user_idx))
+        users = np.union1d(warm_users, cold_users)
+        z_cf, z_text = inner._standardised_parts(users)
+        row_of = np.full(train.n_users, -1, dtype=np.int64)
+        row_of[users] = np.arange(len(users))
+        is_cold = np.zeros(train.n_items, dtype=bool)
+        is_cold[cold_parts.cold_items] = True
+
+        def curve(allowed: np.ndarray, test: Interactions, who: np.ndarray):
+            mix = _FixedMix(z_cf, z_text, row_of, allowed)
+            per_w = []
+            for w in grid:
+                mix.w = float(w)
+                res = evaluate_ranking(
+                    mix, inner_train, test, ks=(VALID_K,), metrics=("ndcg",), users=who,
+                    batch_users=1024,
+                )  # fmt: skip
+                per_w.append(res.per_user[f"ndcg@{VALID_K}"])
+            return res.users, np.array(per_w).reshape(len(grid), len(res.users))
+
+        evaluated, ndcg = curve(~is_cold, warm_valid, warm_users)
+        means = ndcg.mean(axis=1)
+        better_part = 0 if means[0] >= means[-1] else len(grid) - 1
+        best = significant_choice(ndcg, better_part)
+        overall = float(grid[best])
+        bucket_of = np.searchsorted(edges, counts[evaluated])
+        n_buckets = len(edges) + 1
+        weights = np.full(n_buckets, overall)
+        valid_ndcg = np.full((n_buckets, len(grid)), np.nan)
+        valid_users = np.bincount(bucket_of, minlength=n_buckets)
+        for b in range(n_buckets):
+            sel = bucket_of == b
+            if sel.any():
+                valid_ndcg[b] = ndcg[:, sel].mean(axis=1)
+            if valid_users[b] >= MIN_BUCKET_USERS:
+                weights[b] = grid[significant_choice(ndcg[:, sel], best)]
+        cold_w, cold_ndcg = overall, np.zeros(0)
+        if len(cold_users):
+            _, per_user = curve(is_cold, cold_parts.test_cold, cold_users)
+            if per_user.shape[1]:
+                cold_ndcg = per_user.mean(axis=1)
+                cold_w = float(grid[int(np.argmax(cold_ndcg))])
+        return BlendWeights(edges, weights, cold_w, overall, valid_ndcg, valid_users, cold_ndcg)
+
+    @classmethod
+    def load(cls, path: str | Path) -> HybridRecommender:
+        model = super().load(path)
+        assert isinstance(model, HybridRecommender)
+        if model.bucket_weights_ is None:  # saved before weights were fitted: one fixed weight
+            model._set_weights(BlendWeights.fixed(float(model.content_weight)))
+        return model
+
     @property
     def uses_ann(self) -> bool:
         """Always False: the blend needs every item's score, so top-k is exact."""
         return False
 
     # -- scoring ------------------------------------------------------------------------------
-    def _blend(self, cf: np.ndarray, content: np.ndarray) -> np.ndarray:
-        w = float(self.content_weight)
-        return (1.0 - w) * zscore_rows(cf) + w * zscore_rows(content)
+    def _standardised_parts(self, user_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Both parts' scores for known users, each standardised over the user's unseen items."""
+        seen = self.seen_[user_idx]
+        cf = self._cf_scores(seen)
+        text = ContentRecommender.score_all(self, user_idx)
+        return normalised(cf, seen), normalised(text, seen)
+
+    def user_weights(self, history_lengths: np.ndarray) -> np.ndarray:
+        """Text weight of every (history, item): the history's bucket weight, or the new-item
+        weight for items without training events, ``(len(history_lengths), n_items)``."""
+        b = np.searchsorted(self.bucket_edges_, np.asarray(history_lengths))
+        w = np.asarray(self.bucket_weights_, dtype=np.float32)[b]
+        cold = self.item_popularity_ == 0
+        return np.where(cold[None, :], np.float32(self.cold_weight_), w[:, None])
+
+    def _blend(self, cf: np.ndarray, text: np.ndarray, seen: sp.csr_matrix) -> np.ndarray:
+        z_cf, z_text = normalised(cf, seen), normalised(text, seen)
+        return z_cf + self.user_weights(np.diff(seen.indptr)) * (z_text - z_cf)
 
     def _cf_scores(self, rows: sp.csr_matrix) -> np.ndarray:
         binary = rows.copy()
@@ -125,39 +400,45 @@ class HybridRecommender(ContentRecommender):
 
     def score_all(self, user_idx: np.ndarray) -> np.ndarray:
         user_idx = np.asarray(user_idx)
-        return self._blend(self._cf_scores(self.seen_[user_idx]), super().score_all(user_idx))
+        seen = self.seen_[user_idx]
+        return self._blend(self._cf_scores(seen), super().score_all(user_idx), seen)
 
     def score_history(self, histories: sp.csr_matrix) -> np.ndarray:
-        return self._blend(self._cf_scores(histories), super().score_history(histories))
+        h = histories.tocsr()
+        return self._blend(self._cf_scores(h), super().score_history(h), h)
 
     def text_scores(self, texts: Sequence[str]) -> np.ndarray:
+        """A text query is an empty history: the shortest-history bucket's weight."""
         q = self.text_vectors(texts)
         cf = (q @ self.projection_) @ self.item_factors_.T
-        return self._blend(cf, q @ self.item_embeddings_.T)
+        empty = sp.csr_matrix((len(q), self.n_items), dtype=np.float32)
+        return self._blend(cf, q @ self.item_embeddings_.T, empty)
 
     def _item_similarities(self, i: int) -> np.ndarray:
+        """Both parts' similarities to item i, standardised over the other items and mixed by
+        the overall weight."""
         cf = self.item_factors_ @ self.item_factors_[i]
-        return self._blend(cf[None, :], super()._item_similarities(i)[None, :])[0]
+        itself = sp.csr_matrix(([1.0], ([0], [i])), shape=(1, self.n_items))
+        z_cf = normalised(cf[None, :], itself)[0]
+        z_text = normalised(super()._item_similarities(i)[None, :], itself)[0]
+        return z_cf + np.float32(self.content_weight_) * (z_text - z_cf)
 
     def _contributions(
         self, hist_items: np.ndarray, hist_weights: np.ndarray, item: int
     ) -> np.ndarray:
         # both parts are linear in the history items before standardisation; each part's
         # contributions are divided by its row's standard deviation, as in the blend
-        w = float(self.content_weight)
-        f = self.item_factors_
-        cf_row = f[hist_items].sum(axis=0) @ f.T
-        content_row = super().score_history(
-            sp.csr_matrix(
-                (hist_weights, (np.zeros(len(hist_items), int), hist_items)),
-                shape=(1, self.n_items),
-            )
-        )[0]
-        cf_c = (f[hist_items] @ f[item]) / (float(cf_row.std()) or 1.0)
-        content_c = super()._contributions(hist_items, hist_weights, item) / (
-            float(content_row.std()) or 1.0
+        h = sp.csr_matrix(
+            (hist_weights.astype(np.float32), (np.zeros(len(hist_items), int), hist_items)),
+            shape=(1, self.n_items),
         )
-        return (1.0 - w) * cf_c + w * content_c
+        w = float(self.user_weights(np.array([len(hist_items)]))[0, item])
+        f = self.item_factors_
+        _, cf_std = row_stats(self._cf_scores(h), h)
+        _, text_std = row_stats(super().score_history(h), h)
+        cf_c = (f[hist_items] @ f[item]) / cf_std[0, 0]
+        text_c = super()._contributions(hist_items, hist_weights, item) / text_std[0, 0]
+        return (1.0 - w) * cf_c + w * text_c
 
     def recommend_text(
         self, text: str, k: int = 10, candidates: Sequence[str] | None = None

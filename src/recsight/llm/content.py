@@ -135,10 +135,18 @@ class ContentRecommender(Recommender):
     def fit(self, train: Interactions, progress: bool = False) -> ContentRecommender:
         """Embed every catalog item's text (cached) and build the users' decayed profiles."""
         texts = catalog_texts(train)
+        embeddings = self.embed(texts, progress=progress)
+        return self._fit_embedded(train, embeddings, self.text_encoder().key)
+
+    def _fit_embedded(
+        self, train: Interactions, embeddings: np.ndarray, encoder_key: str
+    ) -> ContentRecommender:
+        """Fit on `train` given the catalog's item embeddings (`embeddings`, one row per item
+        of `train`'s id space) made by the encoder named `encoder_key`."""
         self._set_training(train, train.to_csr(self.weights))
-        self.item_embeddings_ = self.embed(texts, progress=progress)
+        self.item_embeddings_ = embeddings
         self.profile_ = decayed_matrix(train, self.weights, self.half_life_days)
-        self.encoder_key_ = self.text_encoder().key
+        self.encoder_key_ = encoder_key
         return self
 
     def _derive(self) -> None:
