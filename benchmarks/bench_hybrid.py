@@ -1,9 +1,10 @@
 """The hybrid model against its parts: does the fitted blend ever lose to content-only or to its
 own collaborative part, and are new items served as well as before?
 
-Datasets: ML-100K, ML-1M (users 1-2,999) and a generated shop (5,000 users, 1,000 items,
-seed 0; `recsight generate`), where the item text carries more than on MovieLens. Models, all
-with the default text encoder:
+Datasets: ML-100K, ML-1M (users 1-2,999), a generated shop (5,000 users, 1,000 items, seed 0;
+`recsight generate`) and the Taobao UserBehavior slice of 814 whole users, whose items' only
+attribute is a category id (their "text"): a product log where the text part beats the
+collaborative one. Models, all with the default text encoder:
 ``content`` (text only), ``cf`` (the hybrid's collaborative part: ``content_weight=0``),
 ``hybrid`` (weights fitted on a validation split of the training data, the default), ``ease``
 (a strong collaborative reference) and ``today`` (the hybrid before the fitted weights: one
@@ -65,6 +66,7 @@ DATASETS = {
     "ML-100K": "ml-100k",
     "ML-1M (users 1-2,999)": "ml-1m/ratings_users_0001-2999.dat",
     SHOP: "shop",
+    "Taobao (814 users)": "taobao-userbehavior/UserBehavior_users_head.csv",
 }
 PROTOCOLS = ("leave_last:1", "user_random:0.8", "cold items")
 MODELS = ("content", "cf", "hybrid", "ease", "today")
