@@ -43,3 +43,26 @@ def test_ungrounded_generation_falls_back(stub):
     assert reasons and "Power Tools" in reasons[0]
     stub.reply = lambda m: "Segment 2: 120 users, mostly Books and Garden; a quarter buy."
     assert segment_describer(OpenAIChatLLM(stub.url, "m"))(SEGMENT).startswith("Segment 2: 120")
+
+
+def test_interest_summary_template_and_checked_rewording(stub):
+    from recsight.analysis.profile import interest_summary
+    from recsight.llm.summaries import interest_describer
+
+    p = PROFILE.model_copy(
+        update={"basis": "topic", "drift": 0.7, "early_top": "Toys", "recent_top": "Books",
+                "days_since_last": 3.2}
+    )  # fmt: skip
+    draft = interest_summary(p)
+    assert draft == (
+        "Interested mostly in the topics Books (70%) and Toys (30%); lately more Books than "
+        "Toys; last active 3 days before the end of the log."
+    )
+    reasons: list[str] = []
+    stub.reply = lambda m: "Lately a fan of Power Tools and Books."
+    assert interest_describer(OpenAIChatLLM(stub.url, "m"), on_reject=reasons.append)(p) == draft
+    assert "Power Tools" in reasons[0]
+    stub.reply = lambda m: "Reads Books most (70%), Toys less; lately more Books."
+    assert interest_describer(OpenAIChatLLM(stub.url, "m"))(p).startswith("Reads Books most")
+    facts = stub.requests[-1][1]["messages"][1]["content"]
+    assert "topic from item text Books: 70% of interest" in facts

@@ -1,6 +1,10 @@
 """Section 8, interests: per-user category profiles with exponential time decay, their entropy
 (diversity), interest drift between a user's early and recent halves, item-item association
-(co-occurrence with lift over each user's recent items) and category transitions."""
+(co-occurrence with lift over each user's recent items) and category transitions.
+
+"Category" is the catalog's category when it has them, else the item's topic from its text
+(`recsight topics`); `Interests.basis` says which. Topics built for a catalog that has
+categories are shown beside them (`top_topics`), never instead."""
 
 from __future__ import annotations
 
@@ -47,6 +51,7 @@ class DriftExample(BaseModel):
 
 
 class Interests(BaseModel):
+    basis: str = "category"  # what "category" means below: "category" or "topic" (from text)
     half_life_days: float
     n_categories: int
     top_categories: list[CategoryShare]  # decayed weight share over all users
@@ -60,6 +65,39 @@ class Interests(BaseModel):
     transition_categories: list[str]  # row/column labels; the last may be "(other)"
     transitions: list[list[int]]  # [from][to] counts between consecutive different items
     self_transition_share: float | None
+    top_topics: list[CategoryShare] | None = None  # beside real categories, when built
+
+
+class CategoryEvents(BaseModel):
+    category: str
+    events: int
+    users: int
+
+
+class CategoryCounts(BaseModel):
+    """Events and users per category (or topic from item text: `basis`), most events first."""
+
+    basis: str | None  # "category", "topic", or None when the catalog has neither
+    rows: list[CategoryEvents]
+
+
+def category_counts(src: AnalysisSource, top_k: int = 10) -> CategoryCounts:
+    """The catalog's categories by events, or its topics when it has no categories (groups of
+    fewer users than the minimum group size left out)."""
+    basis = src.interest_basis
+    if basis is None:
+        return CategoryCounts(basis=None, rows=[])
+    ec = src.events_with_category()
+    g = ec.group_by("category").aggregate(events=ec.count(), users=ec.user_idx.nunique())
+    g = large_groups(src, g.filter(g.category != "(none)"), "users", "categories")
+    d = src.df(g.order_by(ibis.desc("events"), "category").limit(top_k))
+    return CategoryCounts(
+        basis=basis,
+        rows=[
+            CategoryEvents(category=str(r.category), events=int(r.events), users=int(r.users))
+            for r in d.itertuples()
+        ],
+    )
 
 
 def event_weight(e: ir.Table) -> ir.FloatingValue:
@@ -86,10 +124,14 @@ def decayed(
 
 
 def category_profiles(
-    src: AnalysisSource, events: ir.Table | None = None, half_life_days: float = HALF_LIFE_DAYS
+    src: AnalysisSource,
+    events: ir.Table | None = None,
+    half_life_days: float = HALF_LIFE_DAYS,
+    basis: str | None = None,
 ) -> ir.Table:
-    """(user_idx, category, weight, share): each user's decayed category distribution."""
-    ec = decayed(src, src.events_with_category(events), half_life_days)
+    """(user_idx, category, weight, share): each user's decayed category distribution (of
+    topics with `basis` ``"topic"``; by default the source's `interest_basis`)."""
+    ec = decayed(src, src.events_with_category(events, basis), half_life_days)
     g = ec.group_by("user_idx", "category").aggregate(weight=ec.w.sum())
     total = g.weight.sum().over(ibis.window(group_by=g.user_idx))
     return g.mutate(share=g.weight / total)
@@ -103,26 +145,30 @@ def interests(
     top_k: int = 20,
 ) -> Interests:
     """Interest profiles, diversity, drift, item associations and category transitions."""
-    if not src.has_categories:
-        raise NotAvailable("interests need item categories; the catalog has none")
+    basis = src.interest_basis
+    if basis is None:
+        raise NotAvailable(
+            "interests need item categories or topics from item text (`recsight topics`); "
+            "the catalog has neither"
+        )
     prof = category_profiles(src, half_life_days=half_life_days)
     n_cat = int(src.scalar(prof.category.nunique()))
-    glob = prof.group_by("category").aggregate(w=prof.weight.sum(), users=prof.user_idx.nunique())
-    gtot = float(src.scalar(glob.w.sum()))  # shares stay of the whole, shown rows or not
-    shown = large_groups(src, glob, "users", "interests.top_categories")
-    gd = src.df(shown.order_by(ibis.desc("w"), "category").limit(top_k))
+    top_categories = _global_shares(src, prof, top_k, "interests.top_categories")
+    top_topics = None
+    if basis == "category" and src.has_topics:
+        topic_prof = category_profiles(src, half_life_days=half_life_days, basis="topic")
+        top_topics = _global_shares(src, topic_prof, top_k, "interests.top_topics")
     ent = prof.group_by("user_idx").aggregate(h=-(prof.share * prof.share.ln()).sum())
     ent = ent.mutate(h=ent.h.abs(), hn=ent.h.abs() / max(math.log(n_cat), 1e-12))
     n_drift, drift_q, drifters = _drift(src, top_k=5)
     pairs = _associations(src, recent_items_cap, min_support, top_k)
     labels, matrix, self_share = _transitions(src)
     return Interests(
+        basis=basis,
         half_life_days=half_life_days,
         n_categories=n_cat,
-        top_categories=[
-            CategoryShare(category=str(c), share=round(float(w) / gtot, 6))
-            for c, w in zip(gd.category, gd.w, strict=True)
-        ],
+        top_categories=top_categories,
+        top_topics=top_topics,
         entropy=count_quantiles(src, ent, "h"),
         normalized_entropy=count_quantiles(src, ent, "hn"),
         drift_users=n_drift,
@@ -134,6 +180,21 @@ def interests(
         transitions=matrix,
         self_transition_share=self_share,
     )
+
+
+def _global_shares(
+    src: AnalysisSource, prof: ir.Table, top_k: int, place: str
+) -> list[CategoryShare]:
+    """The categories of most decayed weight over all users, with their share of the whole
+    (shares stay of the whole, rows shown or not)."""
+    glob = prof.group_by("category").aggregate(w=prof.weight.sum(), users=prof.user_idx.nunique())
+    gtot = float(src.scalar(glob.w.sum()))
+    shown = large_groups(src, glob, "users", place)
+    gd = src.df(shown.order_by(ibis.desc("w"), "category").limit(top_k))
+    return [
+        CategoryShare(category=str(c), share=round(float(w) / gtot, 6))
+        for c, w in zip(gd.category, gd.w, strict=True)
+    ]
 
 
 def _ordered(src: AnalysisSource, t: ir.Table) -> list:

@@ -46,17 +46,71 @@ class UserProfile(BaseModel):
     first_seen: str | None
     last_seen: str | None
     active_days: int | None
+    basis: str | None = None  # top_categories are "category" or "topic" (from item text)
     top_categories: list[CategoryShare]
     entropy: float | None  # nats, of the decayed category distribution
     normalized_entropy: float | None  # entropy / ln(categories the user touched); 0 for one
     drift: float | None  # early vs recent half, total variation (None under 10 events)
+    early_top: str | None = None  # top category of the early half (with drift)
+    recent_top: str | None = None  # top category of the recent half (with drift)
+    days_since_last: float | None = None  # days from the user's last event to the log's end
     mean_rating: float | None
     top_items: list[ProfileItem]
     recent: list[RecentEvent]
     summary: str = ""
+    interest_summary: str = ""  # the grounded persona: interests, recency, drift
 
 
 ProfileDescriber = Callable[[UserProfile], str]
+
+#: Drift (total variation) from which recent interests count as different from early ones.
+DRIFT_NOTABLE = 0.5
+
+
+def interest_facts(p: UserProfile) -> list[str]:
+    """The facts an interest summary may state, each from the profile's own numbers."""
+    what = "topic from item text" if p.basis == "topic" else "category"
+    facts = [f"{what} {c.category}: {c.share:.0%} of interest" for c in p.top_categories[:3]]
+    if p.drift is not None and p.early_top and p.recent_top:
+        facts.append(
+            f"interest drift {p.drift:.2f} (0 same, 1 disjoint): early mostly {p.early_top}, "
+            f"recently mostly {p.recent_top}"
+        )
+    if p.days_since_last is not None:
+        facts.append(f"last event {p.days_since_last:.0f} days before the end of the log")
+    return facts
+
+
+def interest_summary(p: UserProfile) -> str:
+    """Template persona from the user's top categories (or topics), drift and recency; every
+    name in it comes from the profile (replaceable by a reworded one: see
+    `recsight.llm.summaries.interest_describer`)."""
+    if not p.top_categories:
+        head = "No category or topic information for this user's items"
+    else:
+        tops = [f"{c.category} ({c.share:.0%})" for c in p.top_categories[:2]]
+        what = "topic" if p.basis == "topic" else "category"
+        what = {"topic": "topics", "category": "categories"}[what] if len(tops) > 1 else what
+        head = f"Interested mostly in the {what} {' and '.join(tops)}"
+    parts = [head]
+    if (
+        p.drift is not None
+        and p.drift >= DRIFT_NOTABLE
+        and p.early_top
+        and p.recent_top
+        and p.early_top != p.recent_top
+    ):
+        parts.append(f"lately more {p.recent_top} than {p.early_top}")
+    elif p.drift is not None and p.drift < DRIFT_NOTABLE:
+        parts.append("steady interests")
+    if p.days_since_last is not None:
+        d = p.days_since_last
+        parts.append(
+            "active until the end of the log"
+            if d < 1
+            else f"last active {d:.0f} days before the end of the log"
+        )
+    return "; ".join(parts) + "."
 
 
 def profile_summary(p: UserProfile) -> str:
@@ -82,8 +136,10 @@ def user_profile(
     user_id: str,
     top_k: int = 10,
     describe: ProfileDescriber = profile_summary,
+    describe_interests: ProfileDescriber = interest_summary,
 ) -> UserProfile:
-    """The profile of `user_id` (external id); InputError when the user has no events."""
+    """The profile of `user_id` (external id); InputError when the user has no events.
+    `describe` writes `summary`, `describe_interests` the persona `interest_summary`."""
     e = src.events.filter(src.events.user_id == str(user_id))
     ts = e.timestamp
     row = src.df(
@@ -125,6 +181,7 @@ def user_profile(
         first_seen=iso(row.lo),
         last_seen=iso(row.hi),
         active_days=None if pd.isna(row.lo) else int(row.days),
+        basis=src.interest_basis,
         top_categories=[
             CategoryShare(category=str(c), share=round(float(s), 6))
             for c, s in zip(prof.category[:top_k], prof.share[:top_k], strict=True)
@@ -132,6 +189,9 @@ def user_profile(
         entropy=None if ent is None else round(ent, 6),
         normalized_entropy=None if norm is None else round(norm, 6),
         drift=None if drift.empty else round(float(drift.drift.iloc[0]), 6),
+        early_top=None if drift.empty else str(drift.early_top.iloc[0]),
+        recent_top=None if drift.empty else str(drift.recent_top.iloc[0]),
+        days_since_last=_days_before_end(src, row.hi),
         mean_rating=None if pd.isna(row.r) else round(float(row.r), 4),
         top_items=[
             ProfileItem(
@@ -154,4 +214,12 @@ def user_profile(
         ],
     )
     prof_obj.summary = describe(prof_obj)
+    prof_obj.interest_summary = describe_interests(prof_obj)
     return prof_obj
+
+
+def _days_before_end(src: AnalysisSource, last: pd.Timestamp | None) -> float | None:
+    rng = src.time_range
+    if rng is None or last is None or pd.isna(last):
+        return None
+    return round((rng[1] - pd.Timestamp(last)).total_seconds() / 86400.0, 3)

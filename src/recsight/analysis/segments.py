@@ -43,6 +43,7 @@ class Segment(BaseModel):
 
 class Segments(BaseModel):
     k: int
+    basis: str | None = None  # segments' top_categories: "category", "topic" (from text), none
     silhouette: dict[str, float]  # k -> silhouette on the sample
     features: list[str]
     n_users: int
@@ -93,7 +94,7 @@ def user_features(src: AnalysisSource) -> tuple[pd.DataFrame, list[str], list[st
     behavior = [k for k in aggs if k != "purchases"]
     base = e.group_by("user_idx", "user_id").aggregate(**aggs)
     interest: list[str] = []
-    if src.has_categories:
+    if src.interest_basis is not None:
         prof = category_profiles(src)
         top = src.df(
             prof.group_by("category")
@@ -193,6 +194,7 @@ def segments(
         out.append(seg)
     return Segments(
         k=best,
+        basis=src.interest_basis,
         silhouette={str(k): round(v, 6) for k, v in scores.items()},
         features=behavior + interest,
         n_users=len(d),

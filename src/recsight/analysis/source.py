@@ -20,7 +20,7 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
-from recsight.data.store import Store
+from recsight.data.store import TOPICS_TABLE, Store
 from recsight.errors import NeedsTimestampsError, RecsightError
 from recsight.privacy.groups import GroupPolicy
 
@@ -47,6 +47,8 @@ class AnalysisSource:
     users: ir.Table
     execute: Callable[[ir.Expr], pd.DataFrame]
     exposures: ir.Table | None = None  # recommendations served (by `recsight serve`)
+    #: topics derived from item text (`recsight topics`): item_idx, level, topic, label
+    topics: ir.Table | None = None
     timezone: str = "UTC"
     name: str = ""
     #: the minimum group size the sections apply (off by default; `recsight analyze` sets 5)
@@ -95,11 +97,38 @@ class AnalysisSource:
             self._cache["has_cat"] = bool(self.scalar(self.items.category.notnull().sum()) or 0)
         return self._cache["has_cat"]
 
+    @property
+    def has_topics(self) -> bool:
+        """Whether topics from item text were built for this catalog."""
+        if "has_topics" not in self._cache:
+            t = self.topics
+            self._cache["has_topics"] = t is not None and bool(
+                self.scalar(t.filter(t.level == 1).count())
+            )
+        return self._cache["has_topics"]
+
+    @property
+    def interest_basis(self) -> str | None:
+        """What the interest figures group items by: ``"category"`` when the catalog has
+        categories, else ``"topic"`` when topics were built from item text, else None."""
+        if self.has_categories:
+            return "category"
+        return "topic" if self.has_topics else None
+
     # -- derived expressions -----------------------------------------------------------------
-    def events_with_category(self, events: ir.Table | None = None) -> ir.Table:
-        """Events with their item's `category` ("(none)" when the item has no category)."""
+    def events_with_category(
+        self, events: ir.Table | None = None, basis: str | None = None
+    ) -> ir.Table:
+        """Events with their item's `category` ("(none)" when the item has none): the
+        catalog's category, or its topic when the catalog has no categories (`basis`
+        ``"topic"`` asks for topics even then)."""
         e = self.events if events is None else events
-        cats = self.items.select("item_idx", cat=self.items.category)
+        basis = basis or self.interest_basis
+        if basis == "topic" and self.topics is not None:
+            t = self.topics
+            cats = t.filter(t.level == 1).select("item_idx", cat=t.label)
+        else:
+            cats = self.items.select("item_idx", cat=self.items.category)
         j = e.left_join(cats, e.item_idx == cats.item_idx).drop("item_idx_right")
         return j.mutate(category=j.cat.fill_null("(none)")).drop("cat")
 
@@ -169,6 +198,7 @@ def from_store(store: Store) -> AnalysisSource:
         items=_table(store, "items"),
         users=_table(store, "users"),
         exposures=_table(store, "exposures") if "exposures" in tables else None,
+        topics=_table(store, TOPICS_TABLE) if TOPICS_TABLE in tables else None,
         execute=execute,
         timezone=store.timezone,
         name=str(store.path),

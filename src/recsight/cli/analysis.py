@@ -27,6 +27,7 @@ from recsight.cli.common import (
     handle_errors,
     open_data,
 )
+from recsight.cli.topics import auto_topics
 from recsight.errors import InputError
 from recsight.privacy import DEFAULT_MIN_GROUP_SIZE
 from recsight.spark.session import check_engine
@@ -74,6 +75,11 @@ def _spark_source(events: str | None, master: str | None, conf: list[str] | None
 
     with spark_session(master, parse_conf(conf)) as spark:
         yield spark_source(spark, events)
+
+
+def _note(line: str | None, show: bool) -> None:
+    if line and show:
+        err_console.print(line)
 
 
 def register(app: typer.Typer) -> None:
@@ -148,6 +154,8 @@ def register(app: typer.Typer) -> None:
             if check_engine(engine, "analyze"):
                 src = stack.enter_context(_spark_source(events, spark_master, spark_conf))
             else:
+                if events is None:  # a catalog with text but no categories gets topics first
+                    _note(auto_topics(db, show), show)
                 store = stack.enter_context(open_data(db, None if events is None else Path(events)))
                 src = from_store(store)
             src.privacy = GroupPolicy(min_group_size, show_examples)
@@ -199,19 +207,29 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print one user's profile: activity, interests, diversity, drift, items."""
         from recsight.analysis import from_store, user_profile
+        from recsight.analysis.profile import interest_summary
         from recsight.privacy.keys import UserIds
 
         llm = LLMOptions(llm_url, llm_model, llm_gguf)
         _, writer = summary_writers(llm)
+        persona = interest_summary
+        if llm.requested:
+            from recsight.llm.generate import make_llm
+            from recsight.llm.summaries import interest_describer
+
+            persona = interest_describer(make_llm(llm.url, llm.model, llm.gguf))
         with open_data(db, events) as store:
             stored = UserIds.for_store(store)(user_id)  # a pseudonym in a pseudonymized store
-            p = user_profile(from_store(store), stored, top_k=top, describe=writer)
+            p = user_profile(
+                from_store(store), stored, top_k=top, describe=writer, describe_interests=persona
+            )
         if as_json:
             sys.stdout.write(p.model_dump_json(indent=1) + "\n")
             return
         if quiet:
             return
         console.print(f"[bold]{p.summary}[/bold]")
+        console.print(p.interest_summary)
         facts = Table(show_header=False)
         for k, v in [
             ("events", ", ".join(f"{t} {n:,}" for t, n in p.event_types.items())),
@@ -223,7 +241,8 @@ def register(app: typer.Typer) -> None:
         ]:
             facts.add_row(k, "-" if v is None else str(v))
         console.print(facts)
-        cats = Table("category", "share", title="Interests (time-decayed)")
+        what = "topic (from item text)" if p.basis == "topic" else "category"
+        cats = Table(what, "share", title="Interests (time-decayed)")
         for c in p.top_categories:
             cats.add_row(c.category, f"{c.share:.1%}")
         console.print(cats)

@@ -187,12 +187,17 @@ def register(app: typer.Typer) -> None:
             help="Write the canonical dataset layout (events/event_date=.../, manifest) that "
             "--events DIR, Spark and ingest read; streamed, so 100M events fit in memory.",
         ),
+        titles: str = typer.Option(
+            "en", "--titles", help="Language of item titles and descriptions: en or zh."
+        ),
         json_out: bool = JSON_OPTION,
         quiet: bool = QUIET_OPTION,
     ) -> None:
         """Generate a synthetic shop log (events.parquet, items, users)."""
         from recsight.data.generate import generate_shop
 
+        if titles not in ("en", "zh"):
+            raise InputError(f"--titles {titles!r}: expected en or zh")
         with progress_bar(quiet or json_out) as progress:
             task = progress.add_task("generating shop", total=users)
             summary = generate_shop(
@@ -203,6 +208,7 @@ def register(app: typer.Typer) -> None:
                 seed=seed,
                 progress=lambda n: progress.update(task, completed=n),
                 layout=layout,
+                titles=titles,
             )
         if json_out:
             print_json(summary.__dict__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from recsight.cli import analysis, data, demo, evaluate, models, privacy, serve
+from recsight.cli import analysis, data, demo, evaluate, models, privacy, serve, topics
 
 app = typer.Typer(
     name="recsight",
@@ -16,7 +16,7 @@ app = typer.Typer(
 
 # the order of the contract table: data, analysis, models, evaluation, serving, privacy, the
 # main job
-for module in (data, analysis, models, evaluate, serve, privacy, demo):
+for module in (data, analysis, topics, models, evaluate, serve, privacy, demo):
     module.register(app)
 
 

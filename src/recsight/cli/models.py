@@ -316,6 +316,7 @@ def register(app: typer.Typer) -> None:
         """Train a registered model on the store's (or a dataset layout's) interactions and
         save it; with --engine spark, ALS on MLlib and neural models on DDP."""
         from recsight.cli.common import open_data
+        from recsight.cli.topics import auto_topics
         from recsight.data.splits import split
         from recsight.models import create_model, model_class
         from recsight.models.ann import build_for, supports_ann
@@ -344,6 +345,10 @@ def register(app: typer.Typer) -> None:
             model.verbose = False  # --quiet/--json: no per-epoch training log either
         if ann and not supports_ann(model):
             build_for(model)  # refuses with the reason, before any fitting
+        if events is None:  # a catalog with text but no categories gets topics first
+            note = auto_topics(db, show)
+            if note and show:
+                console.print(note)
         with open_data(db, None if events is None else Path(events)) as store:
             data = store.interactions()
             fingerprint = store.meta(META_FINGERPRINT)

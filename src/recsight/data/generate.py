@@ -139,7 +139,9 @@ def _n_categories(n_items: int) -> int:
     return int(min(n_items, np.clip(round(np.sqrt(n_items)), 8, len(_CATEGORIES))))
 
 
-def _build_world(rng: np.random.Generator, n_items: int) -> tuple[_World, pa.Table]:
+def _build_world(
+    rng: np.random.Generator, n_items: int, titles_in: str = "en"
+) -> tuple[_World, pa.Table]:
     """Draw the catalog, item popularity/quality and the taste clusters; return the items table."""
     n_cat = _n_categories(n_items)
     cats = _CATEGORIES[:n_cat]
@@ -168,7 +170,7 @@ def _build_world(rng: np.random.Generator, n_items: int) -> tuple[_World, pa.Tab
     log_rel = rng.standard_normal(n_items) * sigmas[item_cat]
     price = np.round(medians[item_cat] * np.exp(log_rel), 2).clip(0.99)
 
-    titles, descriptions = _item_texts(rng, cats, item_cat)
+    titles, descriptions = _item_texts(rng, cats, item_cat, titles_in)
     item_ids = pc.binary_join_element_wise(
         "i", pc.cast(pa.array(np.arange(n_items)), pa.string()), ""
     )
@@ -204,10 +206,12 @@ def _build_world(rng: np.random.Generator, n_items: int) -> tuple[_World, pa.Tab
 
 
 def _item_texts(
-    rng: np.random.Generator, cats: tuple[_Category, ...], item_cat: np.ndarray
+    rng: np.random.Generator, cats: tuple[_Category, ...], item_cat: np.ndarray, titles_in: str
 ) -> tuple[list[str], list[str]]:
     """Titles and descriptions from the category word lists (one uniform draw per slot)."""
     u = rng.random((len(item_cat), 7))
+    if titles_in == "zh":
+        return _item_texts_zh(cats, item_cat, u)
     titles, descriptions = [], []
     for c, (ub, ua, un, uf, ug, us, ut) in zip(item_cat.tolist(), u.tolist(), strict=True):
         cat = cats[c]
@@ -227,6 +231,31 @@ def _item_texts(
             name = f"The {first[k // len(second)]} {second[k % len(second)]}"
             titles.append(f"{brand} {noun} '{name}'")
             descriptions.append(f"{adj} {brand.lower()} {noun} '{name}' {feats}")
+    return titles, descriptions
+
+
+def _item_texts_zh(
+    cats: tuple[_Category, ...], item_cat: np.ndarray, u: np.ndarray
+) -> tuple[list[str], list[str]]:
+    """Chinese titles and descriptions (`recsight.data.generate_zh`) from the same draws, so
+    everything else about the shop is the same as with English titles."""
+    from recsight.data.generate_zh import words
+
+    titles, descriptions = [], []
+    for c, (ub, ua, un, _, _, _, ut) in zip(item_cat.tolist(), u.tolist(), strict=True):
+        brands, adjectives, nouns, *names = words(cats[c].name)
+        brand = brands[int(ub * len(brands))]
+        adj = adjectives[int(ua * len(adjectives))]
+        noun = nouns[int(un * len(nouns))]
+        if names:
+            first, second = names
+            k = int(ut * len(first) * len(second))
+            name = f"《{first[k // len(second)]}{second[k % len(second)]}》"
+            titles.append(f"{brand}{noun}{name}")
+            descriptions.append(f"{adj}{brand}{noun}{name}。")
+        else:
+            titles.append(f"{brand}{adj}{noun}")
+            descriptions.append(f"{adj}{noun}，{brand}出品。")
     return titles, descriptions
 
 
@@ -469,6 +498,7 @@ def generate_shop(
     chunk_users: int = 20_000,
     progress: Callable[[int], None] | None = None,
     layout: bool = False,
+    titles: str = "en",
 ) -> ShopSummary:
     """Write a synthetic shop log with known latent structure to `out_dir`.
 
@@ -512,12 +542,16 @@ def generate_shop(
         chunk_users: users simulated and written per chunk.
         progress: called after each chunk with the number of users finished so far.
         layout: write the canonical dataset layout rather than ``events.parquet``.
+        titles: ``en`` or ``zh``: item titles and descriptions in English or in Chinese
+            (written without spaces); nothing else about the shop changes.
 
     Returns:
         A `ShopSummary` with the paths written and the number of events per type.
     """
     if n_users < 1 or n_items < 1 or n_days < 1 or chunk_users < 1:
         raise ValueError("n_users, n_items, n_days and chunk_users must all be >= 1")
+    if titles not in ("en", "zh"):
+        raise ValueError(f"titles: expected 'en' or 'zh', got {titles!r}")
     start_day = (dt.date.fromisoformat(start) - dt.date(1970, 1, 1)).days
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -531,7 +565,7 @@ def generate_shop(
         files["manifest"] = str(out / MANIFEST)
 
     world, items = _build_world(
-        np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,))), n_items
+        np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,))), n_items, titles
     )
 
     # Bots are picked over all users at once so their number does not depend on chunking (the

@@ -26,6 +26,10 @@ DEFAULT_DB = "recsight.duckdb"
 SCHEMA_VERSION = "2"
 #: Derived copy of the events sorted by user, for the service's reads by user.
 BY_USER_TABLE = "event_log_by_user"
+#: Topics derived from item text (`recsight.llm.topics`): one row per item and level.
+TOPICS_TABLE = "item_topics"
+#: The topics themselves (name, terms, size, parent) per level.
+TOPIC_NAMES_TABLE = "topics"
 
 # Events are stored with integer ids only (`event_log`); the `events` view joins the external
 # ids back from the maps. Writing two string columns per event was the largest single cost of
@@ -444,7 +448,9 @@ class Store:
             fill_rating=self.meta("fill_rating"),  # set by ingest --fill-rating
         )
         if with_features:
-            data.item_features = self.items_frame().set_index("item_idx").sort_index()
+            # the catalog as ingested: derived topics are not model features
+            items = self.items_frame(topics=False)
+            data.item_features = items.set_index("item_idx").sort_index()
             data.user_features = self.users_frame().set_index("user_idx").sort_index()
         return data
 
@@ -455,8 +461,64 @@ class Store:
             "SELECT * EXCLUDE (user_idx, item_idx) FROM events ORDER BY seq" + lim
         ).df()
 
-    def items_frame(self) -> pd.DataFrame:
-        return self.con.execute("SELECT * FROM items ORDER BY item_idx").df()
+    def items_frame(self, topics: bool = True) -> pd.DataFrame:
+        """The catalog, by item_idx. With `topics` and topics built (`recsight topics`), a
+        `topic` column (and `topic_group`, the coarser level, when built) holds each item's
+        topic name; a catalog without any category also gets the topic as its `category`
+        (``frame.attrs["category_source"] == "topic"``), so that every consumer of categories
+        (filters, explanations, features) works on it. Real categories are never replaced."""
+        items = self.con.execute("SELECT * FROM items ORDER BY item_idx").df()
+        items.attrs["category_source"] = "category"
+        if not topics or not self.has_table(TOPICS_TABLE):
+            return items
+        t = self.con.execute(
+            f"SELECT item_id, level, label FROM {TOPICS_TABLE} WHERE level IN (1, 2)"
+        ).df()
+        for level, col in ((1, "topic"), (2, "topic_group")):
+            names = t[t.level == level].set_index("item_id").label
+            if len(names):
+                items[col] = items.item_id.map(names)
+        no_categories = "category" not in items.columns or not items["category"].notna().any()
+        if "topic" in items.columns and no_categories:
+            items["category"] = items["topic"]
+            items.attrs["category_source"] = "topic"
+        return items
+
+    def has_table(self, name: str) -> bool:
+        """Whether the database has a table or view called `name`."""
+        row = self.con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary "
+            "UNION ALL SELECT count(*) FROM duckdb_views() WHERE view_name = ?",
+            [name, name],
+        ).fetchall()
+        return any(r[0] for r in row)
+
+    def topics_frame(self) -> pd.DataFrame:
+        """The stored topics (level, topic, label, words, size, parent, backend, rejected),
+        empty when none were built."""
+        if not self.has_table(TOPIC_NAMES_TABLE):
+            return pd.DataFrame(
+                columns=["level", "topic", "label", "words", "size", "parent", "backend"]
+            )
+        return self.con.execute(f"SELECT * FROM {TOPIC_NAMES_TABLE} ORDER BY level, topic").df()
+
+    def replace_topics(
+        self, item_topics: pd.DataFrame, topics: pd.DataFrame, meta: Mapping[str, str]
+    ) -> None:
+        """Replace the derived topic attributes in one transaction (item rows: item_idx,
+        item_id, level, topic, label, model, text_hash; `topics`: one row per topic)."""
+        self.con.execute("BEGIN")
+        try:
+            for name, frame in ((TOPICS_TABLE, item_topics), (TOPIC_NAMES_TABLE, topics)):
+                self.con.register("_topics_new", frame)
+                self.con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _topics_new")
+                self.con.unregister("_topics_new")
+            for key, value in meta.items():
+                self.set_meta(key, value)
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
 
     def users_frame(self) -> pd.DataFrame:
         return self.con.execute("SELECT * FROM users ORDER BY user_idx").df()

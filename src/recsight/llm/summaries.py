@@ -13,7 +13,13 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from recsight.analysis.profile import ProfileDescriber, UserProfile, profile_summary
+from recsight.analysis.profile import (
+    ProfileDescriber,
+    UserProfile,
+    interest_facts,
+    interest_summary,
+    profile_summary,
+)
 from recsight.analysis.segments import Segment, SegmentDescriber, describe_segment
 from recsight.errors import InputError
 from recsight.llm.explain import Catalog, check_grounding
@@ -74,6 +80,22 @@ def profile_describer(
     def describe(p: UserProfile) -> str:
         facts, allowed = profile_facts(p)
         return _reword(llm, profile_summary(p), facts, allowed, cat, on_reject)
+
+    return describe
+
+
+def interest_describer(
+    llm: LLM, catalog: Catalog | None = None, on_reject: RejectHook | None = None
+) -> ProfileDescriber:
+    """A ``describe_interests`` for `user_profile`: the template persona, reworded by `llm`
+    when its text names nothing outside the profile's categories or topics (checked as for
+    explanations; `catalog` lets it spot other items' names)."""
+    cat = catalog if catalog is not None else _empty_catalog()
+
+    def describe(p: UserProfile) -> str:
+        allowed = [c.category for c in p.top_categories]
+        allowed += [n for n in (p.early_top, p.recent_top) if n]
+        return _reword(llm, interest_summary(p), interest_facts(p), allowed, cat, on_reject)
 
     return describe
 

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recsight.analysis.funnel import recommendation_ctr
+from recsight.analysis.interests import category_counts
 from recsight.analysis.source import NotAvailable, from_store
+from recsight.privacy.groups import GroupPolicy
 from recsight.privacy.unlearn import pending_retrain
 
 if TYPE_CHECKING:
@@ -72,6 +74,10 @@ def dashboard_data(s: Service, config: ServiceConfig) -> dict[str, Any]:
             con,
             "SELECT user_id, count(*) AS events FROM events GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 8",
         )
+    # categories, or topics from item text when the catalog has none (`basis` says which)
+    src = from_store(store)
+    src.privacy = GroupPolicy(k, config.show_examples)
+    categories = category_counts(src, top_k=10).model_dump()
     try:
         live = recommendation_ctr(from_store(store))
         ctr = [
@@ -90,6 +96,7 @@ def dashboard_data(s: Service, config: ServiceConfig) -> dict[str, Any]:
         "info": info.to_dict(),
         "per_day": per_day,
         "top_items": top_items,
+        "categories": categories,
         "sample_users": users,
         "live_ctr": ctr,
         "leaderboard": _leaderboard(config),
