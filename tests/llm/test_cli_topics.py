@@ -27,6 +27,8 @@ def test_analyze_builds_topics_and_profile_reports_them(tmp_path):
     assert report["sections"]["interests"]["status"] == "ok"
     assert report["interests"]["basis"] == "topic" and report["interests"]["top_categories"]
     assert report["segments"]["basis"] == "topic"
+    charts = {c["id"]: c["title"] for c in report["charts"]}
+    assert charts["interest_categories"].startswith("Interest share by topic (from item text)")
     with Store(db, read_only=True) as store:
         assert topics_status(store) == "current"
         items = store.items_frame()

@@ -266,17 +266,19 @@ def _retention(r: AnalysisReport):
 def _interests(r: AnalysisReport):
     i = r.interests
     tc = i.top_categories
+    # a catalog without categories is grouped by topics from item text: say so
+    what = "topic (from item text)" if i.basis == "topic" else "category"
     yield (
         "interest_categories",
-        "Interest share by category (time-decayed)",
+        f"Interest share by {what} (time-decayed)",
         (
             f"{tc[0].category} holds {tc[0].share:.0%} of decayed interest; the median user's "
-            f"normalized category entropy is {i.normalized_entropy.q['p50']:.2f}"
+            f"normalized {what.split()[0]} entropy is {i.normalized_entropy.q['p50']:.2f}"
         ),
         _layout(
             go.Figure(go.Bar(x=[c.category for c in tc], y=[c.share for c in tc])),
             f"Interest share (half-life {i.half_life_days:g} days)",
-            "category",
+            what,
             "share",
         ),
     )
