@@ -416,7 +416,7 @@ def test_append_events_is_idempotent_and_validated(tmp_path):
             ),
             (
                 {"user_id": "u", "item_id": "a", "event_type": "view", "value": "x"},
-                "must be a number",
+                "must be a finite number",
             ),
         ]:
             with pytest.raises(InputError, match=msg):

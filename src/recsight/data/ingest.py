@@ -28,13 +28,19 @@ from recsight.data.readers import (
     open_source,
     read_side_table,
 )
-from recsight.data.schema import (
-    EVENT_TYPE_SYNONYMS,
-    EVENT_TYPES,
-    ITEM_COLUMNS,
-    MILLISECONDS_THRESHOLD,
-)
+from recsight.data.schema import ITEM_COLUMNS
 from recsight.data.store import STORED_EVENT_COLUMNS, Store, add_ids
+from recsight.data.validation import (
+    REASONS,
+    SCALE_META,
+    EventRules,
+    check_scale,
+    event_type_sql,
+    format_scale,
+    reason_sql,
+    stored_scale,
+    timestamp_sql,
+)
 from recsight.errors import InputError
 
 DEDUPE_POLICIES = ("exact", "none")
@@ -46,14 +52,7 @@ MAX_EXAMPLES = 5
 #: Why a row was dropped, in the order the checks apply (the first failing check names it).
 DROP_REASONS = {
     "malformed_line": "the line does not split into the header's number of fields",
-    "missing_user_id": "user id is empty",
-    "missing_item_id": "item id is empty",
-    "bad_timestamp": "timestamp is not unix seconds, milliseconds or ISO-8601",
-    "missing_timestamp": "timestamp is empty although the file has a timestamp column",
-    "missing_event_type": "event type is empty",
-    "bad_value": "value is not a number",
-    "rating_out_of_range": "rating outside the declared rating scale",
-    "negative_value": "negative quantity on a non-rating event",
+    **{reason: what for reason, (_field, what) in REASONS.items()},
     "duplicate": "duplicate of an earlier row in this file (same event_id, or all fields)",
     "duplicate_of_stored": "already in the store (same event_id, or all fields)",
 }
@@ -157,7 +156,9 @@ def ingest(
     tz = tz or src.default_tz
     if fill_rating == "none" and src.fill_rating:
         fill_rating = src.fill_rating  # an exported store's policy travels with its events
-    scale = rating_scale or src.rating_scale
+    declared = check_scale(rating_scale) if rating_scale else src.rating_scale
+    known = stored_scale(store)
+    rules = EventRules(rating_scale=declared or known, tz=tz)
     items_df = read_side_table(items, key="item_id") if items else src.items
     users_df = read_side_table(users, key="user_id") if users else src.users
     items_name = str(items) if items else (str(src.items_path) if src.items_path else None)
@@ -165,7 +166,7 @@ def ingest(
 
     con.execute(f"SET TimeZone = {_sql_str(tz)}")
     try:
-        rejects = _stage(con, src, scale)
+        rejects = _stage(con, src, rules)
         if pseudonym_key is not None:
             for column, purpose in (("user_id", "pseudonym"), ("session_id", "session")):
                 keys.pseudonymize_column(con, "_stage", column, pseudonym_key, purpose)
@@ -174,6 +175,7 @@ def ingest(
         step("checking")
         _mark_duplicates(con, src, dedupe, store_has_events=store.count("event_log") > 0)
         report = _summarise(con, src, rejects, tz)
+        scale = _scale_to_record(con, declared, known, report)
         if fill_rating != "none":
             _note_fill(con, store, fill_rating, report)
         step("writing")
@@ -186,6 +188,8 @@ def ingest(
                 report.users = _merge_side(con, "user", users_df, users_name or "users")
             if fill_rating != "none":
                 store.set_meta(FILL_META, fill_rating)
+            if scale is not None:
+                store.set_meta(SCALE_META, format_scale(scale))
             if fingerprint is not None:
                 store.set_meta(keys.META_FINGERPRINT, fingerprint)
             if store.meta("timezone") is None:
@@ -238,46 +242,6 @@ def _present(col: str, typ: str) -> str:
     return f"{col} IS NOT NULL"
 
 
-def _epoch(num: str) -> str:
-    # Unix seconds or milliseconds by magnitude; out-of-range numbers give NULL (bad_timestamp).
-    return (
-        f"CASE WHEN abs({num}) < {MILLISECONDS_THRESHOLD} "
-        f"THEN make_timestamp(CAST({num} * 1000000 AS BIGINT)) "
-        f"WHEN abs({num}) < {MILLISECONDS_THRESHOLD * 1000} "
-        f"THEN make_timestamp(CAST({num} * 1000 AS BIGINT)) END"
-    )
-
-
-def _timestamp(col: str, typ: str) -> str:
-    """SQL turning a source timestamp of any type into naive UTC. Naive inputs are read in the
-    session time zone, which `ingest` sets to the declared one."""
-    if typ.startswith("TIMESTAMP WITH TIME ZONE"):
-        # the instant's UTC microseconds as a naive timestamp (10x cheaper than timezone())
-        return f"make_timestamp(epoch_us({col}))"
-    if typ.startswith("TIMESTAMP") or typ == "DATE":
-        return f"timezone('UTC', CAST({col} AS TIMESTAMPTZ))"
-    if typ in ("VARCHAR", "JSON"):
-        txt = f"NULLIF(trim(CAST({col} AS VARCHAR)), '')"
-        num = f"TRY_CAST({txt} AS DOUBLE)"
-        return (
-            f"CASE WHEN {num} IS NOT NULL THEN {_epoch(num)} "
-            f"ELSE timezone('UTC', TRY_CAST({txt} AS TIMESTAMPTZ)) END"
-        )
-    return _epoch(f"CAST({col} AS DOUBLE)")
-
-
-def _event_type_case(raw: str) -> str:
-    whens = " ".join(
-        f"WHEN {_sql_str(k)} THEN {_sql_str(v)}" for k, v in EVENT_TYPE_SYNONYMS.items()
-    )
-    # most logs already use canonical spellings: those skip lower() and the synonym list
-    canonical = ", ".join(_sql_str(t) for t in EVENT_TYPES)
-    return (
-        f"CASE WHEN {raw} IN ({canonical}) THEN {raw} "
-        f"ELSE CASE lower({raw}) {whens} ELSE lower({raw}) END END"
-    )
-
-
 _DEDUPE_FIELDS = ("user_id", "item_id", "ts", "event_type", "raw_event_type", "value", "session_id")
 #: Rows with an event_id are keyed by it alone; rows without one by all their fields.
 _DEDUPE_KEY = ", ".join(
@@ -289,9 +253,10 @@ _DEDUPE_HASH = (
 )
 
 
-def _stage(con: duckdb.DuckDBPyConnection, src: Source, scale: tuple[float, float] | None) -> dict:
+def _stage(con: duckdb.DuckDBPyConnection, src: Source, rules: EventRules) -> dict:
     """Create the temp table `_stage`: one row per data row read, typed, with `_reason` set
-    for rows to drop. Returns the malformed lines DuckDB's reader rejected."""
+    for rows to drop by the event contract (`recsight.data.validation`). Returns the
+    malformed lines DuckDB's reader rejected."""
     con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans")
     cols = src.columns
     picks = [f"{_q(c)} AS {_q('r_' + canon)}" for canon, c in cols.items()]
@@ -329,10 +294,10 @@ def _stage(con: duckdb.DuckDBPyConnection, src: Source, scale: tuple[float, floa
     item = _text(r("item_id"), types[r("item_id").strip('"')])
     has_ts = "timestamp" in cols
     ts_present = _present(r("timestamp"), types["r_timestamp"]) if has_ts else "false"
-    ts = _timestamp(r("timestamp"), types["r_timestamp"]) if has_ts else "NULL::TIMESTAMP"
+    ts = timestamp_sql(r("timestamp"), types["r_timestamp"]) if has_ts else "NULL::TIMESTAMP"
     if "event_type" in cols:
         raw_type = _text(r("event_type"), types["r_event_type"])
-        etype = _event_type_case(
+        etype = event_type_sql(
             f"coalesce({raw_type}, r_event_type_fallback)" if src.event_type_fallback else raw_type
         )
     else:
@@ -355,12 +320,6 @@ def _stage(con: duckdb.DuckDBPyConnection, src: Source, scale: tuple[float, floa
         for c in ("event_id", "session_id", "request_id", "category")
     }
     pos = "_rownum" if src.row_number_column else "rowid - (SELECT min(rowid) FROM _raw)"
-    lo, hi = scale if scale else (None, None)
-    out_of_range = (
-        f"event_type = 'rating' AND value IS NOT NULL AND (value < {lo} OR value > {hi})"
-        if scale
-        else "false"
-    )
     padded = [_padded(r(c)) for c in ("user_id", "item_id") if types["r_" + c] == "VARCHAR"]
     trimmed = " OR ".join(padded) or "false"
     con.execute(f"""
@@ -378,16 +337,7 @@ def _stage(con: duckdb.DuckDBPyConnection, src: Source, scale: tuple[float, floa
             FROM _raw
         )
         SELECT * EXCLUDE (_ts_present, _value_present),
-               CASE
-                 WHEN user_id IS NULL THEN 'missing_user_id'
-                 WHEN item_id IS NULL THEN 'missing_item_id'
-                 WHEN _ts_present AND ts IS NULL THEN 'bad_timestamp'
-                 WHEN {str(has_ts).lower()} AND NOT _ts_present THEN 'missing_timestamp'
-                 WHEN event_type IS NULL THEN 'missing_event_type'
-                 WHEN _value_present AND value IS NULL THEN 'bad_value'
-                 WHEN {out_of_range} THEN 'rating_out_of_range'
-                 WHEN event_type <> 'rating' AND value < 0 THEN 'negative_value'
-               END AS _reason,
+               {reason_sql(rules, has_ts)} AS _reason,
                {_DEDUPE_HASH} AS _h
         FROM typed
     """)
@@ -453,6 +403,37 @@ def _mark_duplicates(
               ON s.user_id = e.user_id AND s.item_id = e.item_id AND {same}
             WHERE s._reason IS NULL AND s.event_id IS NULL)
     """)
+
+
+def _scale_to_record(
+    con: duckdb.DuckDBPyConnection,
+    declared: tuple[float, float] | None,
+    known: tuple[float, float] | None,
+    report: IngestReport,
+) -> tuple[float, float] | None:
+    """The rating scale the store records after this ingest (None: leave it as it is): a
+    declared one, or, when neither the store nor the ingest has one, the range of the kept
+    ratings, so later ingests and the API hold new ratings to the same scale."""
+    if declared is not None:
+        if known not in (None, declared):
+            report.notes.append(
+                f"the store's rating scale changes from {format_scale(known)} to "
+                f"{format_scale(declared)}"
+            )
+        return declared
+    if known is not None:
+        return None
+    lo, hi = con.execute(
+        "SELECT min(value), max(value) FROM _stage "
+        "WHERE _reason IS NULL AND event_type = 'rating' AND value IS NOT NULL"
+    ).fetchone()
+    if lo is None:
+        return None
+    report.notes.append(
+        f"rating scale taken as {lo:g} to {hi:g} from the ratings (declare one with "
+        "--rating-scale MIN,MAX); later ingests and the API refuse ratings outside it"
+    )
+    return float(lo), float(hi)
 
 
 def _note_fill(

@@ -89,5 +89,5 @@ MILLISECONDS_THRESHOLD = 100_000_000_000
 
 def canonical_event_type(raw: str) -> str:
     """Map a raw event type onto the vocabulary; unknown types are returned lower-cased as is."""
-    key = raw.strip().lower()
+    key = raw.strip(" ").lower()
     return EVENT_TYPE_SYNONYMS.get(key, key)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from recsight.data.dataset import IdIndex, Interactions
-from recsight.data.schema import EVENT_COLUMNS, canonical_event_type
+from recsight.data.schema import EVENT_COLUMNS
+from recsight.data.validation import EventRules, check_event
 from recsight.errors import InputError
 
 DEFAULT_DB = "recsight.duckdb"
@@ -285,16 +285,22 @@ class Store:
         )
 
     # -- the small-batch write path (the service) ----------------------------------------------
-    def append_events(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Validate and persist a batch of events in one transaction; returns, per record,
-        ``{"status": "stored" | "duplicate", "seq": int | None}``.
+    def append_events(
+        self, records: Sequence[Mapping[str, Any]], rules: EventRules | None = None
+    ) -> list[dict[str, Any]]:
+        """Validate (by the event contract, `recsight.data.validation`, with the store's
+        rating scale unless `rules` are given) and persist a batch of events in one
+        transaction; returns, per record, ``{"status": "stored" | "duplicate", "seq": int |
+        None}``. A record that breaks a rule raises `EventError` naming it and the field,
+        and nothing of the batch is stored.
 
         Records use the canonical field names (`user_id`, `item_id`, `event_type`, `value`,
         `timestamp` (datetime; naive means UTC; default now), `event_id`, `session_id`,
         `request_id`). A record whose `event_id` is already stored, or repeated earlier in the
         batch, is a duplicate and is not stored again, which makes retries idempotent.
         """
-        rows = [_event_row(i, r) for i, r in enumerate(records)]
+        rules = rules or EventRules.of_store(self)
+        rows = [check_event(i, r, rules) for i, r in enumerate(records)]
         if not rows:
             return []
         df = pd.DataFrame(rows)
@@ -546,49 +552,6 @@ class Store:
 
         record_export(self.path, out)
         return files
-
-
-def _event_row(i: int, rec: Mapping[str, Any]) -> dict[str, Any]:
-    """One validated event row; a bad field raises `InputError` naming the record and field."""
-
-    def text(field: str, required: bool = False) -> str | None:
-        v = rec.get(field)
-        v = None if v is None else str(v).strip() or None
-        if required and v is None:
-            raise InputError(f"event {i}: field {field!r} is required and must not be empty")
-        return v
-
-    raw_type = text("event_type", required=True)
-    assert raw_type is not None
-    value = rec.get("value")
-    if value is not None:
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise InputError(f"event {i}: field 'value' must be a number, got {value!r}") from None
-        if not np.isfinite(value):
-            raise InputError(f"event {i}: field 'value' must be finite")
-    etype = canonical_event_type(raw_type)
-    if value is not None and value < 0 and etype != "rating":
-        raise InputError(f"event {i}: field 'value' must not be negative for {etype!r} events")
-    ts = rec.get("timestamp")
-    if ts is None:
-        ts = datetime.now(UTC)
-    elif not isinstance(ts, datetime):
-        raise InputError(f"event {i}: field 'timestamp' must be a datetime")
-    if ts.tzinfo is not None:
-        ts = ts.astimezone(UTC).replace(tzinfo=None)
-    return {
-        "user_id": text("user_id", required=True),
-        "item_id": text("item_id", required=True),
-        "timestamp": ts,
-        "event_type": etype,
-        "raw_event_type": raw_type,
-        "value": value,
-        "event_id": text("event_id"),
-        "session_id": text("session_id"),
-        "request_id": text("request_id"),
-    }
 
 
 def add_ids(con: duckdb.DuckDBPyConnection, kind: str, source_sql: str) -> int:
