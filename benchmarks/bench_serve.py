@@ -4,13 +4,19 @@ For each model (ALS, SASRec) trained on ML-1M (users 1-2,999), the script starts
 as a separate process on 127.0.0.1 and measures:
   (a) open loop: a fixed 200 recommendation requests/s for 60 s, latency measured from each
       request's scheduled send time (no coordinated omission); p50/p95/p99 and errors;
+      `--runs N` repeats it N times back to back (the targets hold for each run);
   (b) closed loop: 32 concurrent clients for 20 s; maximum throughput;
   (c) event ingest: single-event posts and batches of 100 (acknowledged = durable events/s);
   (d) freshness: time from an event's acknowledgement to a recommendation list that shows it.
-The load generator shares the machine's cores with the server. Every loop is bounded in time
-and request count and only targets 127.0.0.1.
+With `--hog`, (a) and (b) run again with a known CPU burner beside the server: `--hog-procs`
+processes (default 1) each spinning a pure-Python loop at normal priority, i.e. one core of
+the machine taken away; the CPU seconds they burned are reported. The load generator shares
+the machine's cores with the server, and the 1-minute load average is recorded with every
+phase. Every loop is bounded in time and request count and only targets 127.0.0.1.
 
-    RECSIGHT_DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_serve.py
+    RECSIGHT_DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_serve.py --hog --runs 3
+
+`--work DIR` keeps the store and the trained models there, so a rerun skips training.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import asyncio
 import json
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,10 +49,57 @@ from tests.serving.live import live_server  # noqa: E402
 KEY = "bench-key"
 HEADERS = {"X-API-Key": KEY}
 MAX_REQUESTS = 50_000  # hard cap on any one phase
+#: The CPU burner of `--hog`: a pure-Python busy loop (one core while it is scheduled).
+HOG_CODE = "n = 0\nwhile True:\n    n += 1\n"
+#: Targets of issue 15 (p99 of every open-loop run, alone and beside the hog).
+TARGET_P99_MS, TARGET_HOG_P99_MS = 25.0, 50.0
 
 
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1000 if values else float("nan")
+
+
+def load_average() -> float:
+    """The 1-minute load average (how busy the machine was around a phase)."""
+    return round(os.getloadavg()[0], 2)
+
+
+class Hog:
+    """`procs` CPU-burning processes beside the server while the block runs; `cpu_seconds`
+    is what they burned (read before they are stopped)."""
+
+    def __init__(self, procs: int):
+        self.procs = procs
+        self.cpu_seconds = 0.0
+        self.seconds = 0.0
+
+    def __enter__(self) -> Hog:
+        self._procs = [
+            subprocess.Popen([sys.executable, "-c", HOG_CODE]) for _ in range(self.procs)
+        ]
+        self._t0 = time.perf_counter()
+        time.sleep(0.5)  # let them reach full speed before the phase starts
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import psutil
+
+        self.seconds = time.perf_counter() - self._t0
+        for p in self._procs:
+            try:
+                t = psutil.Process(p.pid).cpu_times()
+                self.cpu_seconds += t.user + t.system
+            except psutil.Error:
+                pass
+            p.kill()
+            p.wait()
+
+    def summary(self) -> dict:
+        return {
+            "procs": self.procs,
+            "cpu_seconds": round(self.cpu_seconds, 1),
+            "cores_used": round(self.cpu_seconds / self.seconds, 2) if self.seconds else None,
+        }
 
 
 class Connection:
@@ -243,80 +298,168 @@ def freshness(url: str, users: list[str], trials: int = 50) -> dict:
     }
 
 
+def measure(url: str, users: list[str], args: argparse.Namespace, name: str) -> dict:
+    """Every phase against one running server."""
+    row: dict = {"model": name, "open_loop": [], "open_loop_hog": []}
+    for run in range(args.runs):
+        phase = {"run": run + 1, "load_avg_before": load_average()}
+        phase.update(asyncio.run(open_loop(url, users, args.rate, args.seconds)))
+        phase["load_avg_after"] = load_average()
+        row["open_loop"].append(phase)
+        if args.hog:
+            with Hog(args.hog_procs) as hog:
+                phase = {"run": run + 1, "load_avg_before": load_average()}
+                phase.update(asyncio.run(open_loop(url, users, args.rate, args.seconds)))
+                phase["load_avg_after"] = load_average()
+            phase["hog"] = hog.summary()
+            row["open_loop_hog"].append(phase)
+    row["closed_loop"] = asyncio.run(closed_loop(url, users, 32, args.closed_seconds))
+    row["closed_loop"]["load_avg_after"] = load_average()
+    if args.hog:
+        with Hog(args.hog_procs) as hog:
+            row["closed_loop_hog"] = asyncio.run(closed_loop(url, users, 32, args.closed_seconds))
+            row["closed_loop_hog"]["load_avg_after"] = load_average()
+        row["closed_loop_hog"]["hog"] = hog.summary()
+    if args.ingest_seconds > 0:
+        row["ingest_single"] = asyncio.run(ingest_rate(url, 1, 8, args.ingest_seconds, f"{name}-s"))
+        row["ingest_batch100"] = asyncio.run(
+            ingest_rate(url, 100, 4, args.ingest_seconds, f"{name}-b")
+        )
+        row["freshness"] = freshness(url, users[100:])
+    p99 = [r["p99_ms"] for r in row["open_loop"]]
+    hog_p99 = [r["p99_ms"] for r in row["open_loop_hog"]]
+    row["targets_met"] = {
+        f"p99 < {TARGET_P99_MS:g} ms in every run": all(p < TARGET_P99_MS for p in p99),
+        **(
+            {
+                f"p99 < {TARGET_HOG_P99_MS:g} ms with the hog in every run": all(
+                    p < TARGET_HOG_P99_MS for p in hog_p99
+                )
+            }
+            if args.hog
+            else {}
+        ),
+    }
+    return row
+
+
+def fitted_model(name: str, data, work: Path, args: argparse.Namespace) -> tuple[Path, float]:
+    """The model trained on `data`, saved under `work` (reused when already there)."""
+    model_dir = work / name
+    stamp = model_dir / "fit_seconds.txt"
+    if (model_dir / "config.json").is_file() and stamp.is_file():
+        return model_dir, float(stamp.read_text())
+    params = {"epochs": args.sasrec_epochs} if name == "sasrec" else {}
+    t0 = time.perf_counter()
+    model = create_model(name, **params).fit(data)
+    fit_s = time.perf_counter() - t0
+    model.save(model_dir)
+    stamp.write_text(f"{fit_s:.1f}")
+    return model_dir, fit_s
+
+
+def ms(x: float) -> str:
+    return f"{x:.1f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--models", nargs="+", default=["als", "sasrec"])
     ap.add_argument("--rate", type=float, default=200.0)
     ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--runs", type=int, default=1, help="open-loop runs back to back")
+    ap.add_argument("--hog", action="store_true", help="also measure beside a CPU burner")
+    ap.add_argument("--hog-procs", type=int, default=1)
     ap.add_argument("--closed-seconds", type=float, default=20.0)
-    ap.add_argument("--ingest-seconds", type=float, default=10.0)
+    ap.add_argument("--ingest-seconds", type=float, default=10.0, help="0: skip (c) and (d)")
     ap.add_argument("--sasrec-epochs", type=int, default=5)
+    ap.add_argument(
+        "--server-args", default="", help="more `recsight serve` options, e.g. --batch-window-ms 0"
+    )
+    ap.add_argument("--work", type=Path, help="keep the store and trained models here")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/serve.json"))
     args = ap.parse_args()
     console = Console()
     ratings = (data_dir() or Path("../shared/data")) / "ml-1m" / "ratings_users_0001-2999.dat"
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp) / "base.duckdb"
-        with Store(base) as s:
-            ingest(s, ratings)
+    tmp = tempfile.mkdtemp(prefix="bench-serve-")
+    work = args.work or Path(tmp)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        base = work / "base.duckdb"
+        if not base.is_file():
+            with Store(work / "base.partial.duckdb") as s:
+                ingest(s, ratings)
+            (work / "base.partial.duckdb").rename(base)
+        with Store(base, read_only=True) as s:
             data = s.interactions()
         users = [str(u) for u in np.random.default_rng(0).permutation(data.users.ids[:2999])]
         for name in args.models:
             if name not in available_models():
                 console.print(f"[yellow]skip {name}: not a registered model[/]")
                 continue
-            params = {"epochs": args.sasrec_epochs} if name == "sasrec" else {}
-            t0 = time.perf_counter()
-            model = create_model(name, **params).fit(data)
-            fit_s = time.perf_counter() - t0
-            model_dir = Path(tmp) / name
-            model.save(model_dir)
+            model_dir, fit_s = fitted_model(name, data, work, args)
             db = Path(tmp) / f"{name}.duckdb"
             db.write_bytes(base.read_bytes())
-            with live_server(model_dir, db, KEY) as url:
+            extra = tuple(args.server_args.split())
+            with live_server(model_dir, db, KEY, extra=extra, start_timeout=600) as url:
                 for u in users[:20]:  # warm up
                     httpx.get(f"{url}/recommendations/{u}")
-                row = {"model": name, "fit_seconds": round(fit_s, 1)}
-                row["open_loop"] = asyncio.run(open_loop(url, users, args.rate, args.seconds))
-                row["closed_loop"] = asyncio.run(closed_loop(url, users, 32, args.closed_seconds))
-                row["ingest_single"] = asyncio.run(
-                    ingest_rate(url, 1, 8, args.ingest_seconds, f"{name}-s")
-                )
-                row["ingest_batch100"] = asyncio.run(
-                    ingest_rate(url, 100, 4, args.ingest_seconds, f"{name}-b")
-                )
-                row["freshness"] = freshness(url, users[100:])
+                row = {"fit_seconds": round(fit_s, 1), **measure(url, users, args, name)}
             results.append(row)
             console.print(f"{name}: done")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     table = Table(title="recsight serve on loopback (server and load generator share the cores)")
-    for col in (
-        "model",
-        "open p50/p95/p99 ms",
-        "errors",
-        "closed rps",
-        "ingest 1/s",
-        "ingest 100/s",
-        "fresh p50/max ms",
-    ):
+    cols = ["model", "run", "open p50/p95/p99 ms", "errors", "load avg"]
+    if args.hog:
+        cols += ["with hog: p50/p95/p99 ms", "errors", "load avg"]
+    for col in cols:
         table.add_column(col, justify="right")
     for r in results:
-        o, c, f = r["open_loop"], r["closed_loop"], r["freshness"]
-        table.add_row(
-            r["model"],
-            f"{o['p50_ms']:.1f} / {o['p95_ms']:.1f} / {o['p99_ms']:.1f}",
-            str(o["errors"]),
-            f"{c['throughput_rps']:.0f}",
-            f"{r['ingest_single']['events_per_s']:.0f}",
-            f"{r['ingest_batch100']['events_per_s']:.0f}",
-            f"{f['p50_ms']:.1f} / {f['max_ms']:.1f}",
-        )
+        for n, o in enumerate(r["open_loop"]):
+            cells = [
+                r["model"],
+                str(o["run"]),
+                f"{ms(o['p50_ms'])} / {ms(o['p95_ms'])} / {ms(o['p99_ms'])}",
+                str(o["errors"]),
+                f"{o['load_avg_before']} → {o['load_avg_after']}",
+            ]
+            if args.hog:
+                h = r["open_loop_hog"][n]
+                cells += [
+                    f"{ms(h['p50_ms'])} / {ms(h['p95_ms'])} / {ms(h['p99_ms'])}",
+                    str(h["errors"]),
+                    f"{h['load_avg_before']} → {h['load_avg_after']}",
+                ]
+            table.add_row(*cells)
     console.print(table)
+    other = Table(title="closed loop (32 clients), ingest, freshness")
+    for col in ("model", "closed rps", "closed rps, hog", "ingest 1/s", "ingest 100/s", "fresh"):
+        other.add_column(col, justify="right")
+    for r in results:
+        c, ch = r["closed_loop"], r.get("closed_loop_hog")
+        f = r.get("freshness")
+        other.add_row(
+            r["model"],
+            f"{c['throughput_rps']:.0f} (p99 {ms(c['p99_ms'])} ms)",
+            f"{ch['throughput_rps']:.0f} (p99 {ms(ch['p99_ms'])} ms)" if ch else "-",
+            f"{r['ingest_single']['events_per_s']:.0f}" if "ingest_single" in r else "-",
+            f"{r['ingest_batch100']['events_per_s']:.0f}" if "ingest_batch100" in r else "-",
+            f"{ms(f['p50_ms'])} / {ms(f['max_ms'])} ms" if f else "-",
+        )
+    console.print(other)
+    for r in results:
+        for target, ok in r["targets_met"].items():
+            console.print(f"{r['model']}: {target}: {'[green]yes[/]' if ok else '[red]no[/]'}")
     meta = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "python": platform.python_version(),
         "rate": args.rate,
         "seconds": args.seconds,
+        "runs": args.runs,
+        "hog": {"procs": args.hog_procs, "code": HOG_CODE} if args.hog else None,
+        "server_args": args.server_args,
         "note": "load generator and server share the machine's cores",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

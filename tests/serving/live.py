@@ -23,15 +23,20 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def live_server(
-    model: Path, db: Path, api_key: str, port: int | None = None, extra: tuple[str, ...] = ()
+    model: Path,
+    db: Path,
+    api_key: str,
+    port: int | None = None,
+    extra: tuple[str, ...] = (),
+    start_timeout: float = 60,
 ) -> Iterator[str]:
-    """Start the service (`extra`: more `recsight serve` options), wait until /health answers,
-    yield its base URL, stop it after."""
+    """Start the service (`extra`: more `recsight serve` options), wait until /health answers
+    (at most `start_timeout` seconds), yield its base URL, stop it after."""
     port = port or free_port()
     proc = start_raw(model, db, api_key, port, stderr=subprocess.PIPE, extra=extra)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + start_timeout
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
@@ -41,7 +46,7 @@ def live_server(
             except httpx.HTTPError:
                 pass
             if time.time() > deadline:
-                raise RuntimeError("server did not start within 60 s")
+                raise RuntimeError(f"server did not start within {start_timeout:g} s")
             time.sleep(0.2)
         yield url
     finally:

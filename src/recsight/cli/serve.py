@@ -46,6 +46,19 @@ def register(app: typer.Typer) -> None:
         show_examples: bool = typer.Option(
             False, "--show-examples", help="List sample users on the dashboard."
         ),
+        torch_threads: int = typer.Option(
+            1,
+            "--torch-threads",
+            min=1,
+            help="Torch intra-op threads for neural models, set once at start-up.",
+        ),
+        batch_window_ms: float = typer.Option(
+            2.0,
+            "--batch-window-ms",
+            min=0.0,
+            help="How long a recommendation request waits for concurrent ones to share its "
+            "model pass (0: no wait; requests that arrive during a pass share the next).",
+        ),
         llm_url: str | None = LLM_URL_OPTION,
         llm_model: str | None = LLM_MODEL_OPTION,
         llm_gguf: str | None = LLM_GGUF_OPTION,
@@ -73,6 +86,8 @@ def register(app: typer.Typer) -> None:
             history_users=history_users,
             min_group_size=min_group_size,
             show_examples=show_examples,
+            torch_threads=torch_threads,
+            batch_window_ms=batch_window_ms,
         )
         if llm_url or llm_gguf:
             from recsight.llm.generate import make_llm

@@ -299,12 +299,35 @@ class Recommender:
         ignored; an empty history gives popularity order. `user` (when the history is a known
         person's) keys the tie rule, so ties break as in `recommend`. Returns 1-D (ids,
         scores)."""
-        self._check_fitted()
-        h = self._history_matrix(items, weights)
-        s = np.array(self.score_history(h), dtype=np.float32)
+        s, h = self.score_histories([items], [weights])
         allowed = self._candidate_mask(candidates)
         ids, scores = self._rank(s, h, k, exclude_seen, allowed, history_user_keys(user))
         return ids[0], scores[0]
+
+    def score_histories(
+        self,
+        histories: Sequence[Sequence[str]],
+        weights: Sequence[Sequence[float] | None] | None = None,
+    ) -> tuple[np.ndarray, sp.csr_matrix]:
+        """Scores of every item after each of several ad-hoc histories, in one pass (float32
+        ``(len(histories), n_items)``), and the histories as a CSR of event weights (the
+        seen items that `recommend_for_history` excludes). Each history's row is what
+        `recommend_for_history` ranks; a batched pass may round differently from a single
+        one in the last bits (BLAS kernels differ with the batch size)."""
+        self._check_fitted()
+        if weights is None:
+            weights = [None] * len(histories)
+        h = sp.vstack(
+            [self._history_matrix(i, w) for i, w in zip(histories, weights, strict=True)],
+            format="csr",
+        )
+        return self._score_history_matrix(histories, h), h
+
+    def _score_history_matrix(
+        self, histories: Sequence[Sequence[str]], h: sp.csr_matrix
+    ) -> np.ndarray:
+        """Scores after `histories`, given also as the CSR `h` (order-free models read `h`)."""
+        return np.array(self.score_history(h), dtype=np.float32)
 
     def score(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
         """Scores of (user, item) pairs given as two equal-length id sequences."""

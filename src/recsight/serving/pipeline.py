@@ -67,6 +67,17 @@ class Recommendation:
 
 
 @dataclass
+class RecommendRequest:
+    """One recommendation request: a history and what to return for it."""
+
+    history: History
+    k: int = 10
+    exclude_seen: bool = True
+    category: str | None = None
+    explain: bool = False
+
+
+@dataclass
 class RecommendationList:
     items: list[Recommendation]
     source: str  # which stage answered: "main", a fallback model's name, or "popular"
@@ -274,48 +285,124 @@ class Pipeline:
         explain: bool = False,
     ) -> RecommendationList:
         """Recommendations for a history (a known user's, an anonymous one, or empty)."""
-        if not 1 <= k <= 1000:
-            raise InputError(f"k must be between 1 and 1000, got {k}")
+        answer = self.recommend_many(
+            [RecommendRequest(history, k, exclude_seen, category, explain)]
+        )
+        if isinstance(answer[0], InputError):
+            raise answer[0]
+        return answer[0]
+
+    def recommend_many(
+        self, requests: Sequence[RecommendRequest]
+    ) -> list[RecommendationList | InputError]:
+        """`recommend` for several requests (a micro-batch of concurrent ones), the main
+        model scoring all the histories it answers in one pass (`score_histories`). Each
+        answer is the one `recommend` gives for the request alone (scores may differ in the
+        last bits: see `Recommender.score_histories`); a request's bad input comes back as
+        its own `InputError` in its place, so it fails alone."""
+        out: list[RecommendationList | InputError | None] = [None] * len(requests)
+        batch: list[tuple[int, list[str], list[float], np.ndarray | None]] = []
+        for n, req in enumerate(requests):
+            try:
+                if not 1 <= req.k <= 1000:
+                    raise InputError(f"k must be between 1 and 1000, got {req.k}")
+                stage = self._stage(req.history)
+                if stage is None:  # an empty history, or one no model knows: popularity
+                    recs = self._popular(req.history, req.k, req.exclude_seen, req.category)
+                    out[n] = RecommendationList(recs, "popular")
+                    continue
+                source, model, items, weights = stage
+                allowed = self._candidates(model, req.category)
+                if model is self.main and self._batched:
+                    batch.append((n, items, weights, allowed))
+                    continue
+                ids, scores = self._rank_alone(model, req, items, weights, allowed)
+                out[n] = self._answer(model, source, req, items, weights, ids, scores)
+            except InputError as exc:
+                out[n] = exc
+        if batch:
+            model = self.main
+            scores, seen = model.score_histories([b[1] for b in batch], [b[2] for b in batch])
+            for row, (n, items, weights, allowed) in enumerate(batch):
+                req = requests[n]
+                keys = history_user_keys(req.history.user_id)
+                ids, vals = model._rank(
+                    scores[row : row + 1], seen[row], req.k, req.exclude_seen, allowed, keys
+                )
+                out[n] = self._answer(model, "main", req, items, weights, ids[0], vals[0])
+        return out  # type: ignore[return-value]
+
+    @property
+    def _batched(self) -> bool:
+        """Whether the main model's scores for several histories come from one pass: its
+        `recommend_for_history` is `score_histories` then `_rank` (the base class's), and
+        no ANN index retrieves its candidates."""
+        own = type(self.main).recommend_for_history
+        return self.ann is None and own is Recommender.recommend_for_history
+
+    def _stage(self, history: History) -> tuple[str, Recommender, list[str], list[float]] | None:
+        """The first model that knows any of the history's items (main, then fallbacks),
+        with the items it knows and their weights; None for an empty history or one that no
+        model knows."""
+        if not history.items:
+            return None
         stages: list[tuple[str, Recommender]] = [("main", self.main)]
         stages += [(m.name, m) for m in self.fallbacks]
+        all_weights = history.weights()
         for source, model in stages:
             known = model.items_.index_of(history.items, missing="ignore") >= 0
-            if history.items and not known.any():
+            if not known.any():
                 continue  # this model knows none of the history: try the next stage
-            if not history.items and source != "main":
-                continue
-            if not history.items:
-                break  # an empty history: popularity
             items = [i for i, ok in zip(history.items, known, strict=True) if ok]
-            weights = [w for w, ok in zip(history.weights(), known, strict=True) if ok]
-            if self.ann is not None and model is self.main:
-                h = model._history_matrix(items, weights)
-                ids, scores = (
-                    a[0]
-                    for a in ann_top_k(
-                        model,
-                        self.ann,
-                        model.fold_in(h),
-                        h if exclude_seen else None,
-                        k,
-                        history_user_keys(history.user_id),
-                        self._candidates(model, category),
-                    )
-                )
-            else:
-                ids, scores = model.recommend_for_history(
-                    items,
-                    k=k,
-                    exclude_seen=exclude_seen,
-                    candidates=self._candidates(model, category),
-                    weights=weights,
-                    user=history.user_id,
-                )
-            recs = self._build(ids, scores)
-            if explain:
-                self._explain(model, items, weights, recs)
-            return RecommendationList(recs, source)
-        return RecommendationList(self._popular(history, k, exclude_seen, category), "popular")
+            weights = [w for w, ok in zip(all_weights, known, strict=True) if ok]
+            return source, model, items, weights
+        return None
+
+    def _rank_alone(
+        self,
+        model: Recommender,
+        req: RecommendRequest,
+        items: list[str],
+        weights: list[float],
+        allowed: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One request's top-k from `model` on its own (through the ANN index when the main
+        model has one)."""
+        if self.ann is not None and model is self.main:
+            h = model._history_matrix(items, weights)
+            ids, scores = ann_top_k(
+                model,
+                self.ann,
+                model.fold_in(h),
+                h if req.exclude_seen else None,
+                req.k,
+                history_user_keys(req.history.user_id),
+                allowed,
+            )
+            return ids[0], scores[0]
+        return model.recommend_for_history(
+            items,
+            k=req.k,
+            exclude_seen=req.exclude_seen,
+            candidates=allowed,
+            weights=weights,
+            user=req.history.user_id,
+        )
+
+    def _answer(
+        self,
+        model: Recommender,
+        source: str,
+        req: RecommendRequest,
+        items: list[str],
+        weights: list[float],
+        ids: np.ndarray,
+        scores: np.ndarray,
+    ) -> RecommendationList:
+        recs = self._build(ids, scores)
+        if req.explain:
+            self._explain(model, items, weights, recs)
+        return RecommendationList(recs, source)
 
     def _popular(
         self, history: History, k: int, exclude_seen: bool, category: str | None

@@ -11,11 +11,12 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,8 +30,9 @@ from recsight.data.store import Store
 from recsight.privacy.groups import DEFAULT_MIN_GROUP_SIZE
 from recsight.privacy.keys import UserIds
 from recsight.privacy.unlearn import pending_retrain
+from recsight.serving.batching import MicroBatcher
 from recsight.serving.history import HistoryCache
-from recsight.serving.pipeline import Pipeline, RecommendationList
+from recsight.serving.pipeline import Pipeline, RecommendationList, RecommendRequest
 from recsight.serving.schemas import EventIn, EventsAck, RecommendationsOut
 from recsight.serving.telemetry import Telemetry
 from recsight.serving.writes import ExposureLog, GroupCommit
@@ -58,6 +60,9 @@ class ServiceConfig:
     show_examples: bool = False  # the dashboard lists sample (single) users
     history_users: int = 100_000  # users whose histories stay in memory (least recent evicted)
     llm: Any = None  # a recsight.llm generator for reworded explanations, when configured
+    torch_threads: int = 1  # torch's intra-op threads, set once at start-up (torch models)
+    batch_window_ms: float = 2.0  # how long a recommendation request waits for others
+    max_batch: int = 64  # recommendation requests scored in one pass at most
 
 
 class Service:
@@ -73,7 +78,9 @@ class Service:
             "CREATE TABLE IF NOT EXISTS exposures (request_id VARCHAR, user_id VARCHAR, "
             "item_id VARCHAR, position INTEGER, model_version VARCHAR, ts TIMESTAMP)"
         )
-        self.pipeline = Pipeline.load(config.model, self.store.items_frame(), config.llm)
+        self._threads = ExitStack()
+        self._threads_fixed = False
+        self.pipeline = self._load(config.model, self.store.items_frame())
         # histories are read by user on first request, each thread on its own connection
         self._readers = threading.local()
         self._reader_stores: list[Store] = []
@@ -101,6 +108,11 @@ class Service:
         self.telemetry = Telemetry()
         self.exposures = ExposureLog(self._write_exposures)
         self.commits = GroupCommit(self.store.append_events, self.write_lock)
+        self.batcher: MicroBatcher[RecommendRequest, RecommendationList] = MicroBatcher(
+            lambda requests: self.pipeline.recommend_many(requests),
+            window=config.batch_window_ms / 1000,
+            max_batch=config.max_batch,
+        )
         self.started = time.time()
 
     def _cluster_by_user(self) -> None:
@@ -177,15 +189,29 @@ class Service:
             finally:
                 self.store.con.unregister("_exposures_df")
 
+    def _load(self, folder: Path, items: pd.DataFrame) -> Pipeline:
+        """Load a pipeline; the first time a torch model is loaded, fix torch's thread count
+        for the service's life (`fixed_torch_threads`): models then never change it on the
+        request path, where concurrent requests would race on the process-wide setting."""
+        pipeline = Pipeline.load(folder, items, self.config.llm)
+        if "torch" in sys.modules and not self._threads_fixed:
+            from recsight.models.neural.training import fixed_torch_threads
+
+            self._threads.enter_context(fixed_torch_threads(self.config.torch_threads))
+            self._threads_fixed = True
+        return pipeline
+
     def close(self) -> None:
         if self._clusterer.is_alive() and self._clusterer_store is not None:
             self._clusterer_store.con.interrupt()
         self._clusterer.join(timeout=10)
+        self.batcher.close()
         self.commits.stop()
         self.exposures.stop()
         for reader in self._reader_stores:
             reader.close()
         self.store.close()
+        self._threads.close()
 
     def persist(self, events: list[EventIn]) -> EventsAck:
         records = [e.model_dump() for e in events]
@@ -224,8 +250,7 @@ class Service:
                 ]
             except RetrainRequired as exc:
                 models = [{"status": "retrain required", "detail": str(exc)}]
-            self.pipeline = Pipeline.load(self.config.model, self.store.items_frame(),
-                                          self.config.llm)  # fmt: skip
+            self.pipeline = self._load(self.config.model, self.store.items_frame())
         user = erased.users[0]
         return {
             "removed": {
@@ -242,7 +267,7 @@ class Service:
     def reload(self, folder: Path) -> dict[str, Any]:
         """Load the model or pipeline in `folder` and swap it in; requests in flight finish
         on the old one (the swap is one reference assignment)."""
-        new = Pipeline.load(folder, self.read(lambda store: store.items_frame()), self.config.llm)
+        new = self._load(folder, self.read(lambda store: store.items_frame()))
         old_version, self.pipeline = self.pipeline.version, new
         self.config.model = folder
         return {"previous": old_version, "current": new.version, "manifest": new.manifest}

@@ -21,7 +21,7 @@ import torch
 
 from recsight.data.dataset import Interactions
 from recsight.errors import InputError
-from recsight.models.base import Recommender, history_user_keys
+from recsight.models.base import Recommender
 from recsight.models.neural.training import (
     TrainHistory,
     flatten_state,
@@ -207,25 +207,12 @@ class SequenceRecommender(TorchRecommender):
         idx = self.items_.index_of(items, missing="ignore") if items else np.zeros(0, np.int64)
         return idx[idx >= 0]
 
-    def recommend_for_history(
-        self,
-        items: Sequence[str],
-        k: int = 10,
-        exclude_seen: bool = True,
-        candidates: Sequence[str] | None = None,
-        weights: Sequence[float] | None = None,
-        user: str | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k after the ordered history `items` (oldest first; unknown ids dropped).
-        `weights` only matter for which items count as seen (all of them do); `user` keys
-        the tie rule as in `Recommender.recommend_for_history`."""
-        self._check_fitted()
-        seq = self._ordered(items)
-        h = self._history_matrix(items, weights)
-        s = self.score_sequences([seq])
-        allowed = self._candidate_mask(candidates)
-        ids, scores = self._rank(s, h, k, exclude_seen, allowed, history_user_keys(user))
-        return ids[0], scores[0]
+    def _score_history_matrix(
+        self, histories: Sequence[Sequence[str]], h: sp.csr_matrix
+    ) -> np.ndarray:
+        # the ordered histories (oldest first; unknown ids dropped): `h`'s weights only say
+        # which items count as seen (all of them do)
+        return self.score_sequences([self._ordered(items) for items in histories])
 
     def explain(self, user: str, item: str, top: int = 3) -> list[tuple[str, float]]:
         """Leave-one-out contributions over the user's last `max_len` training items."""

@@ -53,20 +53,47 @@ class TrainHistory:
         return asdict(self)
 
 
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run torch with `n` intra-op threads inside the block (None = leave as is)."""
-    if n is None:
-        yield
-        return
+#: Thread counts fixed by `fixed_torch_threads` blocks, innermost last.
+_FIXED_THREADS: list[int] = []
+
+
+def _check_threads(n: int) -> None:
     if int(n) < 1:
         raise InputError(f"threads: expected a positive thread count, not {n}")
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run torch with `n` intra-op threads inside the block (None = leave as is). Inside a
+    `fixed_torch_threads` block it leaves the setting alone."""
+    if n is None or _FIXED_THREADS:
+        yield
+        return
+    _check_threads(n)
     before = torch.get_num_threads()
     torch.set_num_threads(int(n))
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextmanager
+def fixed_torch_threads(n: int) -> Iterator[None]:
+    """Set torch's intra-op thread count to `n` once for the block, and keep models'
+    `torch_threads` from changing it meanwhile. For a service: the setting is process-wide
+    (threads started later take it up), so changing and restoring it per request races
+    between concurrent requests (one request's restore undoes another's setting) and costs a
+    thread-pool resize each time. Restored at the end."""
+    _check_threads(n)
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    _FIXED_THREADS.append(int(n))
+    try:
+        yield
+    finally:
+        _FIXED_THREADS.pop()
+        torch.set_num_threads(_FIXED_THREADS[-1] if _FIXED_THREADS else before)
 
 
 def _state_groups(module: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

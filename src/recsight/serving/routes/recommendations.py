@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
 
 from recsight.serving.deps import ServiceDep
-from recsight.serving.pipeline import History
+from recsight.serving.pipeline import History, RecommendRequest
 from recsight.serving.schemas import HistoryRequest, RecommendationsOut
 
 router = APIRouter(tags=["recommendations"])
 
 
-# async: the scoring runs on the event loop, not in the thread pool, since it is CPU-bound
-# and short; threads would only add hand-offs and GIL contention to the tail latency
+# async: model work runs on the micro-batcher's thread, history loads from the store in the
+# thread pool; the event loop only parses, awaits and answers
 @router.get("/recommendations/{user_id}", response_model=RecommendationsOut)
 async def get_recommendations(
     user_id: str,
@@ -26,24 +27,28 @@ async def get_recommendations(
 ) -> RecommendationsOut:
     """Recommendations for a user; an unknown user gets the cold-start path."""
     user_id = svc.user_ids(user_id)
-    recs = svc.pipeline.recommend(svc.histories.get(user_id), k, exclude_seen, category, explain)
-    return svc.respond(user_id, recs)
+    if user_id in svc.histories:  # in memory: no store read
+        history = svc.histories.get(user_id)
+    else:
+        history = await run_in_threadpool(svc.histories.get, user_id)
+    request = RecommendRequest(history, k, exclude_seen, category, explain)
+    return svc.respond(user_id, await svc.batcher.submit(request))
 
 
 @router.post("/recommendations", response_model=RecommendationsOut)
-def post_recommendations(body: HistoryRequest, svc: ServiceDep) -> RecommendationsOut:
+async def post_recommendations(body: HistoryRequest, svc: ServiceDep) -> RecommendationsOut:
     """Cold start: recommendations for an anonymous history and/or a free-text interest."""
     if body.text:
-        recs = svc.pipeline.recommend_text(body.text, body.k, body.category)
+        pipeline = svc.pipeline
+        recs = await run_in_threadpool(pipeline.recommend_text, body.text, body.k, body.category)
     else:
         history = History(
             items=body.history,
             types=["view"] * len(body.history),
             values=[None] * len(body.history),
         )
-        recs = svc.pipeline.recommend(
-            history, body.k, body.exclude_seen, body.category, body.explain
-        )
+        request = RecommendRequest(history, body.k, body.exclude_seen, body.category, body.explain)
+        recs = await svc.batcher.submit(request)
     return svc.respond(None, recs)
 
 
