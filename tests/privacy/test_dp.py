@@ -17,7 +17,7 @@ from tests.models.conftest import make_interactions
 
 pytest.importorskip("opacus", reason="the private extra is not installed")
 
-from recsight.privacy.dp import (  # noqa: E402
+from recsight.models.neural.dp import (  # noqa: E402
     per_sample_gradient_error,
     per_user_loss,
     user_windows,

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from recsight.analysis import from_store
 from recsight.analysis.funnel import funnel
+from recsight.analysis.private_counts import capped_type_day_counts, dp_counts, funnel_stage_users
 from recsight.cli.analysis import register
 from recsight.errors import InputError
-from recsight.privacy.dp_counts import capped_type_day_counts, dp_counts, funnel_stage_users
 from tests.analysis.analysis_stores import build_store
 
 DAY = 86_400

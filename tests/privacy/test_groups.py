@@ -11,13 +11,13 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from recsight.analysis import analyze, from_store
+from recsight.analysis.groups import GroupPolicy
 from recsight.analysis.report import render_html
 from recsight.cli.main import app
 from recsight.data.generate import generate_shop
 from recsight.data.ingest import ingest
 from recsight.data.store import Store
 from recsight.models.registry import create_model
-from recsight.privacy.groups import GroupPolicy
 from recsight.serving.app import ServiceConfig, create_app
 
 SECTIONS = ["activity", "popularity", "retention", "quality", "funnel", "interests", "sessions"]

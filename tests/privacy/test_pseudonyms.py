@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from recsight.cli.main import app
 from recsight.data.generate import generate_shop
-from recsight.privacy.keys import PSEUDONYM_KEY_ENV, key_fingerprint, pseudonym
+from recsight.data.pseudonyms import PSEUDONYM_KEY_ENV, key_fingerprint, pseudonym
 from recsight.serving.app import ServiceConfig, create_app
 from tests.privacy.helpers import files_holding, tables_holding
 

@@ -50,7 +50,7 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 @pytest.fixture(scope="session")
 def text_pipeline(shop_model, tmp_path_factory) -> Path:
     """A pipeline folder: ItemKNN main model plus a content fallback that reads text."""
-    from recsight.serving.pipeline import write_manifest
+    from recsight.models.manifest import write_manifest
 
     base, model = shop_model
     folder = tmp_path_factory.mktemp("pipeline")

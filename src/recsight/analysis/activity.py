@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from recsight.analysis.groups import large_groups
 from recsight.analysis.source import AnalysisSource
-from recsight.privacy.groups import large_groups
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 UNITS = {"D": "daily", "W": "weekly", "M": "monthly"}

@@ -16,8 +16,8 @@ import ibis.expr.types as ir
 import numpy as np
 from pydantic import BaseModel
 
+from recsight.analysis.groups import large_groups, merge_small
 from recsight.analysis.source import AnalysisSource, NotAvailable, as_int
-from recsight.privacy.groups import large_groups, merge_small
 
 CANONICAL_STAGES = ("view", "click", "cart", "purchase")
 SIDE_BRANCH = "fav"

@@ -15,10 +15,10 @@ import ibis.expr.types as ir
 import pandas as pd
 from pydantic import BaseModel
 
+from recsight.analysis.groups import large_groups
 from recsight.analysis.overview import Quantiles, count_quantiles
 from recsight.analysis.source import AnalysisSource, NotAvailable, as_int
 from recsight.data.dataset import DEFAULT_WEIGHTS
-from recsight.privacy.groups import large_groups
 
 HALF_LIFE_DAYS = 30.0
 #: Each user's most recent distinct items that enter the co-occurrence count: caps the pairs

@@ -7,8 +7,8 @@ import ibis
 import numpy as np
 from pydantic import BaseModel
 
+from recsight.analysis.groups import large_groups, merge_small
 from recsight.analysis.source import AnalysisSource
-from recsight.privacy.groups import large_groups, merge_small
 
 CURVE_POINTS = 200
 TOP_CATEGORIES = 20

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from recsight.analysis.groups import large_groups
 from recsight.analysis.sessions import DEFAULT_GAP_MINUTES, session_table
 from recsight.analysis.source import AnalysisSource, as_int, iso
 from recsight.data.schema import EVENT_TYPES
-from recsight.privacy.groups import large_groups
 
 N_EXAMPLES = 5
 #: Earliest plausible event time: anything before is a clock or parsing error.

@@ -31,9 +31,12 @@ from recsight.analysis.funnel import (
     funnel,
     recommendation_ctr,
 )
+from recsight.analysis.groups import GroupPrivacy
+from recsight.analysis.groups import summary as group_summary
 from recsight.analysis.interests import Interests, interests
 from recsight.analysis.overview import Overview, overview
 from recsight.analysis.popularity import Popularity, popularity
+from recsight.analysis.private_counts import DPCounts, dp_counts
 from recsight.analysis.quality import DataQuality, data_quality
 from recsight.analysis.ratings import Ratings, ratings
 from recsight.analysis.retention import Retention, retention
@@ -41,9 +44,6 @@ from recsight.analysis.segments import Segments, segments
 from recsight.analysis.sessions import Sessions, sessions
 from recsight.analysis.source import AnalysisSource, NotAvailable
 from recsight.errors import InputError, NeedsTimestampsError
-from recsight.privacy.dp_counts import DPCounts, dp_counts
-from recsight.privacy.groups import GroupPrivacy
-from recsight.privacy.groups import summary as group_summary
 
 SCHEMA_VERSION = "1"
 
@@ -106,8 +106,8 @@ class AnalysisReport(BaseModel):
     interests: Interests | None = None
     segments: Segments | None = None
     ratings: Ratings | None = None
-    dp_counts: DPCounts | None = None  # user-level DP tables (`recsight.privacy.dp_counts`)
-    # the minimum group size applied and the rows it suppressed (`recsight.privacy.groups`)
+    dp_counts: DPCounts | None = None  # user-level DP tables (`recsight.analysis.private_counts`)
+    # the minimum group size applied and the rows it suppressed (`recsight.analysis.groups`)
     privacy: GroupPrivacy | None = None
     charts: list[ChartInfo] = []  # each chart's id, title and one-line takeaway
 

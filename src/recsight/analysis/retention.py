@@ -10,8 +10,8 @@ import pandas as pd
 from pydantic import BaseModel
 
 from recsight.analysis.activity import local_events
+from recsight.analysis.groups import large_groups
 from recsight.analysis.source import AnalysisSource
-from recsight.privacy.groups import large_groups
 
 WEEK_SECONDS = 7 * 86400
 

@@ -7,9 +7,9 @@ import ibis
 import ibis.expr.types as ir
 from pydantic import BaseModel
 
+from recsight.analysis.groups import large_groups
 from recsight.analysis.overview import Quantiles, count_quantiles
 from recsight.analysis.source import AnalysisSource
-from recsight.privacy.groups import large_groups
 
 DEFAULT_GAP_MINUTES = 30.0
 

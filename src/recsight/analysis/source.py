@@ -20,9 +20,9 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
+from recsight.analysis.groups import GroupPolicy
 from recsight.data.store import TOPICS_TABLE, Store
 from recsight.errors import NeedsTimestampsError, RecsightError
-from recsight.privacy.groups import GroupPolicy
 
 
 class NotAvailable(RecsightError):
@@ -39,7 +39,7 @@ class AnalysisSource:
         execute: runs an Ibis expression and returns a pandas frame.
         timezone: the declared zone for hour-of-day and day-of-week figures.
         name: a label for reports (the store path).
-        privacy: the minimum group size (`recsight.privacy.groups`) and what it suppressed.
+        privacy: the minimum group size (`recsight.analysis.groups`) and what it suppressed.
     """
 
     events: ir.Table

@@ -135,8 +135,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write the behavior report (report.html, report.json) for the store or a layout."""
         from recsight.analysis import analyze, from_store, write_report
+        from recsight.analysis.groups import GroupPolicy
         from recsight.analysis.report import TITLES, parse_sections
-        from recsight.privacy.groups import GroupPolicy
 
         llm = LLMOptions(llm_url, llm_model, llm_gguf)
         seg_writer, _ = summary_writers(llm)
@@ -208,7 +208,7 @@ def register(app: typer.Typer) -> None:
         """Print one user's profile: activity, interests, diversity, drift, items."""
         from recsight.analysis import from_store, user_profile
         from recsight.analysis.profile import interest_summary
-        from recsight.privacy.keys import UserIds
+        from recsight.data.pseudonyms import UserIds
 
         llm = LLMOptions(llm_url, llm_model, llm_gguf)
         _, writer = summary_writers(llm)

@@ -124,8 +124,8 @@ def run_ingest(
     """Ingest with a progress display; a failed ingest leaves no new store file behind.
     `pseudonymize` stores user ids as keyed hashes (key from RECSIGHT_PSEUDONYM_KEY)."""
     from recsight.data.ingest import ingest
+    from recsight.data.pseudonyms import pseudonym_key
     from recsight.data.store import Store
-    from recsight.privacy.keys import pseudonym_key
 
     key = pseudonym_key(required=True) if pseudonymize else None
     existed = db.exists()

@@ -48,13 +48,15 @@ def register(app: typer.Typer) -> None:
 def run_demo(out: Path, users: int, items: int, days: int, seed: int, quiet: bool = False) -> dict:
     """The main job; returns paths and figures (used by the test of the demo)."""
     from recsight.analysis import analyze, from_store, write_report
+    from recsight.analysis.groups import GroupPolicy
     from recsight.data.generate import generate_shop
     from recsight.data.store import Store
     from recsight.evaluation.experiment import ExperimentRunner, parse_experiment
     from recsight.evaluation.leaderboard import rich_tables, write_html, write_json
+    from recsight.models.manifest import write_manifest
     from recsight.models.registry import available_models, create_model
-    from recsight.privacy.groups import DEFAULT_MIN_GROUP_SIZE, GroupPolicy
-    from recsight.serving.pipeline import Pipeline, write_manifest
+    from recsight.privacy import DEFAULT_MIN_GROUP_SIZE
+    from recsight.serving.pipeline import Pipeline
 
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)

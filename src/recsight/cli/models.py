@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from recsight.data.dataset import Interactions
+    from recsight.data.pseudonyms import UserIds
     from recsight.models import Recommender
-    from recsight.privacy.keys import UserIds
 
 
 def _evaluate(model: Recommender, train: Interactions, test: Interactions) -> dict[str, Any]:
@@ -118,7 +118,7 @@ def _titles(items: pd.DataFrame) -> dict[str, str]:
 def _user_ids(model_dir: Path, db: Path | None) -> UserIds:
     """How `--user` maps to the model's ids: pseudonymized when the store (or, without
     --db, the store the model was trained on) is."""
-    from recsight.privacy.keys import META_FINGERPRINT, UserIds
+    from recsight.data.pseudonyms import META_FINGERPRINT, UserIds
 
     if db is not None:
         from recsight.data.store import Store
@@ -216,7 +216,7 @@ def _train_spark(
 ) -> None:
     """`train NAME --engine spark --events DIR`: ALS on MLlib, neural models on DDP."""
     from recsight.models import model_class
-    from recsight.serving.pipeline import write_manifest
+    from recsight.models.manifest import write_manifest
     from recsight.spark.session import parse_conf, spark_session
     from recsight.spark.train import require_spark_trainable, train_on_spark
 
@@ -317,11 +317,11 @@ def register(app: typer.Typer) -> None:
         save it; with --engine spark, ALS on MLlib and neural models on DDP."""
         from recsight.cli.common import open_data
         from recsight.cli.topics import auto_topics
+        from recsight.data.pseudonyms import META_FINGERPRINT
         from recsight.data.splits import split
         from recsight.models import create_model, model_class
         from recsight.models.ann import build_for, supports_ann
-        from recsight.privacy.keys import META_FINGERPRINT
-        from recsight.serving.pipeline import write_manifest
+        from recsight.models.manifest import write_manifest
 
         if check_engine(engine, "train"):
             unsupported = [o for o, v in (("--split", split_spec), ("--refit", refit),

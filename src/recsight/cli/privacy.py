@@ -31,9 +31,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Erase users: their events, exposures, id-map entry and profile from the store, and
         their state from the given models (exact unlearning where the model allows)."""
+        from recsight.data.pseudonyms import UserIds
         from recsight.data.store import Store, StoreBusyError
         from recsight.privacy.erasure import erase_users
-        from recsight.privacy.keys import UserIds
         from recsight.privacy.unlearn import forget_in_folder, model_dirs, results_dict
 
         if not db.exists():

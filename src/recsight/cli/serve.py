@@ -73,8 +73,8 @@ def register(app: typer.Typer) -> None:
 
         if not db.exists():
             raise InputError(f"{db}: no such store; create it with `recsight ingest`")
+        from recsight.data.pseudonyms import UserIds
         from recsight.data.store import Store
-        from recsight.privacy.keys import UserIds
 
         with Store(db, read_only=True) as store:
             UserIds.for_store(store)  # a pseudonymized store needs its key: say so before start

@@ -138,8 +138,8 @@ def ingest(
 ) -> IngestReport:
     """Read `events` (file or folder, format detected unless `fmt`), clean it and append it,
     with the item and user files found beside it or given explicitly. With `pseudonym_key`,
-    user ids (and session ids) are stored as keyed hashes (`recsight.privacy.keys`)."""
-    from recsight.privacy import keys
+    user ids (and session ids) are stored as keyed hashes (`recsight.data.pseudonyms`)."""
+    from recsight.data import pseudonyms as keys
 
     t0 = time.perf_counter()
     step = progress or (lambda _msg: None)

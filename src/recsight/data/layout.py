@@ -102,7 +102,7 @@ class Manifest:
     columns: list[str] = field(default_factory=lambda: list(LAYOUT_EVENT_COLUMNS))
     created: str = ""
     source: str = ""
-    #: set when the user ids are pseudonyms (`recsight.privacy.keys`): the key's fingerprint
+    #: set when the user ids are pseudonyms (`recsight.data.pseudonyms`): the key's fingerprint
     pseudonym_key_fingerprint: str | None = None
     fill_rating: str | None = None  # the store's --fill-rating policy (applied at fit time)
 
@@ -451,7 +451,7 @@ def export_store(store, out: str | Path, batch_rows: int = 1_000_000) -> Manifes
     """Write a store (`recsight.data.store.Store`) into the layout at `out` (replacing one
     that is there), events streamed in ingest order."""
     con = store.con.cursor()  # its own result stream, beside any unfinished one of the store's
-    from recsight.privacy.keys import META_FINGERPRINT
+    from recsight.data.pseudonyms import META_FINGERPRINT
 
     with LayoutWriter(
         out,
@@ -472,7 +472,7 @@ def export_store(store, out: str | Path, batch_rows: int = 1_000_000) -> Manifes
             t = con.sql(f"SELECT * EXCLUDE ({key}) FROM {kind} ORDER BY {key}").to_arrow_table()
             writer.write_items(t) if kind == "items" else writer.write_users(t)
     assert writer.manifest is not None
-    from recsight.privacy.erasure import record_export
+    from recsight.data.exports import record_export
 
     record_export(store.path, out)  # so an erasure can list the copies made before it
     return writer.manifest
@@ -576,7 +576,7 @@ def open_store(path: str | Path, memory_limit: str | None = None):
         + ([["fill_rating", manifest.fill_rating]] if manifest.fill_rating else []),
     )
     if manifest.pseudonym_key_fingerprint:  # the ids are pseudonyms: readers hash theirs
-        from recsight.privacy.keys import META_FINGERPRINT
+        from recsight.data.pseudonyms import META_FINGERPRINT
 
         con.execute(
             "INSERT INTO meta VALUES (?, ?)", [META_FINGERPRINT, manifest.pseudonym_key_fingerprint]

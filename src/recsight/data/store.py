@@ -548,7 +548,7 @@ class Store:
             self.con.execute(f"COPY ({sql}) TO '{tmp}' (FORMAT parquet)")
             os.replace(tmp, path)  # readers never see a half-written snapshot
             files[name] = str(path)
-        from recsight.privacy.erasure import record_export
+        from recsight.data.exports import record_export
 
         record_export(self.path, out)
         return files

@@ -8,7 +8,7 @@ validation data carved from the training data only:
 1. a seeded ``user_random`` holdout of `valid_share` of each user's items (the evaluator's
    split) is set aside; every model is fitted on the rest;
 2. every non-negative weight vector on the simplex grid with step ``1 / grid`` is scored by
-   `evaluate_ranking` (NDCG@`VALID_K`, the evaluator's protocol: training items masked,
+   `holdout_ndcg` (NDCG@`VALID_K`, the evaluator's protocol: training items masked,
    shared tie rule) on at most `MAX_VALID_USERS` validation users, and the best is kept
    (ties: the earlier grid point, i.e. more weight on earlier models);
 3. every model is refitted on all of the training data with its own hyperparameters.
@@ -31,6 +31,7 @@ from recsight.data.dataset import Interactions
 from recsight.data.splits import split
 from recsight.errors import InputError
 from recsight.models.base import Recommender
+from recsight.models.validation import holdout_ndcg
 
 #: Validation metric cut-off and the most validation users scored.
 VALID_K = 20
@@ -157,7 +158,6 @@ class Blend(Recommender):
     def fit(self, train: Interactions) -> Blend:
         """Fit the members on a holdout split, the weights on its validation part, then refit
         the members on all of `train`."""
-        from recsight.evaluation.protocol import evaluate_ranking
         from recsight.models.registry import create_model, model_class
 
         members = self._check()
@@ -196,11 +196,7 @@ class Blend(Recommender):
         candidates = simplex_grid(len(members), self.grid)
         ndcg = np.empty(len(candidates))
         for c, w in enumerate(candidates):
-            res = evaluate_ranking(
-                _Mix(w), parts.train, parts.test, ks=(VALID_K,), metrics=("ndcg",),
-                users=truth_users, batch_users=1024,
-            )  # fmt: skip
-            ndcg[c] = res.summary[f"ndcg@{VALID_K}"]
+            ndcg[c] = holdout_ndcg(_Mix(w), parts.train, parts.test, VALID_K, users=truth_users)
         best = int(np.argmax(ndcg))
         self.weights_ = candidates[best].astype(np.float64)
         self.valid_ndcg_ = ndcg[best]

@@ -407,7 +407,7 @@ class FederatedMF(_FactorModel):
         self.item_factors_ = np.ascontiguousarray(y, dtype=np.float32)
         self._derive()
         if self.dp_noise > 0:
-            from recsight.privacy.guarantee import PrivacyReport
+            from recsight.models.guarantee import PrivacyReport
 
             self.privacy_ = PrivacyReport(
                 unit="user",

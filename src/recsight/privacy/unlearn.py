@@ -35,10 +35,10 @@ from recsight.errors import InputError
 from recsight.models.base import Recommender
 from recsight.models.ease import EASE, ease_inverse, weights_from_inverse
 from recsight.models.knn import ItemKNN, UserKNN
+from recsight.models.manifest import MANIFEST, read_manifest, write_manifest
 from recsight.models.popular import MostPopular
 from recsight.models.registry import create_model, load_model
 
-MANIFEST = "manifest.json"
 NOT_UNLEARNED = "trained on data that included erased users"
 EXACT = "exact unlearning"
 
@@ -189,11 +189,6 @@ def model_dirs(folder: str | Path) -> list[Path]:
     return [folder]
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
-    path = Path(folder) / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def pending_retrain(manifest: dict[str, Any]) -> int:
     """How many erased users the folder's models were trained on and still carry."""
     return int((manifest.get("erasures") or {}).get("pending_retrain", 0))
@@ -248,8 +243,6 @@ def forget_in_folder(
     else:
         erasures["pending_retrain"] = int(erasures.get("pending_retrain", 0)) + pending
     if not manifest:  # a bare saved model: give it the manifest `recsight train` writes
-        from recsight.serving.pipeline import write_manifest
-
         write_manifest(folder, ".")
         manifest = read_manifest(folder)
     manifest["erasures"] = erasures

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recsight.analysis.funnel import recommendation_ctr
+from recsight.analysis.groups import GroupPolicy
 from recsight.analysis.interests import category_counts
 from recsight.analysis.source import NotAvailable, from_store
-from recsight.privacy.groups import GroupPolicy
 from recsight.privacy.unlearn import pending_retrain
 
 if TYPE_CHECKING:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,16 +21,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsight import __version__
 from recsight.errors import InputError
 from recsight.llm.explain import Catalog, explain_recommendation
 from recsight.llm.generate import LLM
 from recsight.models.ann import AnnIndex, ann_top_k, supports_ann
 from recsight.models.base import Recommender, history_user_keys, read_config
+from recsight.models.manifest import MANIFEST
 from recsight.models.registry import load_model
 from recsight.models.topk import top_k
 
-MANIFEST = "manifest.json"
 EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "cart": 3.0, "fav": 3.0, "purchase": 5.0}
 
 
@@ -97,28 +95,6 @@ def _column_dict(meta: pd.DataFrame, column: str) -> dict[str, str]:
         return {}
     col = meta[column].dropna()
     return {str(i): str(v) for i, v in zip(col.index, col, strict=True)}
-
-
-def write_manifest(
-    folder: str | Path,
-    main: str,
-    fallbacks: Sequence[str] = (),
-    training_cutoff: str | None = None,
-    config: dict[str, Any] | None = None,
-) -> Path:
-    """Describe a pipeline folder whose sub-folders `main` and `fallbacks` hold saved models."""
-    folder = Path(folder)
-    manifest = {
-        "main": main,
-        "fallbacks": list(fallbacks),
-        "training_cutoff": training_cutoff,
-        "config": config or {},
-        "recsight_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    path = folder / MANIFEST
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
-    return path
 
 
 class ItemFilters:

@@ -25,10 +25,10 @@ from typing import Any, TypeVar
 import duckdb
 import pandas as pd
 
+from recsight.data.pseudonyms import UserIds
 from recsight.data.schema import canonical_event_type
 from recsight.data.store import Store
-from recsight.privacy.groups import DEFAULT_MIN_GROUP_SIZE
-from recsight.privacy.keys import UserIds
+from recsight.privacy import DEFAULT_MIN_GROUP_SIZE
 from recsight.privacy.unlearn import pending_retrain
 from recsight.serving.batching import MicroBatcher
 from recsight.serving.history import HistoryCache

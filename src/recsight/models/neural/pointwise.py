@@ -22,10 +22,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score, root_mean_squared_error
 
 from recsight.data.dataset import Interactions
 from recsight.errors import InputError
-from recsight.evaluation import metrics as M
 from recsight.models.neural.base import TorchRecommender, holdout_last
 from recsight.models.neural.training import (
     check_finite,
@@ -191,8 +191,8 @@ class PairRecommender(TorchRecommender):
                     check_finite(out)
                     if self.task == "regression":
                         pred = np.clip(out + self.global_mean_, *self.rating_range_)
-                        return M.rmse(v_y.numpy(), pred)
-                    return M.auc(v_y.numpy(), out)
+                        return float(root_mean_squared_error(v_y.numpy(), pred))
+                    return float(roc_auc_score(v_y.numpy(), out))
 
             self.history_ = train_loop(
                 net,

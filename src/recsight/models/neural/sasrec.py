@@ -431,7 +431,7 @@ class SASRec(TransformerRecommender):
     """Self-attentive sequential recommendation.
 
     Hyperparameters: those of `SequenceConfig`; privacy: `dp_epsilon` (None: off; a number
-    or ``inf``: user-level DP-SGD, see `recsight.privacy.dp`), `dp_delta`,
+    or ``inf``: user-level DP-SGD, see `recsight.models.neural.dp`), `dp_delta`,
     `dp_max_grad_norm` (SASRec only: its per-example gradients were checked).
     """
 
@@ -443,9 +443,9 @@ class SASRec(TransformerRecommender):
 
     def fit(self, train: Interactions) -> SASRec:
         """Learn from the time-ordered sequences of `train` (timestamps required); with
-        `dp_epsilon` set, by user-level DP-SGD (`recsight.privacy.dp.fit_dp`)."""
+        `dp_epsilon` set, by user-level DP-SGD (`recsight.models.neural.dp.fit_dp`)."""
         if self.dp_epsilon is not None:
-            from recsight.privacy.dp import fit_dp
+            from recsight.models.neural.dp import fit_dp
 
             return fit_dp(self, train)
         super().fit(train)

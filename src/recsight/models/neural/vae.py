@@ -10,8 +10,8 @@ fold-in needs no retraining, so `score_history` serves new users exactly like kn
 Validation, the same for both: with ``early_stopping=True`` (the default), `fit` holds out
 `VALID_SHARE` of each user's distinct items (the evaluator's ``user_random`` split, seeded),
 trains on the rest and, after each epoch, scores NDCG@`VALID_K` with the evaluator's own
-protocol (`evaluate_ranking`: training items masked, shared tie rule) on at most
-`MAX_VALID_USERS` users; the best epoch's weights are kept. Scoring afterwards reads each
+protocol (`recsight.models.validation.holdout_ndcg`: training items masked, shared tie rule)
+on at most `MAX_VALID_USERS` users; the best epoch's weights are kept. Scoring afterwards reads each
 user's whole training history. With ``early_stopping=False`` the model trains on everything
 for `epochs` epochs.
 
@@ -44,6 +44,7 @@ from recsight.models.neural.training import (
     torch_threads,
     train_loop,
 )
+from recsight.models.validation import holdout_ndcg
 
 #: Share of each user's items held out for validation, and the validation cut-off.
 VALID_SHARE = 0.1
@@ -114,7 +115,7 @@ class Rows:
 
 
 class _ValidScorer:
-    """What `evaluate_ranking` needs (`score_all`) over the fit part's histories."""
+    """What `holdout_ndcg` needs (`score_all`) over the fit part's histories."""
 
     def __init__(self, fn: Callable[[np.ndarray], np.ndarray]):
         self.fn = fn
@@ -182,19 +183,10 @@ class AutoencoderRecommender(TorchRecommender):
                 scorer = _ValidScorer(lambda u: self._scores(net, fit_x, u, device))
 
                 def validate() -> float:
-                    from recsight.evaluation.protocol import evaluate_ranking
-
-                    res = evaluate_ranking(
-                        scorer,
-                        parts.train,
-                        parts.test,
-                        ks=(VALID_K,),
-                        metrics=("ndcg",),
-                        batch_users=SCORE_BLOCK,
-                        max_test_users=MAX_VALID_USERS,
-                        seed=self.seed,
-                    )
-                    value = res.summary[f"ndcg@{VALID_K}"]
+                    value = holdout_ndcg(
+                        scorer, parts.train, parts.test, VALID_K, max_users=MAX_VALID_USERS,
+                        seed=self.seed, batch_users=SCORE_BLOCK,
+                    )  # fmt: skip
                     return 0.0 if math.isnan(value) else value
 
             rows = np.flatnonzero(np.diff(fit_x.indptr) > 0)

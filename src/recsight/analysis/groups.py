@@ -11,14 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import ibis
-import ibis.expr.types as ir
-import pandas as pd
 from pydantic import BaseModel
 
-from recsight.privacy import DEFAULT_MIN_GROUP_SIZE  # noqa: F401 (re-exported)
-
 if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
     from recsight.analysis.source import AnalysisSource
 
 OTHER = "other"
@@ -73,6 +70,8 @@ def summary(policy: GroupPolicy) -> GroupPrivacy:
 def _count(src: AnalysisSource, condition: ir.BooleanColumn) -> int:
     """How many rows meet `condition` (0 for no rows: the sum over nothing is NULL)."""
     n = src.scalar(condition.cast("int64").sum())
+    import pandas as pd
+
     return 0 if n is None or pd.isna(n) else int(n)
 
 
@@ -91,6 +90,8 @@ def merge_small(
 ) -> ir.Table:
     """`table` with `key` replaced by "other" in the rows whose `key` value covers fewer
     than k distinct `users` (the groups merged are counted under `where`)."""
+    import ibis
+
     k = src.privacy.min_group_size
     if k <= 1:
         return table

@@ -1,4 +1,4 @@
-"""What a private fit guarantees, in one record: DP-SGD (`recsight.privacy.dp`) and federated
+"""What a private fit guarantees, in one record: DP-SGD (`recsight.models.neural.dp`) and federated
 training with server noise (`recsight.privacy.federated`) both report it as `privacy_`, and
 `recsight train` prints it and writes it into the model's manifest."""
 

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsight.errors import InputError
+from recsight.models.guarantee import PrivacyReport
 from recsight.models.neural.base import sequence_windows
 from recsight.models.neural.training import (
     EpochRecord,
@@ -51,7 +52,6 @@ from recsight.models.neural.training import (
     torch_threads,
     train_loop,
 )
-from recsight.privacy.guarantee import PrivacyReport
 
 if TYPE_CHECKING:
     from recsight.data.dataset import Interactions
