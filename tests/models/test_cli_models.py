@@ -234,3 +234,41 @@ def test_train_a_blend_quietly_then_recommend(app, db, tmp_path):
     assert res.exit_code == 0, res.output
     expected, _ = model.recommend_for_history(["i0", "i1"], k=3)
     assert [r["item_id"] for r in json.loads(res.output)["recommendations"]] == list(expected)
+
+
+@pytest.mark.parametrize("fill", ["none", "item-mean"])
+def test_train_als_fits_what_the_events_give(app, blocks, tmp_path, monkeypatch, fill):
+    """Without --split, ALS trains on the (user, item) weights summed inside DuckDB (the
+    events are read only for the manifest and freed first); under a rating fill policy it
+    reads the events as before. Either way the saved model is the one the events give."""
+    from recsight.models.als import ALS
+
+    rows = ["user_id,item_id,event_type,rating,timestamp"]
+    rng = np.random.default_rng(2)
+    for n, (u, i) in enumerate(zip(blocks.user_idx, blocks.item_idx, strict=True)):
+        kind = rng.choice(["view", "click", "purchase", "rating"])
+        rating = rng.choice(["", "4", "2.5"]) if kind == "rating" else ""
+        rows += [f"u{u},i{i},{kind},{rating},{1_600_000_000 + n * 60}"] * rng.integers(1, 3)
+    (tmp_path / "events.csv").write_text("\n".join(rows) + "\n")
+    db = tmp_path / "s.duckdb"
+    with Store(db) as store:
+        ingest(store, tmp_path / "events.csv", dedupe="none", fill_rating=fill)
+    summed = []
+    original = Store.weighted_matrix
+    monkeypatch.setattr(
+        Store, "weighted_matrix", lambda self, w=None: summed.append(w) or original(self, w)
+    )
+    out = tmp_path / "als"
+    params = ["--param", "num_threads=1", "--param", "iterations=3", "--param", "factors=8"]
+    res = CliRunner().invoke(app, ["train", "als", "--db", str(db), "--out", str(out), *params])
+    assert res.exit_code == 0, res.output
+    assert len(summed) == (1 if fill == "none" else 0)
+    with Store(db, read_only=True) as store:
+        data = store.interactions()
+    expected = ALS(num_threads=1, iterations=3, factors=8).fit(data)
+    model = load_model(out)
+    for key in ("item_factors_", "user_factors_"):
+        assert np.array_equal(getattr(model, key), getattr(expected, key)), key
+    assert (model.seen_ != expected.seen_).nnz == 0
+    training = json.loads((out / "manifest.json").read_text())["config"]["training"]
+    assert training["n_rows"] == len(data) and training["content_sha256"] == data.content_hash()

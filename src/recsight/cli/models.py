@@ -64,6 +64,14 @@ def _training_record(
     }
 
 
+def _cutoff(data: Interactions) -> str | None:
+    """The latest event time of a fit's data (ISO-8601 UTC), None without timestamps."""
+    if not data.has_timestamps:
+        return None
+    cutoff = datetime.fromtimestamp(float(np.nanmax(data.timestamp)), UTC)
+    return cutoff.isoformat().replace("+00:00", "Z")
+
+
 def _privacy(model: Recommender) -> dict[str, Any] | None:
     """The privacy guarantee a fit reports (DP-SGD, federated DP), None for ordinary fits."""
     report = getattr(model, "privacy_", None)
@@ -349,22 +357,40 @@ def register(app: typer.Typer) -> None:
             note = auto_topics(db, show)
             if note and show:
                 console.print(note)
+        matrix = None
         with open_data(db, None if events is None else Path(events)) as store:
-            data = store.interactions()
+            # a matrix model fitted on every event needs only the summed (user, item)
+            # weights: those are summed inside DuckDB, and the events read for the manifest
+            # (hash, counts, cut-off) are freed before the fit
+            by_matrix = (
+                split_spec is None
+                and callable(getattr(model, "fit_matrix", None))
+                and not store.needs_event_fill(model.weights)
+            )
+            data = store.interactions(with_features=not by_matrix)
             fingerprint = store.meta(META_FINGERPRINT)
-        fit_data, test = data, None
-        if split_spec:
-            # fit on everything but the test part, as `recsight evaluate` does: with
-            # leave_last the validation event is the input right before the test event
-            parts = split(data, split_spec, seed=seed)
-            fit_data, test = parts.fit_part, parts.test
-        part = "all" if test is None else "train+valid"
-        used = _training_record(fit_data, split_spec, seed, part)
+            fit_data, test = data, None
+            if split_spec:
+                # fit on everything but the test part, as `recsight evaluate` does: with
+                # leave_last the validation event is the input right before the test event
+                parts = split(data, split_spec, seed=seed)
+                fit_data, test = parts.fit_part, parts.test
+            part = "all" if test is None else "train+valid"
+            used = _training_record(fit_data, split_spec, seed, part)
+            cutoff = _cutoff(fit_data)
+            n_fit = len(fit_data)
+            if by_matrix:
+                del data, fit_data
+                matrix = (store.weighted_matrix(model.weights), store.user_index(),
+                          store.item_index())  # fmt: skip
         if show:
             console.print(_describe(used, test))
         started = time.perf_counter()
-        with _status(f"fitting {name} on {len(fit_data):,} events", show):
-            model.fit(fit_data)
+        with _status(f"fitting {name} on {n_fit:,} events", show):
+            if matrix is not None:
+                model.fit_matrix(*matrix)
+            else:
+                model.fit(fit_data)
         fit_seconds = time.perf_counter() - started
         report: dict[str, Any] = {"model": name, "out": str(out)}
         metrics = None
@@ -379,6 +405,7 @@ def register(app: typer.Typer) -> None:
             model = create_model(name, **refit_params)
             fit_data = data
             used = _training_record(data, split_spec, seed, "all")
+            cutoff, n_fit = _cutoff(data), len(data)
             if show:
                 changed = ", ".join(f"{k}={v}" for k, v in report["refit"].items())
                 console.print(f"refitting on all events: {changed or 'same hyperparameters'}")
@@ -392,10 +419,6 @@ def register(app: typer.Typer) -> None:
                 build_for(model).save(out)
         if metrics is not None:
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        cutoff = None
-        if fit_data.has_timestamps:
-            cutoff = datetime.fromtimestamp(float(np.nanmax(fit_data.timestamp)), UTC)
-            cutoff = cutoff.isoformat().replace("+00:00", "Z")
         # the folder is also a one-model serving pipeline, with a manifest for `serve`
         write_manifest(
             out,
@@ -417,7 +440,7 @@ def register(app: typer.Typer) -> None:
         )
         report.update({
             "params": model.get_params(),
-            "n_train_events": len(fit_data),
+            "n_train_events": n_fit,
             "training": used,
             "fit_seconds": round(fit_seconds, 3),
             "training_cutoff": cutoff,

@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from recsight.data.dataset import Interactions
+from recsight.data.dataset import IdIndex, Interactions
 from recsight.errors import InputError
 from recsight.models.base import Recommender
 from recsight.models.mf import solve_rows
@@ -45,11 +45,11 @@ class _FactorModel(Recommender):
 
     def fold_in(self, histories: sp.csr_matrix) -> np.ndarray:
         """User factors for histories (rows of event weights), item factors held fixed."""
-        h = histories.tocsr().astype(np.float32)
+        h = histories.tocsr().astype(np.float32, copy=False)
         reg, alpha = self._fold_in_params()
         c = alpha * h.data
         k = self.item_factors_.shape[1]
-        regs = np.full((h.shape[0], k), reg)
+        regs = np.broadcast_to(np.full(k, reg), (h.shape[0], k))  # one row, not one per user
         return solve_rows(h, c, c - 1.0, self.item_factors_, regs, gram=self._gram)
 
     def score_all(self, user_idx: np.ndarray) -> np.ndarray:
@@ -103,10 +103,15 @@ class ALS(_FactorModel):
         return float(self.reg), float(self.alpha)
 
     def fit(self, train: Interactions) -> ALS:
+        return self.fit_matrix(train.to_csr(self.weights), train.users, train.items)
+
+    def fit_matrix(self, x: sp.csr_matrix, users: IdIndex, items: IdIndex) -> ALS:
+        """`fit` from the user x item matrix of summed event weights (``to_csr(weights)``,
+        or `Store.weighted_matrix`, which never holds the events) over the ids `users` x
+        `items`."""
         from implicit.cpu.als import AlternatingLeastSquares
 
-        x = train.to_csr(self.weights)
-        self._set_training(train, x)
+        self._set_matrix(users, items, x)
         # implicit wants a single-threaded BLAS (it parallelises itself)
         with threadpool_limits(1, "blas"):
             model = AlternatingLeastSquares(
@@ -163,12 +168,15 @@ class BPR(_FactorModel):
         return 1.0, 1.0
 
     def fit(self, train: Interactions) -> BPR:
+        return self.fit_matrix(train.to_csr(self.weights), train.users, train.items)
+
+    def fit_matrix(self, x: sp.csr_matrix, users: IdIndex, items: IdIndex) -> BPR:
+        """`fit` from the user x item matrix of summed event weights (see `ALS.fit_matrix`)."""
         if self.backend not in BPR_BACKENDS:
             raise InputError(
                 f"backend: expected one of {', '.join(BPR_BACKENDS)}, not {self.backend!r}"
             )
-        x = train.to_csr(self.weights)
-        self._set_training(train, x)
+        self._set_matrix(users, items, x)
         if self.backend == "torch":
             self._fit_torch()
         else:

@@ -129,7 +129,11 @@ def ann_top_k(
     """Top-k per query row: candidates from `index`, minus each row's `seen` items and items
     outside `allowed`, re-scored exactly (``item_factors_ @ query``) and ranked by the shared
     rule. A row left with fewer than k candidates is searched again, wider, up to the whole
-    catalog. Returns (ids, scores) like `Recommender.recommend` (None/NaN padding)."""
+    catalog. Returns (ids, scores) like `Recommender.recommend` (None/NaN padding).
+
+    Rows are handled in blocks of similar probe width: one faiss search, one filter, one
+    batched re-scoring and one `top_k` per block (the search beam follows the block's widest
+    probe, so a user with a long history no longer widens everybody's search)."""
     if index.n_items != model.n_items:
         raise InputError(
             f"the ANN index holds {index.n_items:,} items but the model {model.n_items:,}; "
@@ -139,32 +143,76 @@ def ann_top_k(
     n_seen = np.zeros(n, np.int64) if seen is None else np.diff(seen.indptr)
     ids = np.full((n, width), None, dtype=object)
     scores = np.full((n, width), np.nan, dtype=np.float32)
-    vectors = model.item_factors_
     probe = np.minimum(
         model.n_items, np.maximum(OVERFETCH * width + n_seen, min_candidates)
     ).astype(np.int64)
     pending = np.arange(n)
     while len(pending):
-        # one search for the rows that share the widest probe still needed
-        wide = int(probe[pending].max())
-        found = index.search(queries[pending], wide)
+        pending = pending[np.argsort(probe[pending], kind="stable")]
         retry = []
-        for j, r in enumerate(pending):
-            cand = found[j][found[j] >= 0]
-            if seen is not None and n_seen[r]:
-                cand = cand[~np.isin(cand, seen.indices[seen.indptr[r] : seen.indptr[r + 1]])]
-            if allowed is not None:
-                cand = cand[allowed[cand]]
-            if len(cand) < width and wide < model.n_items:
-                probe[r] = min(model.n_items, wide * 4)
-                retry.append(r)
-                continue
-            if not len(cand):
-                continue
-            exact = (vectors[cand] @ queries[r]).astype(np.float32)
-            cols, vals = top_k(exact[None, :], width, user_keys[r : r + 1], model.item_keys_[cand])
-            ok = cols[0] >= 0
-            ids[r, : ok.sum()] = model.items_.ids[cand[cols[0][ok]]]
-            scores[r, : ok.sum()] = vals[0][ok]
-        pending = np.asarray(retry, dtype=np.int64)
+        start = 0
+        while start < len(pending):
+            # rows in probe order, as many as keep the block's candidates bounded
+            rows = pending[start : start + max(1, BLOCK_CANDIDATES // int(probe[pending[start]]))]
+            rows = rows[probe[rows] <= 2 * probe[rows[0]]]  # similar widths share a search
+            start += len(rows)
+            wide = int(probe[rows].max())
+            found = index.search(queries[rows], wide)
+            cand, keep = _filter(found, rows, seen, allowed)
+            short = (keep.sum(axis=1) < width) & (wide < model.n_items)
+            probe[rows[short]] = min(model.n_items, wide * 4)
+            retry.append(rows[short])
+            rows, cand, keep = rows[~short], cand[~short], keep[~short]
+            if len(rows):
+                _rank_block(model, queries, user_keys, rows, cand, keep, width, ids, scores)
+        pending = np.concatenate(retry) if retry else np.zeros(0, np.int64)
     return ids, scores
+
+
+#: Candidates (rows x probe width) handled per block of `ann_top_k`: bounds the gathered
+#: item vectors at this many x factors floats.
+BLOCK_CANDIDATES = 1 << 18
+
+
+def _filter(
+    found: np.ndarray, rows: np.ndarray, seen: sp.csr_matrix | None, allowed: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate columns (faiss's -1 padding turned into 0) and which of them stay: found,
+    not among the row's `seen` items and `allowed`."""
+    keep = found >= 0
+    cand = np.where(keep, found, 0)
+    if seen is not None:
+        block = seen[rows]
+        width = np.int64(seen.shape[1])
+        local = np.repeat(np.arange(len(rows), dtype=np.int64), np.diff(block.indptr))
+        seen_keys = np.sort(local * width + block.indices)
+        keys = np.arange(len(rows), dtype=np.int64)[:, None] * width + cand
+        at = np.minimum(np.searchsorted(seen_keys, keys), max(len(seen_keys) - 1, 0))
+        if len(seen_keys):
+            keep &= seen_keys[at] != keys
+    if allowed is not None:
+        keep &= allowed[cand]
+    return cand, keep
+
+
+def _rank_block(
+    model: Recommender,
+    queries: np.ndarray,
+    user_keys: np.ndarray,
+    rows: np.ndarray,
+    cand: np.ndarray,
+    keep: np.ndarray,
+    width: int,
+    ids: np.ndarray,
+    scores: np.ndarray,
+) -> None:
+    """Exact scores of each row's kept candidates, ranked by `top_k`, into `ids`/`scores`."""
+    vectors = model.item_factors_
+    q = np.asarray(queries[rows], np.float32)
+    exact = np.matmul(vectors[cand], q[:, :, None])[:, :, 0].astype(np.float32)
+    exact[~keep] = -np.inf
+    cols, vals = top_k(exact, width, user_keys[rows], model.item_keys_[cand])
+    ok = cols >= 0
+    picked = np.take_along_axis(cand, np.maximum(cols, 0), axis=1)
+    ids[rows] = np.where(ok, model.items_.ids[picked], None)
+    scores[rows] = vals

@@ -81,9 +81,14 @@ class Recommender:
 
     def _set_training(self, train: Interactions, seen: sp.csr_matrix) -> None:
         """Record the id space and the training matrix every model keeps."""
-        self.users_ = train.users
-        self.items_ = train.items
-        self.seen_ = seen.tocsr().astype(np.float32)
+        self._set_matrix(train.users, train.items, seen)
+
+    def _set_matrix(self, users: IdIndex, items: IdIndex, seen: sp.csr_matrix) -> None:
+        """`_set_training` from the id indexes and the user x item matrix (kept without a
+        copy when it already is float32 CSR)."""
+        self.users_ = users
+        self.items_ = items
+        self.seen_ = seen.tocsr().astype(np.float32, copy=False)
         self.seen_.sort_indices()
         self._derive()
 
