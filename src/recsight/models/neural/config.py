@@ -15,21 +15,41 @@ resolve wherever a subclass lives (``typing.get_type_hints`` on a generated ``__
 evaluates string annotations in the subclass's module).
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
-class SequenceConfig:
+class TrainingConfig:
+    """The training hyperparameters every neural family has (a family overrides the defaults
+    that suit it): `epochs`, `lr`, `weight_decay`, `batch_size`, `patience` (epochs without a
+    better validation score before stopping; None: never), `early_stopping` (hold out a
+    validation split and keep the best epoch), `max_minutes` (wall-clock budget), `threads`,
+    `seed`, `verbose` (Rich progress per epoch)."""
+
+    epochs: int = 30
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 1024
+    patience: int | None = 2
+    early_stopping: bool = True
+    max_minutes: float | None = None
+    threads: int | None = 1
+    seed: int = 42
+    verbose: bool = True
+
+
+@dataclass(kw_only=True, eq=False, repr=False)
+class SequenceConfig(TrainingConfig):
     """The sequential-transformer family (SASRec, BERT4Rec, the text-enhanced SASRec).
 
     Architecture: `max_len` (history length read), `dim`, `layers`, `heads`, `dropout`,
     `attn_dropout`. Output loss: `loss` (``auto``, ``full``, ``sampled``, ``gbce``; see
     `recsight.models.neural.sasrec`), `n_negatives` (sampled/gbce), `proposal` (sampled:
-    ``uniform`` or ``popularity``), `gbce_t` (gbce calibration). Training: `epochs`, `lr`,
-    `weight_decay`, `batch_size` (windows per step), `patience`, `early_stopping`
-    (leave-one-out validation on NDCG@10, see `recsight.models.neural.base`), `max_minutes`
-    (wall-clock budget), `device` (``cpu``, ``cuda``, ``auto``), `threads`, `seed`, `verbose`
-    (Rich progress per epoch).
+    ``uniform`` or ``popularity``), `gbce_t` (gbce calibration). Training: those of
+    `TrainingConfig` (`batch_size`: windows per step; `early_stopping`: leave-one-out
+    validation on NDCG@10, see `recsight.models.neural.base`) and `device` (``cpu``,
+    ``cuda``, ``auto``).
     """
 
     max_len: int = 50
@@ -43,13 +63,40 @@ class SequenceConfig:
     proposal: str = "uniform"
     gbce_t: float = 0.75
     epochs: int = 200
-    lr: float = 1e-3
-    weight_decay: float = 0.0
     batch_size: int = 128
     patience: int | None = 5
-    early_stopping: bool = True
-    max_minutes: float | None = None
     device: str = "cpu"
-    threads: int | None = 1
-    seed: int = 42
-    verbose: bool = True
+
+
+@dataclass(kw_only=True, eq=False, repr=False)
+class AutoencoderConfig(TrainingConfig):
+    """The user-row autoencoder family (Mult-VAE, RecVAE); the defaults are Mult-VAE's.
+
+    Architecture: `hidden` (encoder layer width), `latent`, `dropout` (input dropout).
+    Training: those of `TrainingConfig` (`batch_size`: users per step; `early_stopping`:
+    validation NDCG@20, see `recsight.models.neural.vae`) and `device` (``cpu``, ``cuda``,
+    ``auto``).
+    """
+
+    hidden: int = 600
+    latent: int = 200
+    dropout: float = 0.5
+    epochs: int = 200
+    batch_size: int = 500
+    patience: int | None = 20
+    device: str = "cpu"
+
+
+@dataclass(kw_only=True, eq=False, repr=False)
+class PairConfig(TrainingConfig):
+    """The (user, item) pair family (`seed_mlp`, `deepfm`, `neumf`).
+
+    Task: `task` (``binary`` or ``regression``), `negatives` (sampled items per positive),
+    `positive_types`, `impression_types` (see `recsight.models.neural.pointwise`). Training:
+    those of `TrainingConfig` (`batch_size`: pairs per step).
+    """
+
+    task: str = "binary"
+    negatives: int = 4
+    positive_types: Sequence[str] | None = None
+    impression_types: Sequence[str] | None = None

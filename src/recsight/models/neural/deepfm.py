@@ -17,6 +17,7 @@ training sees too: each event's context is hidden with probability `CONTEXT_DROP
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -65,6 +66,7 @@ class _DeepFMNet(nn.Module):
         return out, (self.lin(codes).squeeze(-1) * weights).sum(1)
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class DeepFM(PairRecommender):
     """DeepFM with generic side features; ``task="binary"`` (log-loss, AUC) or
     ``"regression"`` (ratings, RMSE). Training hyperparameters as in the other neural models;
@@ -76,45 +78,11 @@ class DeepFM(PairRecommender):
         "item_codes_", "item_weights_", "item_slot_field_", "user_context_", "field_names_",
     )  # fmt: skip
 
-    def __init__(
-        self,
-        task: str = "binary",
-        dim: int = 16,
-        hidden: Sequence[int] = (128, 64),
-        dropout: float = 0.1,
-        negatives: int = 4,
-        positive_types: Sequence[str] | None = None,
-        impression_types: Sequence[str] | None = None,
-        time_features: bool = True,
-        epochs: int = 30,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        batch_size: int = 1024,
-        patience: int | None = 2,
-        early_stopping: bool = True,
-        max_minutes: float | None = None,
-        threads: int | None = 1,
-        seed: int = 42,
-        verbose: bool = True,
-    ):
-        self.task = task
-        self.dim = dim
-        self.hidden = hidden
-        self.dropout = dropout
-        self.negatives = negatives
-        self.positive_types = positive_types
-        self.impression_types = impression_types
-        self.time_features = time_features
-        self.epochs = epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.patience = patience
-        self.early_stopping = early_stopping
-        self.max_minutes = max_minutes
-        self.threads = threads
-        self.seed = seed
-        self.verbose = verbose
+    dim: int = 16
+    hidden: Sequence[int] = (128, 64)
+    dropout: float = 0.1
+    time_features: bool = True
+    weight_decay: float = 1e-4
 
     # -- features -----------------------------------------------------------------------------
     def _prepare(self, train: Interactions) -> None:

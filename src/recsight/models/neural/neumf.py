@@ -10,6 +10,7 @@ of users; the GMF part is one matrix product.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -42,51 +43,17 @@ class _NeuMFNet(nn.Module):
         self.out_mlp = nn.Linear(h[-1], 1, bias=False)
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class NeuMF(PairRecommender):
     """NeuMF (GMF + MLP). `dim`: GMF factors; `mlp_dim`: MLP embedding size; `hidden`: MLP
     layer sizes. ``task="regression"`` fits ratings with MSE instead."""
 
     name: ClassVar[str] = "neumf"
 
-    def __init__(
-        self,
-        task: str = "binary",
-        dim: int = 32,
-        mlp_dim: int = 32,
-        hidden: Sequence[int] = (64, 32, 16),
-        dropout: float = 0.0,
-        negatives: int = 4,
-        positive_types: Sequence[str] | None = None,
-        impression_types: Sequence[str] | None = None,
-        epochs: int = 30,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        batch_size: int = 1024,
-        patience: int | None = 2,
-        early_stopping: bool = True,
-        max_minutes: float | None = None,
-        threads: int | None = 1,
-        seed: int = 42,
-        verbose: bool = True,
-    ):
-        self.task = task
-        self.dim = dim
-        self.mlp_dim = mlp_dim
-        self.hidden = hidden
-        self.dropout = dropout
-        self.negatives = negatives
-        self.positive_types = positive_types
-        self.impression_types = impression_types
-        self.epochs = epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.patience = patience
-        self.early_stopping = early_stopping
-        self.max_minutes = max_minutes
-        self.threads = threads
-        self.seed = seed
-        self.verbose = verbose
+    dim: int = 32
+    mlp_dim: int = 32
+    hidden: Sequence[int] = (64, 32, 16)
+    dropout: float = 0.0
 
     def _prepare(self, train: Interactions) -> None:
         self.dims_ = np.array([train.n_users, train.n_items], np.int64)

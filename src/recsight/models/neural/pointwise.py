@@ -15,7 +15,7 @@ the history for `FOLD_IN_STEPS` Adam steps with the item side frozen, all rows a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,6 +27,7 @@ from sklearn.metrics import roc_auc_score, root_mean_squared_error
 from recsight.data.dataset import Interactions
 from recsight.errors import InputError
 from recsight.models.neural.base import TorchRecommender, holdout_last
+from recsight.models.neural.config import PairConfig
 from recsight.models.neural.training import (
     check_finite,
     minibatches,
@@ -43,19 +44,14 @@ FOLD_IN_LR = 0.05
 SCORE_BLOCK = 256
 
 
-class PairRecommender(TorchRecommender):
-    """Base of pair models; subclasses implement the representation methods below."""
+@dataclass(kw_only=True, eq=False, repr=False)
+class PairRecommender(PairConfig, TorchRecommender):
+    """Base of pair models; subclasses implement the representation methods below.
+    Hyperparameters: those of `PairConfig` plus each model's architecture."""
 
     #: "bce" (log-loss on logits) or "mse" (squared error on the raw output).
     loss: ClassVar[str] = "bce"
     _state: ClassVar[tuple[str, ...]] = ("weights_", "dims_", "global_mean_", "rating_range_")
-
-    task: str
-    negatives: int
-    positive_types: Sequence[str] | None
-    impression_types: Sequence[str] | None
-    global_mean_: float
-    rating_range_: np.ndarray
 
     @property  # type: ignore[override]
     def explicit(self) -> bool:

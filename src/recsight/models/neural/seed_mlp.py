@@ -10,7 +10,7 @@ same MSE on 0/1 labels (positives vs sampled negatives), as the sketch would on 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -32,6 +32,7 @@ def id_numbers(index: IdIndex) -> np.ndarray:
         return np.arange(len(index), dtype=np.float32)
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class SeedMLP(PairRecommender):
     """Two numbers in, Dense(128, relu), Dense(1) out, MSE (see the module docstring)."""
 
@@ -42,39 +43,8 @@ class SeedMLP(PairRecommender):
         "item_numbers_",
     )
 
-    def __init__(
-        self,
-        task: str = "regression",
-        hidden: int = 128,
-        negatives: int = 4,
-        positive_types: Sequence[str] | None = None,
-        impression_types: Sequence[str] | None = None,
-        epochs: int = 30,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        batch_size: int = 1024,
-        patience: int | None = 2,
-        early_stopping: bool = True,
-        max_minutes: float | None = None,
-        threads: int | None = 1,
-        seed: int = 42,
-        verbose: bool = True,
-    ):
-        self.task = task
-        self.hidden = hidden
-        self.negatives = negatives
-        self.positive_types = positive_types
-        self.impression_types = impression_types
-        self.epochs = epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.patience = patience
-        self.early_stopping = early_stopping
-        self.max_minutes = max_minutes
-        self.threads = threads
-        self.seed = seed
-        self.verbose = verbose
+    task: str = "regression"
+    hidden: int = 128
 
     def _prepare(self, train: Interactions) -> None:
         self.dims_ = np.array([train.n_users, train.n_items], np.int64)

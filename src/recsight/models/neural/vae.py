@@ -36,6 +36,7 @@ from recsight.data.dataset import Interactions
 from recsight.data.splits import split
 from recsight.errors import InputError
 from recsight.models.neural.base import MAX_VALID_USERS, TorchRecommender, check_int
+from recsight.models.neural.config import AutoencoderConfig
 from recsight.models.neural.training import (
     check_finite,
     minibatches,
@@ -126,18 +127,10 @@ class _ValidScorer:
         return scores
 
 
-class AutoencoderRecommender(TorchRecommender):
+@dataclass(kw_only=True, eq=False, repr=False)
+class AutoencoderRecommender(AutoencoderConfig, TorchRecommender):
     """Shared fit/score plumbing of the user-row autoencoders; subclasses build the net and
-    define the loss and the epoch's batches."""
-
-    hidden: int
-    latent: int
-    dropout: float
-    batch_size: int
-    early_stopping: bool
-    device: str
-    threads: int | None
-    seed: int
+    define the loss and the epoch's batches. Hyperparameters: those of `AutoencoderConfig`."""
 
     # -- what a subclass implements -----------------------------------------------------------
     def _epoch_batches(
@@ -285,6 +278,7 @@ class _MultVAENet(nn.Module):
         return self.dec_out.weight
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class MultVAE(AutoencoderRecommender):
     """Mult-VAE with the paper's defaults: one hidden layer of 600 (tanh), a 200-d latent,
     input dropout 0.5, batch 500, Adam lr 1e-3, and the KL weight annealed linearly from 0 by
@@ -294,41 +288,8 @@ class MultVAE(AutoencoderRecommender):
 
     name: ClassVar[str] = "multvae"
 
-    def __init__(
-        self,
-        hidden: int = 600,
-        latent: int = 200,
-        dropout: float = 0.5,
-        anneal_cap: float = 0.2,
-        anneal_steps: int = 200_000,
-        epochs: int = 200,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        batch_size: int = 500,
-        patience: int | None = 20,
-        early_stopping: bool = True,
-        max_minutes: float | None = None,
-        device: str = "cpu",
-        threads: int | None = 1,
-        seed: int = 42,
-        verbose: bool = True,
-    ):
-        self.hidden = hidden
-        self.latent = latent
-        self.dropout = dropout
-        self.anneal_cap = anneal_cap
-        self.anneal_steps = anneal_steps
-        self.epochs = epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.patience = patience
-        self.early_stopping = early_stopping
-        self.max_minutes = max_minutes
-        self.device = device
-        self.threads = threads
-        self.seed = seed
-        self.verbose = verbose
+    anneal_cap: float = 0.2
+    anneal_steps: int = 200_000
 
     def _check(self) -> None:
         super()._check()
@@ -440,6 +401,7 @@ class _Alternating:
         self.opts[self.phase].step()
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class RecVAE(AutoencoderRecommender):
     """RecVAE with the paper's defaults: hidden 600, latent 200, input dropout 0.5, a
     composite prior (weights 3/20, 3/4, 1/10), KL weight `gamma` x the user's number of items
@@ -453,43 +415,12 @@ class RecVAE(AutoencoderRecommender):
     name: ClassVar[str] = "recvae"
     PRIOR_WEIGHTS: ClassVar[tuple[float, float, float]] = (3 / 20, 3 / 4, 1 / 10)
 
-    def __init__(
-        self,
-        hidden: int = 600,
-        latent: int = 200,
-        dropout: float = 0.5,
-        gamma: float = 0.005,
-        enc_epochs: int = 3,
-        dec_epochs: int = 1,
-        epochs: int = 50,
-        lr: float = 5e-4,
-        weight_decay: float = 0.0,
-        batch_size: int = 500,
-        patience: int | None = 10,
-        early_stopping: bool = True,
-        max_minutes: float | None = None,
-        device: str = "cpu",
-        threads: int | None = 1,
-        seed: int = 42,
-        verbose: bool = True,
-    ):
-        self.hidden = hidden
-        self.latent = latent
-        self.dropout = dropout
-        self.gamma = gamma
-        self.enc_epochs = enc_epochs
-        self.dec_epochs = dec_epochs
-        self.epochs = epochs
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.patience = patience
-        self.early_stopping = early_stopping
-        self.max_minutes = max_minutes
-        self.device = device
-        self.threads = threads
-        self.seed = seed
-        self.verbose = verbose
+    gamma: float = 0.005
+    enc_epochs: int = 3
+    dec_epochs: int = 1
+    epochs: int = 50
+    lr: float = 5e-4
+    patience: int | None = 10
 
     def _check(self) -> None:
         super()._check()
