@@ -3,7 +3,8 @@
 Each command runs as its own process, as a user would start it (`--runs` times after one
 warm-up, so the OS file cache is warm); the table shows the median and the minimum wall time
 and the targets from issue 15 (`--help` < 0.5 s, `info` < 1 s). Also reports, for each command,
-whether torch was imported (it must not be for these three). Writes
+whether torch was imported (it must not be for these three), and the CPU time (user +
+system) of each process, which a busy machine inflates far less than the wall time. Writes
 benchmarks/results/cli.json.
 
     .venv/bin/python benchmarks/bench_cli.py [--runs 15]
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -35,14 +37,16 @@ PROBE = (
 )
 
 
-def timed(cmd: list[str], cwd: Path, runs: int) -> list[float]:
-    subprocess.run(cmd, cwd=cwd, capture_output=True, check=True)  # warm-up
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, cwd=cwd, capture_output=True, check=True)
-        out.append(time.perf_counter() - t0)
-    return out
+def once(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system) of one run of `cmd`. On a busy machine the
+    wall time grows with the load; the CPU time is what the start-up itself costs."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, capture_output=True, check=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
 def imports_torch(args: list[str], cwd: Path) -> bool:
@@ -78,34 +82,27 @@ def main() -> None:
             "ingest": ["ingest", "shop/events.parquet", "--db", "fresh.duckdb", "-q"],
         }
         for name, argv in commands.items():
-            if name == "ingest":
-                times = []
-                for _ in range(args.runs + 1):
-                    (cwd / "fresh.duckdb").unlink(missing_ok=True)
-                    t0 = time.perf_counter()
-                    subprocess.run([RECSIGHT, *argv], cwd=cwd, capture_output=True, check=True)
-                    times.append(time.perf_counter() - t0)
-                times = times[1:]
+            runs = []
+            for _ in range(args.runs + 1):  # the first is a warm-up
                 (cwd / "fresh.duckdb").unlink(missing_ok=True)
-            else:
-                times = timed([RECSIGHT, *argv], cwd, args.runs)
+                runs.append(once([RECSIGHT, *argv], cwd))
+            walls, cpus = [w for w, _ in runs[1:]], [c for _, c in runs[1:]]
             rows.append({
                 "command": f"recsight {name}",
-                "median_s": statistics.median(times),
-                "min_s": min(times),
+                "median_s": statistics.median(walls),
+                "min_s": min(walls),
+                "median_cpu_s": statistics.median(cpus),
                 "target_s": TARGETS.get(name),
                 "imports_torch": imports_torch(argv, cwd),
-                "runs": len(times),
+                "runs": len(walls),
             })  # fmt: skip
-            if name == "ingest":
-                (cwd / "fresh.duckdb").unlink(missing_ok=True)
     table = Table(title="recsight start-up (wall time per process)")
-    for col in ("command", "median s", "min s", "target s", "imports torch"):
+    for col in ("command", "median s", "min s", "median CPU s", "target s", "imports torch"):
         table.add_column(col, justify="left" if col == "command" else "right")
     for r in rows:
         target = "-" if r["target_s"] is None else f"< {r['target_s']}"
-        table.add_row(r["command"], f"{r['median_s']:.3f}", f"{r['min_s']:.3f}", target,
-                      str(r["imports_torch"]))  # fmt: skip
+        table.add_row(r["command"], f"{r['median_s']:.3f}", f"{r['min_s']:.3f}",
+                      f"{r['median_cpu_s']:.3f}", target, str(r["imports_torch"]))  # fmt: skip
     console.print(table)
     meta = {
         "python": platform.python_version(),

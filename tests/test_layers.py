@@ -96,7 +96,9 @@ def test_models_never_import_llm():
         ("import recsight.models", ("recsight.llm", "torch", "implicit")),
         ("import recsight.evaluation.metrics", ("torch", "yaml", "recsight.data.ingest")),
         ("import recsight.analysis", ("torch", "fastapi", "recsight.llm")),
-        ("import recsight.cli.main", ("torch", "pandas", "ibis", "sklearn", "fastapi")),
+        ("import recsight.cli.main", ("torch", "numpy", "pandas", "ibis", "sklearn", "fastapi")),
+        # what `recsight info` needs: the store, without pandas or scipy
+        ("import recsight.data.store", ("pandas", "scipy", "recsight.data.dataset")),
     ],
 )
 def test_light_imports(statement, absent):

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -53,6 +52,8 @@ def _training_record(
     data: Interactions, split_spec: str | None, seed: int, part: str
 ) -> dict[str, Any]:
     """What a fit saw: which part of which split, its size and a content hash of its rows."""
+    import numpy as np
+
     return {
         "part": part,
         "split": split_spec,
@@ -323,6 +324,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train a registered model on the store's (or a dataset layout's) interactions and
         save it; with --engine spark, ALS on MLlib and neural models on DDP."""
+        import numpy as np
+
         from recsight.cli.common import open_data
         from recsight.cli.topics import auto_topics
         from recsight.data.pseudonyms import META_FINGERPRINT
@@ -505,6 +508,8 @@ def register(app: typer.Typer) -> None:
         """Recommend items for a user, a history, or (with a text encoder) a text query; or,
         with --all-users, for every user into a Parquet folder (on Spark with --engine
         spark)."""
+        import numpy as np
+
         from recsight.llm.content import recommend_for_text
         from recsight.llm.explain import explain_recommendation
         from recsight.llm.generate import make_llm

@@ -11,17 +11,20 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
 
-from recsight.data.dataset import DEFAULT_WEIGHTS, IdIndex, Interactions
 from recsight.data.schema import EVENT_COLUMNS
 from recsight.data.validation import EventRules, check_event
 from recsight.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from recsight.data.dataset import IdIndex, Interactions
 
 DEFAULT_DB = "recsight.duckdb"
 SCHEMA_VERSION = "2"
@@ -235,10 +238,14 @@ class Store:
 
     # -- id maps --------------------------------------------------------------------------
     def user_index(self) -> IdIndex:
+        from recsight.data.dataset import IdIndex
+
         ids = self.con.execute("SELECT user_id FROM user_map ORDER BY user_idx").fetchnumpy()
         return IdIndex(ids["user_id"].astype(object))
 
     def item_index(self) -> IdIndex:
+        from recsight.data.dataset import IdIndex
+
         ids = self.con.execute("SELECT item_id FROM item_map ORDER BY item_idx").fetchnumpy()
         return IdIndex(ids["item_id"].astype(object))
 
@@ -304,6 +311,8 @@ class Store:
         `request_id`). A record whose `event_id` is already stored, or repeated earlier in the
         batch, is a duplicate and is not stored again, which makes retries idempotent.
         """
+        import pandas as pd
+
         rules = rules or EventRules.of_store(self)
         rows = [check_event(i, r, rules) for i, r in enumerate(records)]
         if not rows:
@@ -422,6 +431,8 @@ class Store:
         batches written into arrays allocated once, so reading costs the arrays themselves
         plus one batch (a `fetchnumpy` of the events held a Python string per event and a
         second copy of every column: 2.9 GB at its peak for 10M events, 0.8 GB kept)."""
+        from recsight.data.dataset import Interactions
+
         where, params = self._event_filter(event_types, users)
         types = [
             r[0]
@@ -506,6 +517,8 @@ class Store:
     def needs_event_fill(self, weights: Mapping[str, float | str] | None = None) -> bool:
         """Whether these weights need per-event rating fills (a ``"value"`` rule under the
         store's ``--fill-rating`` policy), which `weighted_matrix` does not compute."""
+        from recsight.data.dataset import DEFAULT_WEIGHTS
+
         rules = DEFAULT_WEIGHTS if weights is None else weights
         return "value" in rules.values() and self.meta("fill_rating") not in (None, "none")
 
@@ -519,6 +532,10 @@ class Store:
         rounded to float32 once (identical to `to_csr`'s float32 sums whenever those are exact,
         e.g. integer weights and star ratings). A ``"value"`` rule under the store's rating
         fill policy (``ingest --fill-rating``) needs per-event fills: use `interactions`."""
+        import scipy.sparse as sp
+
+        from recsight.data.dataset import DEFAULT_WEIGHTS
+
         rules = DEFAULT_WEIGHTS if weights is None else weights
         if self.needs_event_fill(weights):
             raise InputError(
@@ -592,6 +609,8 @@ class Store:
     def topics_frame(self) -> pd.DataFrame:
         """The stored topics (level, topic, label, words, size, parent, backend, rejected),
         empty when none were built."""
+        import pandas as pd
+
         if not self.has_table(TOPIC_NAMES_TABLE):
             return pd.DataFrame(
                 columns=["level", "topic", "label", "words", "size", "parent", "backend"]
