@@ -21,6 +21,7 @@ from recsight.llm.topics import (
     class_tfidf,
     reword_labels,
     tokenize,
+    topic_words,
     topics_status,
 )
 
@@ -112,6 +113,17 @@ def test_chinese_texts_get_chinese_labels_from_their_own_items():
         names[t.label.split(" / ")[0]] = t.topic
     # each topic is named first by its shared product phrase, not by a fragment of it
     assert set(names) == {"蓝牙耳机", "不粘锅", "瑜伽垫"}
+
+
+def test_chinese_names_are_words_not_fragments_of_one():
+    texts = ["派对岛生日气球", "派对岛节日横幅", "派对岛创意彩带", "派对岛生日蜡烛",
+             "厨神不粘锅", "厨神铸铁锅", "铜叶不粘锅", "家宴炒锅"]  # fmt: skip
+    # "对岛" and "岛生" occur as often as "派对岛" but are pieces of it and its neighbours;
+    # a term needs two of the topic's items ("节日", "铸铁" have one)
+    assert topic_words(texts, np.array([0] * 4 + [1] * 4), 2) == [
+        ["派对岛", "生日"],
+        ["不粘锅", "厨神"],
+    ]
 
 
 def test_items_without_text_get_no_topic():

@@ -89,13 +89,11 @@ def tokenize(text: str) -> list[str]:
 
 def _overlaps(a: str, b: str) -> bool:
     """Whether two terms say the same thing twice: one contains the other, or (ideographs)
-    they share a 2-character piece, as the n-grams of one phrase do."""
+    they share a character, as the overlapping n-grams of one phrase do ("派对" and "对岛"
+    from "派对岛": the second is a fragment, not a second word)."""
     if a in b or b in a:
         return True
-    if _is_cjk(a[0]) and _is_cjk(b[0]):
-        grams = {a[i : i + 2] for i in range(len(a) - 1)}
-        return any(b[i : i + 2] in grams for i in range(len(b) - 1))
-    return False
+    return _is_cjk(a[0]) and _is_cjk(b[0]) and bool(set(a) & set(b))
 
 
 def _join(words: list[str]) -> str:
