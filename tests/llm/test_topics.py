@@ -116,14 +116,14 @@ def test_chinese_texts_get_chinese_labels_from_their_own_items():
 
 
 def test_chinese_names_are_words_not_fragments_of_one():
-    texts = ["派对岛生日气球", "派对岛节日横幅", "派对岛创意彩带", "派对岛生日蜡烛",
-             "厨神不粘锅", "厨神铸铁锅", "铜叶不粘锅", "家宴炒锅"]  # fmt: skip
+    texts = ["派对岛生日气球，派对岛出品", "派对岛节日横幅，派对岛出品", "欢庆创意彩带，欢庆出品",
+             "派对岛生日蜡烛，派对岛出品", "厨神不粘锅，厨神出品", "厨神铸铁锅，厨神出品",
+             "铜叶不粘锅，铜叶出品"] + ["家宴炒锅，家宴出品"] * 3  # fmt: skip
     # "对岛" and "岛生" occur as often as "派对岛" but are pieces of it and its neighbours;
-    # a term needs two of the topic's items ("节日", "铸铁" have one)
-    assert topic_words(texts, np.array([0] * 4 + [1] * 4), 2) == [
-        ["派对岛", "生日"],
-        ["不粘锅", "厨神"],
-    ]
+    # "出品" is in every item (filler) and "岛出品" a brand's tail plus the filler; a term
+    # needs two of the topic's items ("节日", "铸铁" have one)
+    words = topic_words(texts, np.array([0] * 4 + [1] * 6), 2)
+    assert words == [["派对岛", "生日"], ["家宴", "厨神", "炒锅"]]
 
 
 def test_items_without_text_get_no_topic():

@@ -113,13 +113,28 @@ def class_tfidf(
     labels = np.asarray(labels)
     keep = labels >= 0
     docs = [t for t, k in zip(texts, keep, strict=True) if k]
-    # a term in more than half of all items ("perfect for", "edition") names no topic
-    vec = CountVectorizer(analyzer=tokenize, max_df=0.5 if len(docs) >= 10 else 1.0)
+    vec = CountVectorizer(analyzer=tokenize)
     try:
-        x = vec.fit_transform(docs)
+        x = vec.fit_transform(docs).tocsc()
     except ValueError:  # no term at all (texts of stop words or digits only)
         empty = sp.csr_matrix((n_topics, 0))
         return empty, [], empty
+    vocab = list(vec.get_feature_names_out())
+    if len(docs) >= 10:
+        # a term in more than half of all items ("perfect for", "出品") names no topic, nor
+        # does an ideograph n-gram that contains one ("岛出品": a brand's tail + the filler)
+        df = np.asarray((x > 0).sum(axis=0)).ravel()
+        filler = {vocab[j] for j in np.flatnonzero(df > 0.5 * len(docs))}
+        cjk_filler = [f for f in filler if _is_cjk(f[0])]
+        drop = [
+            j for j, t in enumerate(vocab)
+            if t in filler or (_is_cjk(t[0]) and any(f in t for f in cjk_filler))
+        ]  # fmt: skip
+        if drop:
+            mask = np.ones(len(vocab))
+            mask[drop] = 0.0
+            x = x @ sp.diags(mask)
+    x = x.tocsr()
     rows = labels[keep]
     onehot = sp.csr_matrix(
         (np.ones(len(rows)), (rows, np.arange(len(rows)))), shape=(n_topics, len(rows))
@@ -131,7 +146,7 @@ def class_tfidf(
     avg = per_topic.mean()
     tf = sp.diags(1.0 / np.where(per_topic > 0, per_topic, 1.0)) @ counts
     idf = np.log1p(avg / np.where(per_term > 0, per_term, 1.0))
-    return (tf @ sp.diags(idf)).tocsr(), list(vec.get_feature_names_out()), present
+    return (tf @ sp.diags(idf)).tocsr(), vocab, present
 
 
 def topic_words(
