@@ -32,6 +32,7 @@ on ML-100K with small grids (a smoke test of the whole pipeline in about a minut
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -54,18 +55,16 @@ from recsight.datasets import data_dir as default_data_dir
 from recsight.evaluation.leaderboard import Leaderboard, ModelRun, build_leaderboard
 from recsight.evaluation.protocol import RankingResult, evaluate_ranking, evaluate_rating
 from recsight.evaluation.significance import holm, paired_pvalue
-from recsight.models.registry import MODELS, available_models, create_model
+from recsight.models.registry import available_models, create_model
 
 HERE = Path(__file__).resolve().parent
 PEERS_PYTHON = HERE / ".peers-venv" / "bin" / "python"
 TASKS = ("rating", "topk", "loo")
-#: recsight models added after this benchmark was written; each joins the ranking sections
-#: (with its defaults, chosen on validation like the rest) once it is in the registry
-NEWER_MODELS: dict[str, dict[str, Any]] = {
-    "multvae": {"verbose": False},
-    "recvae": {"verbose": False},
-    # score-level stacking (weights fitted on a holdout of train); members set in sections()
-    "blend": {"verbose": False},
+#: the autoencoders with their papers' settings, trained until validation NDCG@20 stops rising
+#: (`patience` epochs without a better one) or the wall-clock cap, whichever comes first
+VAE_PARAMS: dict[str, dict[str, Any]] = {
+    "multvae": {"verbose": False, "max_minutes": 30.0},
+    "recvae": {"verbose": False, "epochs": 200, "patience": 10, "max_minutes": 90.0},
 }
 #: the sequential model's size, as in bench_sequential.py (max length 50, 2 x 2 heads, 64-d)
 SASREC_SIZE = {"max_len": 50, "dim": 64, "layers": 2, "heads": 2, "verbose": False}
@@ -84,6 +83,8 @@ class Candidate:
     params: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, list[Any]] = field(default_factory=dict)
     kind: str = "classic"  # or "sequential": winners are reported per kind
+    #: a learned blend of these earlier candidates (labels), each at its tuned parameters
+    members: list[str] = field(default_factory=list)
 
     def combos(self) -> list[dict[str, Any]]:
         keys = list(self.grid)
@@ -147,16 +148,17 @@ def sections(tasks: list[str], quick: bool, sequential: bool = True) -> list[Sec
         Candidate("recsight bpr (own PyTorch backend)", "bpr", params={"backend": "torch"}),
         Candidate("recsight ease", "ease", grid={"reg": ease_grid}),
     ]  # fmt: skip
-    # models that land later join once registered (Mult-VAE, RecVAE, the learned blend)
+    ranking_ours += [Candidate(f"recsight {n}", n, params=dict(p)) for n, p in VAE_PARAMS.items()]
+    # learned blends of the tuned models above: weights on the validation split (_blend_run)
+    ease, als, knn = "recsight ease", "recsight als (wraps implicit ALS)", "recsight itemknn"
     ranking_ours += [
-        Candidate(f"recsight {n}", n, params=dict(p))
-        for n, p in NEWER_MODELS.items()
-        if n in MODELS
-    ]
-    for c in ranking_ours:
-        if c.name == "blend":  # EASE with the VAEs when they are registered, else item-kNN
-            vaes = [n for n in ("multvae", "recvae") if n in MODELS]
-            c.params["models"] = ["ease", *(vaes or ["itemknn"])]
+        Candidate("recsight blend (ease + als + itemknn)", "blend", params={"grid": 10},
+                  members=[ease, als, knn]),
+        Candidate("recsight blend (ease + als + itemknn + multvae)", "blend",
+                  params={"grid": 10}, members=[ease, als, knn, "recsight multvae"]),
+        Candidate("recsight blend (ease + als + itemknn + recvae)", "blend",
+                  params={"grid": 10}, members=[ease, als, knn, "recsight recvae"]),
+    ]  # fmt: skip
     ranking_peers = [
         Candidate("Cornac MostPop", "mostpop", "cornac"),
         Candidate("implicit ALS", "als", "implicit", {"factors": 64},
@@ -182,7 +184,7 @@ def sections(tasks: list[str], quick: bool, sequential: bool = True) -> list[Sec
             c.grid = {k: v[:1] for k, v in c.grid.items()}
             if c.lib == "cornac" and c.name == "bpr":
                 c.params = {**c.params, "max_iter": 30}
-        for c in sequential_ours:
+        for c in sequential_ours + [c for c in ranking_ours if c.name in VAE_PARAMS]:
             c.params = {**c.params, "epochs": 2}
     if "topk" in tasks:
         src = "ml-100k" if quick else "ml-1m/ratings_implicit_pairs.dat"
@@ -267,11 +269,16 @@ def run_peers(python: Path, work: Path, tag: str, task: str, train: Interactions
         "models": [{"label": lb, "lib": c.lib, "algo": c.name, "params": p}
                    for lb, c, p in cands],
     }  # fmt: skip
-    np.savez(folder / "targets.npz", **targets)
-    (folder / "spec.json").write_text(json.dumps(spec))
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    subprocess.run([str(python), str(HERE / "peers" / "run_peers.py"), str(folder / "spec.json")],
-                   check=True, env=env)  # fmt: skip
+    done = [folder / "out" / f"{n}.json" for n in range(len(cands))]
+    spec_file = folder / "spec.json"
+    reuse = (spec_file.exists() and json.loads(spec_file.read_text()) == spec
+             and all(d.exists() for d in done))  # fmt: skip
+    if not reuse:  # a folder kept by --work holds the finished run of the same spec
+        np.savez(folder / "targets.npz", **targets)
+        spec_file.write_text(json.dumps(spec))
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        subprocess.run([str(python), str(HERE / "peers" / "run_peers.py"), str(spec_file)],
+                       check=True, env=env)  # fmt: skip
     results = []
     for n in range(len(cands)):
         info = json.loads((folder / "out" / f"{n}.json").read_text())
@@ -308,7 +315,10 @@ def _objective(sec: Section, res: Any) -> float:
 
 
 def run_section(sec: Section, data_root: Path, peers_python: Path | None, work: Path,
-                seed: int, log) -> dict[str, Any]:  # fmt: skip
+                seed: int, log, cache: ScoreCache | None = None,
+                only: set[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Tune, fit and score every candidate of `sec` (of ours, only the labels in `only` when
+    given); recsight's classic ranking models go through `cache` when one is given."""
     t_section = time.perf_counter()
     data = load(data_root, sec.source)
     train, test, inner, valid = _splits(sec, data, seed)
@@ -324,27 +334,55 @@ def run_section(sec: Section, data_root: Path, peers_python: Path | None, work: 
     # -- recsight side, in this process
     valid_of: dict[str, float | None] = {}
     kind_of: dict[str, str] = {c.label: c.kind for c in sec.ours + sec.peers}
+    scored: dict[tuple[str, str], Fitted] = {}
+    best_of: dict[str, dict[str, Any]] = {}
     for cand in sec.ours:
+        if only and cand.label not in only:
+            continue
+        if cand.members:
+            res, fit_s, params, value = _blend_run(sec, cand, scored, best_of, inner, valid,
+                                                   train, test)  # fmt: skip
+            valid_of[cand.label] = value
+            add(cand.label, "recsight", params, fit_s, res.score_seconds, res, [])
+            log(f"  {cand.label} {params}: fit {fit_s:.2f}s  {_headline(sec, res)}")
+            continue
         trials = []
         combos = cand.combos()
         # every candidate gets a validation score when its kind has several candidates:
         # recsight's best model of a kind is chosen on it, never on test
         rivals = sum(c.kind == cand.kind for c in sec.ours)
+        # classic rankers go through their score matrices (kept for the blends, and cached)
+        cached = sec.task == "ranking" and cand.kind == "classic"
         if len(combos) > 1 or rivals > 1:
             for params in combos:
-                model = create_model(cand.name, **params).fit(inner)
-                value = _objective(sec, _evaluate(sec, model, inner, valid, final=False))
+                if cached:
+                    fitted = _fit_scores(cache, sec, "valid", cand, params, inner, valid, seed)
+                    scorer: Any = PeerScores(fitted.users, fitted.scores)
+                else:
+                    scorer = create_model(cand.name, **params).fit(inner)
+                value = _objective(sec, _evaluate(sec, scorer, inner, valid, final=False))
                 trials.append({"params": params, "objective": value})
             top = max(trials, key=lambda t: t["objective"])
             best, valid_of[cand.label] = top["params"], top["objective"]
         else:
             best, valid_of[cand.label] = combos[0], None
-        model = create_model(cand.name, **best)
-        t0 = time.perf_counter()
-        model.fit(train)
-        fit_s = time.perf_counter() - t0
+        best_of[cand.label] = best
+        if cached:
+            # the tuned model's validation scores stay at hand for the blends
+            scored[cand.label, "valid"] = _fit_scores(cache, sec, "valid", cand, best, inner,
+                                                      valid, seed)  # fmt: skip
+            fitted = _fit_scores(cache, sec, "test", cand, best, train, test, seed)
+            scored[cand.label, "test"], fit_s = fitted, fitted.fit_seconds
+            model = PeerScores(fitted.users, fitted.scores)
+        else:
+            model = create_model(cand.name, **best)
+            t0 = time.perf_counter()
+            model.fit(train)
+            fit_s = time.perf_counter() - t0
         res = _evaluate(sec, model, train, test, final=True)
         pred_s = res.predict_seconds if sec.task == "rating" else res.score_seconds
+        if cached:  # scoring happened when the scores were made; ranking happened here
+            pred_s += fitted.score_seconds
         add(cand.label, "recsight", best, fit_s, pred_s, res, trials)
         log(f"  {cand.label} {best}: fit {fit_s:.2f}s  {_headline(sec, res)}")
 
@@ -398,6 +436,124 @@ def run_section(sec: Section, data_root: Path, peers_python: Path | None, work: 
         "valid": valid_of,
         "kind": kind_of,
     }
+
+
+# --- resumable scores and the learned blend --------------------------------------------------
+
+
+@dataclass
+class Fitted:
+    """A fitted model's scores for the users of one evaluation split, and what they cost."""
+
+    users: np.ndarray
+    scores: np.ndarray
+    fit_seconds: float
+    score_seconds: float
+    training: dict[str, Any] | None = None  # neural models: epochs, best epoch, why it stopped
+
+
+class ScoreCache:
+    """Score matrices of recsight's fitted models on disk, keyed by section, phase, model,
+    parameters and split sizes: a stopped run resumes where it stopped (every fit here is
+    seeded, so a cached matrix is what a refit would give), and several processes can fill
+    one cache at once (``--only``)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def key(*parts: Any) -> str:
+        text = json.dumps(parts, sort_keys=True, default=str)
+        return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+    def get(self, key: str) -> Fitted | None:
+        meta = self.root / f"{key}.json"
+        if not meta.exists():
+            return None
+        info = json.loads(meta.read_text())
+        arrays = np.load(self.root / f"{key}.npz")
+        return Fitted(arrays["users"], arrays["scores"], info["fit_seconds"],
+                      info["score_seconds"], info.get("training"))  # fmt: skip
+
+    def put(self, key: str, fitted: Fitted, about: dict[str, Any]) -> None:
+        tmp = self.root / f"{key}.tmp.npz"
+        np.savez(tmp, users=fitted.users, scores=fitted.scores)
+        tmp.replace(self.root / f"{key}.npz")
+        info = {**about, "fit_seconds": fitted.fit_seconds, "score_seconds": fitted.score_seconds}
+        (self.root / f"{key}.json").write_text(json.dumps(info, default=str))
+
+
+def _fit_scores(cache: ScoreCache | None, sec: Section, phase: str, cand: Candidate,
+                params: dict[str, Any], fit_on: Interactions, eval_on: Interactions,
+                seed: int) -> Fitted:  # fmt: skip
+    """`cand` with `params` fitted on `fit_on`: its scores for every user of `eval_on`, from
+    the cache when this fit was done before."""
+    key = ScoreCache.key(sec.key, sec.source, sec.split_spec, seed, phase, cand.name, params,
+                         len(fit_on), len(eval_on))  # fmt: skip
+    hit = None if cache is None else cache.get(key)
+    if hit is not None:
+        return hit
+    users = np.unique(eval_on.user_idx).astype(np.int64)
+    model = create_model(cand.name, **params)
+    t0 = time.perf_counter()
+    model.fit(fit_on)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scores = np.asarray(model.score_all(users), dtype=np.float32)
+    fitted = Fitted(users, scores, fit_s, time.perf_counter() - t0)
+    about: dict[str, Any] = {"section": sec.key, "phase": phase, "model": cand.name,
+                             "params": params}  # fmt: skip
+    history = getattr(model, "history_", None)
+    if history is not None:  # neural models: how training ended
+        about["training"] = {"epochs": len(history.epochs), "best_epoch": history.best_epoch,
+                             "best_valid": history.best_metric, "stopped_by": history.stopped_by,
+                             "valid_by_epoch": [e.metric for e in history.epochs]}  # fmt: skip
+    fitted.training = about.get("training")
+    if cache is not None:
+        cache.put(key, fitted, about)
+    return fitted
+
+
+def _blend_run(sec: Section, cand: Candidate, scored: dict[tuple[str, str], Fitted],
+               best_of: dict[str, dict[str, Any]], inner: Interactions, valid: Interactions,
+               train: Interactions, test: Interactions):  # fmt: skip
+    """The learned blend of `cand.members`, each at its tuned parameters: weights searched on
+    the validation split (members fitted on the tuning part of train, as when they were
+    tuned), then applied to the members refitted on all of train. This is exactly
+    ``Blend(models=..., valid_share=0.2, seed=seed + 1, max_valid_users=None).fit(train)``
+    (its holdout is the tuning split's), computed from the fits this run already made.
+    Returns (test result, fit seconds of every member fit, the blend's params, its
+    validation NDCG)."""
+    from recsight.models.blend import normalised, search_weights
+
+    missing = [m for m in cand.members if (m, "test") not in scored]
+    if missing:
+        raise SystemExit(f"{cand.label}: members {missing} must run (cached) before the blend")
+    grid = int(cand.params.get("grid", 10))
+    vu = scored[cand.members[0], "valid"].users
+    inner_seen = inner.to_csr(binary=True)[vu]
+    zs = [normalised(scored[m, "valid"].scores, inner_seen) for m in cand.members]
+    weights, value = search_weights(zs, vu, inner, valid, grid)
+    tu = scored[cand.members[0], "test"].users
+    train_seen = train.to_csr(binary=True)[tu]
+    t0 = time.perf_counter()
+    mix = sum(
+        np.float32(w) * normalised(scored[m, "test"].scores, train_seen)
+        for m, w in zip(cand.members, weights, strict=True)
+        if w
+    )
+    mix_s = time.perf_counter() - t0
+    res = evaluate_ranking(PeerScores(tu, mix), train, test, ks=sec.ks, metrics=sec.metrics)
+    res.score_seconds += mix_s + sum(scored[m, "test"].score_seconds for m in cand.members)
+    fit_s = sum(scored[m, p].fit_seconds for m in cand.members for p in ("valid", "test"))
+    models = [{"name": _name_of(sec, m), "params": best_of[m]} for m in cand.members]
+    params = {"models": models, "grid": grid, "weights": [round(float(w), 4) for w in weights]}
+    return res, fit_s, params, value
+
+
+def _name_of(sec: Section, label: str) -> str:
+    return next(c.name for c in sec.ours if c.label == label)
 
 
 def _peer_result(sec: Section, out: dict, train: Interactions, test: Interactions, final: bool):
@@ -583,6 +739,19 @@ def main(argv: list[str] | None = None) -> int:
         help="default benchmarks/results (--quick: a temporary folder)",
     )
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="keep peer runs and recsight's score matrices here, and reuse them: a rerun "
+        "resumes (default: a temporary folder, nothing reused)",
+    )
+    ap.add_argument(
+        "--only",
+        default=None,
+        help="comma list of recsight candidate labels to run; with --no-peers and --work, "
+        "fills the shared cache from a second process",
+    )
     args = ap.parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     bad = [t for t in tasks if t not in TASKS]
@@ -616,9 +785,13 @@ def main(argv: list[str] | None = None) -> int:
         "peer_versions": _peer_versions(peers_python),
     }
     results = {}
+    only = None if args.only is None else {x.strip() for x in args.only.split(",") if x.strip()}
     with tempfile.TemporaryDirectory(prefix="recsight-vs-peers-") as tmp:
+        work = args.work or Path(tmp)
         for sec in sections(tasks, args.quick, sequential=not args.no_sequential):
-            results[sec.key] = run_section(sec, data_root, peers_python, Path(tmp), args.seed, log)
+            cache = ScoreCache(work / "scores" / sec.key) if args.work else None
+            results[sec.key] = run_section(sec, data_root, peers_python, work, args.seed, log,
+                                           cache, only)  # fmt: skip
             # the report so far after every section: a long run that stops keeps what it did
             meta["seconds"] = time.perf_counter() - t0
             write_report(out_dir, results, meta)

@@ -136,3 +136,59 @@ def test_recbole_input_keeps_recsight_order_on_timestamp_ties(tmp_path) -> None:
         valid_item = data.items.ids[parts.valid.item_idx[data.users.ids[parts.valid.user_idx] == u]]
         assert rows["item_id:token"].iloc[-1] == test_item[0]
         assert rows["item_id:token"].iloc[-2] == valid_item[0]
+
+
+def _planted(n_users: int = 60, n_items: int = 40, seed: int = 0):
+    """Users in two taste groups over two item blocks, with a few popular items each."""
+    rng = np.random.default_rng(seed)
+    us, its = [], []
+    for u in range(n_users):
+        lo = 0 if u < n_users // 2 else n_items // 2
+        p = np.where(np.arange(n_items // 2) < 5, 0.8, 0.35)
+        chosen = lo + np.flatnonzero(rng.random(n_items // 2) < p)
+        us += [u] * len(chosen)
+        its += list(chosen)
+    return interactions(us, its, n_users=n_users, n_items=n_items)
+
+
+def test_harness_blend_is_the_registered_blend_fitted_on_the_tuning_split(tmp_path) -> None:
+    # the harness assembles its blend row from fits it already made; that must be exactly
+    # what the registered model gives when its holdout is the harness's tuning split
+    from recsight.models.blend import Blend
+
+    b = bench_vs_peers
+    members = ["recsight popular", "recsight ease"]
+    sec = b.Section(
+        key="t", title="t", task="ranking", source="planted", split_spec="user_random:0.8",
+        ks=(10, 20), metrics=("ndcg", "recall"),
+        ours=[b.Candidate("recsight popular", "popular"),
+              b.Candidate("recsight ease", "ease", grid={"reg": [5.0, 50.0]}),
+              b.Candidate("recsight blend", "blend", params={"grid": 4}, members=members)],
+    )  # fmt: skip
+    data = _planted()
+    train, test, inner, valid = b._splits(sec, data, 42)
+    cache = b.ScoreCache(tmp_path)
+    scored, best_of = {}, {"recsight popular": {}, "recsight ease": {"reg": 50.0}}
+    for cand in sec.ours[:2]:
+        params = best_of[cand.label]
+        scored[cand.label, "valid"] = b._fit_scores(cache, sec, "valid", cand, params, inner,
+                                                    valid, 42)  # fmt: skip
+        scored[cand.label, "test"] = b._fit_scores(cache, sec, "test", cand, params, train,
+                                                   test, 42)  # fmt: skip
+    res, _, params, value = b._blend_run(sec, sec.ours[2], scored, best_of, inner, valid,
+                                         train, test)  # fmt: skip
+
+    model = Blend(models=params["models"], grid=4, valid_share=0.2, seed=43,
+                  max_valid_users=None, verbose=False).fit(train)  # fmt: skip
+    assert model.valid_ndcg_ == pytest.approx(value)
+    assert model.weights_.tolist() == params["weights"]
+    assert 0 < params["weights"][1] < 1  # a real mix, so the comparison tests the mixing too
+    ref = evaluate_ranking(model, train, test, ks=(10, 20), metrics=("ndcg", "recall"))
+    np.testing.assert_array_equal(res.users, ref.users)
+    for key in ref.per_user:
+        np.testing.assert_allclose(res.per_user[key], ref.per_user[key], atol=1e-12)
+
+    # the cache answers a second time without fitting again
+    again = b._fit_scores(cache, sec, "test", sec.ours[1], {"reg": 50.0}, train, test, 42)
+    np.testing.assert_array_equal(again.scores, scored["recsight ease", "test"].scores)
+    assert len(list(tmp_path.glob("*.npz"))) == 4

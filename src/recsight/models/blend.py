@@ -9,7 +9,7 @@ validation data carved from the training data only:
    split) is set aside; every model is fitted on the rest;
 2. every non-negative weight vector on the simplex grid with step ``1 / grid`` is scored by
    `holdout_ndcg` (NDCG@`VALID_K`, the evaluator's protocol: training items masked,
-   shared tie rule) on at most `MAX_VALID_USERS` validation users, and the best is kept
+   shared tie rule) on at most `max_valid_users` validation users, and the best is kept
    (ties: the earlier grid point, i.e. more weight on earlier models);
 3. every model is refitted on all of the training data with its own hyperparameters.
 
@@ -33,7 +33,7 @@ from recsight.errors import InputError
 from recsight.models.base import Recommender
 from recsight.models.validation import holdout_ndcg
 
-#: Validation metric cut-off and the most validation users scored.
+#: Validation metric cut-off and the default most validation users scored.
 VALID_K = 20
 MAX_VALID_USERS = 5000
 
@@ -85,13 +85,44 @@ def simplex_grid(n: int, grid: int) -> np.ndarray:
     return np.array(sorted(points, reverse=True), dtype=np.float64) / grid
 
 
+def search_weights(
+    zs: list[np.ndarray],
+    users: np.ndarray,
+    fit_part: Interactions,
+    valid_part: Interactions,
+    grid: int,
+) -> tuple[np.ndarray, float]:
+    """The simplex-grid weight vector (step ``1 / grid``) whose mix of the normalised member
+    scores `zs` (rows = `users`, sorted) scores the best NDCG@`VALID_K` on `valid_part` by the
+    evaluator's protocol (items of `fit_part` masked, shared tie rule), and that NDCG; ties go
+    to the earlier grid point (more weight on earlier members)."""
+    row_of = np.full(fit_part.n_users, -1, dtype=np.int64)
+    row_of[users] = np.arange(len(users))
+
+    class _Mix:
+        def __init__(self, w: np.ndarray):
+            self.w = w
+
+        def score_all(self, user_idx: np.ndarray) -> np.ndarray:
+            rows = row_of[np.asarray(user_idx)]
+            return sum(w * z[rows] for w, z in zip(self.w, zs, strict=True) if w)
+
+    candidates = simplex_grid(len(zs), grid)
+    ndcg = np.empty(len(candidates))
+    for c, w in enumerate(candidates):
+        ndcg[c] = holdout_ndcg(_Mix(w), fit_part, valid_part, VALID_K, users=users)
+    best = int(np.argmax(ndcg))
+    return candidates[best].astype(np.float64), float(ndcg[best])
+
+
 class Blend(Recommender):
     """Score-level stacking of registered models with weights fitted on a validation split
     of the training data (see the module docstring).
 
     Hyperparameters: `models` (names, or ``{"name": ..., "params": {...}}`` entries; at least
     two), `valid_share` (share of each user's items held out to fit the weights), `grid`
-    (weights are multiples of ``1 / grid``), `seed` (the holdout), `verbose`.
+    (weights are multiples of ``1 / grid``), `seed` (the holdout), `max_valid_users` (the most
+    validation users scored, sampled with `seed`; None: all), `verbose`.
     """
 
     name: ClassVar[str] = "blend"
@@ -107,12 +138,14 @@ class Blend(Recommender):
         valid_share: float = 0.1,
         grid: int = 10,
         seed: int = 42,
+        max_valid_users: int | None = MAX_VALID_USERS,
         verbose: bool = True,
     ):
         self.models = models
         self.valid_share = valid_share
         self.grid = grid
         self.seed = seed
+        self.max_valid_users = max_valid_users
         self.verbose = verbose
 
     # -- checks -------------------------------------------------------------------------------
@@ -147,6 +180,9 @@ class Blend(Recommender):
             raise InputError(f"valid_share: expected a share in (0, 1), not {self.valid_share!r}")
         if isinstance(self.grid, bool) or not isinstance(self.grid, int) or self.grid < 1:
             raise InputError(f"grid: expected a positive integer, not {self.grid!r}")
+        cap = self.max_valid_users
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise InputError(f"max_valid_users: expected a positive integer or None, not {cap!r}")
         if _grid_size(len(members), self.grid) > 5000:
             raise InputError(
                 f"grid: {self.grid} steps over {len(members)} models is "
@@ -171,8 +207,9 @@ class Blend(Recommender):
         inner_seen = parts.train.to_csr(binary=True)
         truth_users = np.unique(parts.test.user_idx)
         rng = np.random.default_rng(self.seed)
-        if len(truth_users) > MAX_VALID_USERS:
-            truth_users = np.sort(rng.choice(truth_users, MAX_VALID_USERS, replace=False))
+        cap = self.max_valid_users
+        if cap is not None and len(truth_users) > cap:
+            truth_users = np.sort(rng.choice(truth_users, cap, replace=False))
         if len(truth_users) == 0:
             raise InputError(
                 "training data: too few items per user to hold any out for the blend's weights"
@@ -182,26 +219,11 @@ class Blend(Recommender):
             console.log(f"blend: fitting {name} on the weight-fitting split")
             model = create_model(name, **params).fit(parts.train)
             zs.append(normalised(model.score_all(truth_users), inner_seen[truth_users]))
-        row_of = np.full(train.n_users, -1, dtype=np.int64)
-        row_of[truth_users] = np.arange(len(truth_users))
-
-        class _Mix:
-            def __init__(self, w: np.ndarray):
-                self.w = w
-
-            def score_all(self, users: np.ndarray) -> np.ndarray:
-                rows = row_of[np.asarray(users)]
-                return sum(w * z[rows] for w, z in zip(self.w, zs, strict=True) if w)
-
-        candidates = simplex_grid(len(members), self.grid)
-        ndcg = np.empty(len(candidates))
-        for c, w in enumerate(candidates):
-            ndcg[c] = holdout_ndcg(_Mix(w), parts.train, parts.test, VALID_K, users=truth_users)
-        best = int(np.argmax(ndcg))
-        self.weights_ = candidates[best].astype(np.float64)
-        self.valid_ndcg_ = ndcg[best]
+        self.weights_, self.valid_ndcg_ = search_weights(
+            zs, truth_users, parts.train, parts.test, self.grid
+        )
         shown = ", ".join(f"{n} {w:.2f}" for (n, _), w in zip(members, self.weights_, strict=True))
-        console.log(f"blend: weights {shown} (validation ndcg@{VALID_K} {ndcg[best]:.4f})")
+        console.log(f"blend: weights {shown} (validation ndcg@{VALID_K} {self.valid_ndcg_:.4f})")
         self.models_ = []
         for name, params in members:
             console.log(f"blend: refitting {name} on all training data")
