@@ -31,10 +31,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 from rich.console import Console
 from rich.table import Table
 
@@ -82,8 +84,6 @@ class Hog:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import psutil
-
         self.seconds = time.perf_counter() - self._t0
         for p in self._procs:
             try:
@@ -298,28 +298,55 @@ def freshness(url: str, users: list[str], trials: int = 50) -> dict:
     }
 
 
+def server_process() -> psutil.Process | None:
+    """The `recsight serve` process this script started (its CPU time is read per phase)."""
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "serve" in child.cmdline():
+                return child
+        except psutil.Error:
+            continue
+    return None
+
+
+def run_phase(coro_fn: Callable[[], Awaitable[dict]], hog_procs: int = 0) -> dict:
+    """One phase: its results plus the load average around it, the server's CPU time per
+    answered request (less sensitive to a busy machine than latency) and, beside a hog,
+    what the hog burned."""
+    server = server_process()
+    cpu0 = sum(server.cpu_times()[:2]) if server else None
+    load0 = load_average()
+    if hog_procs:
+        with Hog(hog_procs) as hog:
+            out = asyncio.run(coro_fn())
+        out["hog"] = hog.summary()
+    else:
+        out = asyncio.run(coro_fn())
+    out["load_avg_before"], out["load_avg_after"] = load0, load_average()
+    if server is not None and cpu0 is not None:
+        served = out["requests"] - out["errors"]
+        cpu = sum(server.cpu_times()[:2]) - cpu0
+        out["server_cpu_ms_per_request"] = round(1000 * cpu / served, 3) if served else None
+    return out
+
+
 def measure(url: str, users: list[str], args: argparse.Namespace, name: str) -> dict:
     """Every phase against one running server."""
     row: dict = {"model": name, "open_loop": [], "open_loop_hog": []}
+
+    def open_phase() -> Awaitable[dict]:
+        return open_loop(url, users, args.rate, args.seconds)
+
+    def closed_phase() -> Awaitable[dict]:
+        return closed_loop(url, users, 32, args.closed_seconds)
+
     for run in range(args.runs):
-        phase = {"run": run + 1, "load_avg_before": load_average()}
-        phase.update(asyncio.run(open_loop(url, users, args.rate, args.seconds)))
-        phase["load_avg_after"] = load_average()
-        row["open_loop"].append(phase)
+        row["open_loop"].append({"run": run + 1, **run_phase(open_phase)})
         if args.hog:
-            with Hog(args.hog_procs) as hog:
-                phase = {"run": run + 1, "load_avg_before": load_average()}
-                phase.update(asyncio.run(open_loop(url, users, args.rate, args.seconds)))
-                phase["load_avg_after"] = load_average()
-            phase["hog"] = hog.summary()
-            row["open_loop_hog"].append(phase)
-    row["closed_loop"] = asyncio.run(closed_loop(url, users, 32, args.closed_seconds))
-    row["closed_loop"]["load_avg_after"] = load_average()
+            row["open_loop_hog"].append({"run": run + 1, **run_phase(open_phase, args.hog_procs)})
+    row["closed_loop"] = run_phase(closed_phase)
     if args.hog:
-        with Hog(args.hog_procs) as hog:
-            row["closed_loop_hog"] = asyncio.run(closed_loop(url, users, 32, args.closed_seconds))
-            row["closed_loop_hog"]["load_avg_after"] = load_average()
-        row["closed_loop_hog"]["hog"] = hog.summary()
+        row["closed_loop_hog"] = run_phase(closed_phase, args.hog_procs)
     if args.ingest_seconds > 0:
         row["ingest_single"] = asyncio.run(ingest_rate(url, 1, 8, args.ingest_seconds, f"{name}-s"))
         row["ingest_batch100"] = asyncio.run(
@@ -411,9 +438,9 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     table = Table(title="recsight serve on loopback (server and load generator share the cores)")
-    cols = ["model", "run", "open p50/p95/p99 ms", "errors", "load avg"]
+    cols = ["model", "run", "open p50/p95/p99 ms", "errors", "cpu ms/req", "load avg"]
     if args.hog:
-        cols += ["with hog: p50/p95/p99 ms", "errors", "load avg"]
+        cols += ["with hog: p50/p95/p99 ms", "errors", "cpu ms/req", "load avg"]
     for col in cols:
         table.add_column(col, justify="right")
     for r in results:
@@ -423,6 +450,7 @@ def main() -> None:
                 str(o["run"]),
                 f"{ms(o['p50_ms'])} / {ms(o['p95_ms'])} / {ms(o['p99_ms'])}",
                 str(o["errors"]),
+                str(o.get("server_cpu_ms_per_request")),
                 f"{o['load_avg_before']} → {o['load_avg_after']}",
             ]
             if args.hog:
@@ -430,6 +458,7 @@ def main() -> None:
                 cells += [
                     f"{ms(h['p50_ms'])} / {ms(h['p95_ms'])} / {ms(h['p99_ms'])}",
                     str(h["errors"]),
+                    str(h.get("server_cpu_ms_per_request")),
                     f"{h['load_avg_before']} → {h['load_avg_after']}",
                 ]
             table.add_row(*cells)

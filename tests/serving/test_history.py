@@ -95,6 +95,24 @@ def test_evicted_user_reloads_with_events_added_meanwhile(store_copy):
         assert cache.get("u1").items == []
 
 
+def test_cached_never_reads_the_store():
+    """`cached` (what the event loop calls) answers from memory only."""
+    reads: list[str] = []
+
+    def load(user: str, n: int) -> list:
+        reads.append(user)
+        return [(1, "i1", "view", None), (2, "i2", "purchase", None)]
+
+    cache = HistoryCache(load, max_users=1)
+    assert cache.cached("u1") is None and reads == []
+    loaded = cache.get("u1")
+    assert reads == ["u1"] and (cache.hits, cache.misses) == (0, 1)
+    assert cache.cached("u1") == loaded and loaded.items == ["i1", "i2"]
+    assert cache.hits == 1
+    cache.get("u2")  # evicts u1
+    assert cache.cached("u1") is None and reads == ["u1", "u2"]
+
+
 @pytest.mark.parametrize("committed_before_read", [True, False])
 def test_event_added_while_its_user_loads_counts_once(store_copy, committed_before_read):
     """The race between a history load and a concurrent event post, both orders."""

@@ -88,13 +88,19 @@ class HistoryCache:
 
     def get(self, user_id: str) -> History:
         """The user's history (empty for a user without events)."""
-        events = self._events(user_id)
-        return History(
-            user_id=user_id,
-            items=[e[1] for e in events],
-            types=[e[2] for e in events],
-            values=[e[3] for e in events],
-        )
+        return _history(user_id, self._events(user_id))
+
+    def cached(self, user_id: str) -> History | None:
+        """The user's history if it is in memory, else None: never reads the store (for
+        the event loop, which must not wait for a query)."""
+        with self._lock:
+            dq = self._users.get(user_id)
+            if dq is None:
+                return None
+            self._users.move_to_end(user_id)
+            self.hits += 1
+            events = list(dq)
+        return _history(user_id, events)
 
     def add(
         self, user_id: str, seq: int, item_id: str, event_type: str, value: float | None
@@ -126,3 +132,12 @@ class HistoryCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._users)
+
+
+def _history(user_id: str, events: list[Event]) -> History:
+    return History(
+        user_id=user_id,
+        items=[e[1] for e in events],
+        types=[e[2] for e in events],
+        values=[e[3] for e in events],
+    )

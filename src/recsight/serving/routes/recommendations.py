@@ -27,9 +27,8 @@ async def get_recommendations(
 ) -> RecommendationsOut:
     """Recommendations for a user; an unknown user gets the cold-start path."""
     user_id = svc.user_ids(user_id)
-    if user_id in svc.histories:  # in memory: no store read
-        history = svc.histories.get(user_id)
-    else:
+    history = svc.histories.cached(user_id)
+    if history is None:  # read from the store, off the event loop
         history = await run_in_threadpool(svc.histories.get, user_id)
     request = RecommendRequest(history, k, exclude_seen, category, explain)
     return svc.respond(user_id, await svc.batcher.submit(request))
