@@ -59,10 +59,8 @@ class _FactorModel(Recommender):
     def score_history(self, histories: sp.csr_matrix) -> np.ndarray:
         return (self.fold_in(histories) @ self.item_factors_.T).astype(np.float32)
 
-    def _item_similarities(self, i: int) -> np.ndarray:
-        q = self.item_factors_
-        norms = np.linalg.norm(q, axis=1) + 1e-12
-        return (q @ q[i]) / (norms * norms[i])
+    def _item_vectors(self) -> np.ndarray:
+        return self.item_factors_
 
     def _contributions(
         self, hist_items: np.ndarray, hist_weights: np.ndarray, item: int

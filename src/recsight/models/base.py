@@ -139,6 +139,13 @@ class Recommender:
         return ids[0], scores[0]
 
     def _item_similarities(self, i: int) -> np.ndarray:
+        """Similarity of every item to item `i`: by default the cosine of `_item_vectors`."""
+        q = self._item_vectors()
+        norms = np.linalg.norm(q, axis=1) + 1e-12
+        return (q @ q[i]) / (norms * norms[i])
+
+    def _item_vectors(self) -> np.ndarray:
+        """One vector per item for `similar_items` (cosine similarity)."""
         raise NotImplementedError
 
     def explain(self, user: str, item: str, top: int = 3) -> list[tuple[str, float]]:

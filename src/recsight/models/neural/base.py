@@ -110,15 +110,6 @@ class TorchRecommender(Recommender):
             "description": self.name,
         }
 
-    def _item_similarities(self, i: int) -> np.ndarray:
-        q = self._item_vectors()
-        norms = np.linalg.norm(q, axis=1) + 1e-12
-        return (q @ q[i]) / (norms * norms[i])
-
-    def _item_vectors(self) -> np.ndarray:
-        """One vector per item for `similar_items` (cosine similarity)."""
-        raise NotImplementedError
-
 
 class SequenceRecommender(TorchRecommender):
     """Models that read each user's time-ordered history (SASRec, BERT4Rec).
