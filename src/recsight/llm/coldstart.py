@@ -428,10 +428,7 @@ class HybridRecommender(ContentRecommender):
     ) -> np.ndarray:
         # both parts are linear in the history items before standardisation; each part's
         # contributions are divided by its row's standard deviation, as in the blend
-        h = sp.csr_matrix(
-            (hist_weights.astype(np.float32), (np.zeros(len(hist_items), int), hist_items)),
-            shape=(1, self.n_items),
-        )
+        h = self._history_row(hist_items, hist_weights)
         w = float(self.user_weights(np.array([len(hist_items)]))[0, item])
         f = self.item_factors_
         _, cf_std = row_stats(self._cf_scores(h), h)

@@ -184,6 +184,13 @@ class Recommender:
         """Per-history-item contribution to `item`'s score (same order as `hist_items`)."""
         raise NotImplementedError
 
+    def _history_row(self, hist_items: np.ndarray, hist_weights: np.ndarray) -> sp.csr_matrix:
+        """One history as the 1 x n_items float32 row `score_history` takes."""
+        return sp.csr_matrix(
+            (hist_weights.astype(np.float32), (np.zeros(len(hist_items), np.int64), hist_items)),
+            shape=(1, self.n_items),
+        )
+
     # -- id-level surface -----------------------------------------------------------------
     def _user_idx(self, users: Sequence[str]) -> np.ndarray:
         idx = self.users_.index_of(users, missing="ignore")

@@ -259,10 +259,7 @@ class Blend(Recommender):
         self, hist_items: np.ndarray, hist_weights: np.ndarray, item: int
     ) -> np.ndarray:
         # each member's contributions, scaled as its scores are in the blend (1 / row std)
-        h = sp.csr_matrix(
-            (hist_weights.astype(np.float32), (np.zeros(len(hist_items), int), hist_items)),
-            shape=(1, self.n_items),
-        )
+        h = self._history_row(hist_items, hist_weights)
         total = np.zeros(len(hist_items))
         for w, m in zip(self.weights_, self.models_, strict=True):
             if w:

@@ -326,10 +326,7 @@ class UserKNN(_KNNBase):
     ) -> np.ndarray:
         # sim(u, v) = sum_j q_uj xn_vj (times the shrinkage factor), so the score splits
         # exactly over history items j: sum_v f_uv q_uj xn_vj x_vi
-        h = sp.csr_matrix(
-            (hist_weights, (np.zeros(len(hist_items), np.int64), hist_items)),
-            shape=(1, self.n_items),
-        )
+        h = self._history_row(hist_items, hist_weights)
         nb = self._neighbours(h)
         v, s = nb.indices, nb.data.astype(np.float64)
         q = prepare_rows(h, self.similarity, self._item_means)
