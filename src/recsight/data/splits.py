@@ -123,8 +123,10 @@ def _random_pairs(data: Interactions, train: float, valid: float, seed: int) -> 
     return _assign(rng.random(len(uniq)), train, valid)[inverse]
 
 
-def _user_random(data: Interactions, train: float, valid: float, seed: int) -> np.ndarray:
-    """Each user's distinct items split by ratio (at least one item stays in train)."""
+def random_item_ranks(data: Interactions, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each user's distinct items in a random order (seeded): per distinct (user, item) pair,
+    its rank in that order (0-based) and the user's number of distinct items, plus the index
+    of each event's pair (``rank[inverse]`` is per event)."""
     uniq, inverse = _pair_keys(data)
     users = uniq // max(data.n_items, 1)
     rng = np.random.default_rng(seed)
@@ -133,10 +135,15 @@ def _user_random(data: Interactions, train: float, valid: float, seed: int) -> n
     starts = np.concatenate([[0], np.cumsum(counts)])[users[order]]
     rank = np.empty(len(uniq), dtype=np.int64)
     rank[order] = np.arange(len(uniq)) - starts
-    n = counts[users]
+    return rank, counts[users], inverse
+
+
+def _user_random(data: Interactions, train: float, valid: float, seed: int) -> np.ndarray:
+    """Each user's distinct items split by ratio (at least one item stays in train)."""
+    rank, n, inverse = random_item_ranks(data, seed)
     n_train = np.maximum(1, np.round(train * n)).astype(np.int64)
     n_valid = np.round(valid * n).astype(np.int64)
-    side = np.full(len(uniq), 2, dtype=np.int8)
+    side = np.full(len(rank), 2, dtype=np.int8)
     side[rank < n_train + n_valid] = 1
     side[rank < n_train] = 0
     return side[inverse]

@@ -57,6 +57,7 @@ import scipy.sparse as sp
 from sklearn.utils.extmath import randomized_svd
 
 from recsight.data.dataset import Interactions
+from recsight.data.splits import random_item_ranks
 from recsight.errors import InputError
 from recsight.llm.content import ContentRecommender, catalog_texts, rank_text_scores
 from recsight.llm.encoders import DEFAULT_ENCODER
@@ -103,16 +104,7 @@ def holdout_per_user(data: Interactions, share: float, seed: int) -> np.ndarray:
 
     Not `recsight.data.splits`'s ``user_random``, which rounds a short history's share down to
     nothing: the users with short histories are the ones whose weight matters most."""
-    key = data.user_idx.astype(np.int64) * max(data.n_items, 1) + data.item_idx
-    uniq, inverse = np.unique(key, return_inverse=True)
-    users = uniq // max(data.n_items, 1)
-    rng = np.random.default_rng(seed)
-    order = np.lexsort((rng.random(len(uniq)), users))
-    counts = np.bincount(users, minlength=data.n_users)
-    starts = np.concatenate([[0], np.cumsum(counts)])[users[order]]
-    rank = np.empty(len(uniq), dtype=np.int64)
-    rank[order] = np.arange(len(uniq)) - starts
-    n = counts[users]
+    rank, n, inverse = random_item_ranks(data, seed)
     n_out = np.where(n >= 2, np.clip(np.round(share * n), 1, n - 1), 0)
     return (rank < n_out)[inverse]
 
