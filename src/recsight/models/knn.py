@@ -23,6 +23,7 @@ a history fold-in identical to the trained user's row).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -184,20 +185,17 @@ def recent_items(x: sp.csr_matrix, train: Interactions, cap: int | None) -> sp.c
     return out
 
 
+@dataclass(eq=False, repr=False)
 class _KNNBase(Recommender):
+    """The kNN models' shared hyperparameters (a dataclass, so `ItemKNN` adds its own
+    without restating these; ``__init__`` only stores them, positional order kept)."""
+
     _state = ("similarity_",)
 
-    def __init__(
-        self,
-        neighbors: int = 100,
-        similarity: str = "cosine",
-        shrinkage: float = 0.0,
-        weights: Mapping[str, float | str] | None = None,
-    ):
-        self.neighbors = neighbors
-        self.similarity = similarity
-        self.shrinkage = shrinkage
-        self.weights = weights
+    neighbors: int = 100
+    similarity: str = "cosine"
+    shrinkage: float = 0.0
+    weights: Mapping[str, float | str] | None = None
 
     def _check_params(self) -> None:
         if self.similarity not in SIMILARITIES:
@@ -208,6 +206,7 @@ class _KNNBase(Recommender):
             raise InputError(f"neighbors must be >= 1, got {self.neighbors}")
 
 
+@dataclass(eq=False, repr=False)
 class ItemKNN(_KNNBase):
     """Item-based kNN: an item scores the sum of its neighbours' weights in the history."""
 
@@ -216,18 +215,9 @@ class ItemKNN(_KNNBase):
     _user_state = ("capped_",)
     #: the entries of `seen_` left out of the similarities by `max_user_items` (kept so
     #: unlearning recomputes lists from the same rows); None in models saved before it
-    capped_: sp.csr_matrix | None = None
+    capped_: sp.csr_matrix | None = field(default=None, init=False)
 
-    def __init__(
-        self,
-        neighbors: int = 100,
-        similarity: str = "cosine",
-        shrinkage: float = 0.0,
-        weights: Mapping[str, float | str] | None = None,
-        max_user_items: int | None = 1000,
-    ):
-        super().__init__(neighbors, similarity, shrinkage, weights)
-        self.max_user_items = max_user_items
+    max_user_items: int | None = 1000
 
     def fit(self, train: Interactions) -> ItemKNN:
         self._check_params()
