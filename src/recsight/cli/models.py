@@ -67,6 +67,8 @@ def _training_record(
 
 def _cutoff(data: Interactions) -> str | None:
     """The latest event time of a fit's data (ISO-8601 UTC), None without timestamps."""
+    import numpy as np
+
     if not data.has_timestamps:
         return None
     cutoff = datetime.fromtimestamp(float(np.nanmax(data.timestamp)), UTC)
@@ -324,7 +326,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train a registered model on the store's (or a dataset layout's) interactions and
         save it; with --engine spark, ALS on MLlib and neural models on DDP."""
-        import numpy as np
 
         from recsight.cli.common import open_data
         from recsight.cli.topics import auto_topics
