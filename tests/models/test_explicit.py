@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsight.models import BiasedMF, load_model
+from recsight.models import BiasedMF, load_model, mf
 from recsight.models.mf import baseline_biases, gram_solve, solve_rows, svd_init
 
 
@@ -45,6 +45,22 @@ def test_solvers_match_per_row_numpy():
     ref = _dense_ridge(m, rhs, feats, reg, w, gram)
     got = solve_rows(m, rhs, w, feats, reg, gram=gram)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_row_blocks_solved_in_pieces_give_the_same_bits(monkeypatch):
+    """A block of many short rows is solved in pieces that bound its Gram matrices; each
+    row's solve keeps its shapes, so the result is bit for bit the one-piece result."""
+    rng = np.random.default_rng(3)
+    m = sp.random(300, 40, density=0.05, format="csr", random_state=2)
+    m.data[:] = 1.0
+    feats = rng.normal(size=(40, 6)).astype(np.float32)
+    rhs, w = rng.normal(size=m.nnz), rng.uniform(0.5, 3.0, m.nnz)
+    reg = np.broadcast_to(np.full(6, 0.7), (300, 6))
+    blocks = mf.RowBlocks(m, 6)
+    whole = blocks.solve(rhs, feats, reg, w)
+    monkeypatch.setattr(mf, "_BLOCK_FLOATS", 5 * 36)  # pieces of 5 rows
+    assert np.array_equal(blocks.solve(rhs, feats, reg, w), whole)
+    np.testing.assert_allclose(whole, _dense_ridge(m, rhs, feats, reg, w), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("shape", [(12, 9), (120, 90)])

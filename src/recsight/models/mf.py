@@ -77,16 +77,21 @@ class RowBlocks:
         t_ext = np.append(rhs, 0).astype(np.float32)
         w_ext = None if weights is None else np.append(weights, 0).astype(np.float32)
         diag = np.arange(d)
-        for rows, pos, cols in self.blocks:
-            f = padded[cols]  # (b, L, d)
-            ft = f.transpose(0, 2, 1)
-            a = np.matmul(ft, f if w_ext is None else f * w_ext[pos][:, :, None])
-            b = np.matmul(ft, t_ext[pos][:, :, None]).astype(np.float64)
-            a = a.astype(np.float64)
-            if gram is not None:
-                a += gram
-            a[:, diag, diag] += reg[rows]
-            out[rows] = np.linalg.solve(a, b)[:, :, 0]
+        # a block's rows in pieces whose Gram matrices (rows x d x d, float64) stay under
+        # _BLOCK_FLOATS too (short rows make blocks of many rows); same shapes, same sums
+        step = max(1, _BLOCK_FLOATS // (d * d))
+        for block_rows, block_pos, block_cols in self.blocks:
+            for s in range(0, len(block_rows), step):
+                rows, pos, cols = (x[s : s + step] for x in (block_rows, block_pos, block_cols))
+                f = padded[cols]  # (b, L, d)
+                ft = f.transpose(0, 2, 1)
+                a = np.matmul(ft, f if w_ext is None else f * w_ext[pos][:, :, None])
+                b = np.matmul(ft, t_ext[pos][:, :, None]).astype(np.float64)
+                a = a.astype(np.float64)
+                if gram is not None:
+                    a += gram
+                a[:, diag, diag] += reg[rows]
+                out[rows] = np.linalg.solve(a, b)[:, :, 0]
         return out
 
 
