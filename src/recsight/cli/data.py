@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import (
@@ -30,6 +30,7 @@ from recsight.cli.common import (
 from recsight.errors import InputError
 
 if TYPE_CHECKING:
+    from recsight.data.generate import ShopSummary
     from recsight.data.ingest import IngestReport
     from recsight.data.store import StoreInfo
 
@@ -107,22 +108,33 @@ def print_info(info: StoreInfo) -> None:
     console.print(table)
 
 
+def run_generate(
+    out: Path, users: int, items: int, days: int, seed: int, quiet: bool = False, **options: Any
+) -> ShopSummary:
+    """Generate a synthetic shop log into `out` with a progress display; `options` are
+    `recsight.data.generate.generate_shop`'s (layout, titles)."""
+    from recsight.data.generate import generate_shop
+
+    with progress_bar(quiet) as progress:
+        task = progress.add_task("generating shop", total=users)
+        return generate_shop(
+            out,
+            n_users=users,
+            n_items=items,
+            n_days=days,
+            seed=seed,
+            progress=lambda n: progress.update(task, completed=n),
+            **options,
+        )
+
+
 def run_ingest(
-    db: Path,
-    events: Path,
-    items: Path | None = None,
-    users: Path | None = None,
-    fmt: str | None = None,
-    mapping: dict[str, str] | None = None,
-    tz: str | None = None,
-    dedupe: str = "exact",
-    fill_rating: str = "none",
-    rating_scale: tuple[float, float] | None = None,
-    quiet: bool = False,
-    pseudonymize: bool = False,
+    db: Path, events: Path, *, quiet: bool = False, pseudonymize: bool = False, **options: Any
 ) -> IngestReport:
     """Ingest with a progress display; a failed ingest leaves no new store file behind.
-    `pseudonymize` stores user ids as keyed hashes (key from RECSIGHT_PSEUDONYM_KEY)."""
+    `pseudonymize` stores user ids as keyed hashes (key from RECSIGHT_PSEUDONYM_KEY);
+    `options` are `recsight.data.ingest.ingest`'s (items, users, fmt, mapping, tz, dedupe,
+    fill_rating, rating_scale)."""
     from recsight.data.ingest import ingest
     from recsight.data.pseudonyms import pseudonym_key
     from recsight.data.store import Store
@@ -137,20 +149,7 @@ def run_ingest(
             def step(name: str) -> None:
                 progress.update(task, completed=steps.index(name), description=f"{name} {events}")
 
-            report = ingest(
-                store,
-                events,
-                items=items,
-                users=users,
-                fmt=fmt,
-                mapping=mapping,
-                tz=tz,
-                dedupe=dedupe,
-                fill_rating=fill_rating,
-                rating_scale=rating_scale,
-                progress=step,
-                pseudonym_key=key,
-            )
+            report = ingest(store, events, progress=step, pseudonym_key=key, **options)
             progress.update(task, completed=len(steps))
     except BaseException:
         if not existed:
@@ -194,22 +193,11 @@ def register(app: typer.Typer) -> None:
         quiet: bool = QUIET_OPTION,
     ) -> None:
         """Generate a synthetic shop log (events.parquet, items, users)."""
-        from recsight.data.generate import generate_shop
-
         if titles not in ("en", "zh"):
             raise InputError(f"--titles {titles!r}: expected en or zh")
-        with progress_bar(quiet or json_out) as progress:
-            task = progress.add_task("generating shop", total=users)
-            summary = generate_shop(
-                out,
-                n_users=users,
-                n_items=items,
-                n_days=days,
-                seed=seed,
-                progress=lambda n: progress.update(task, completed=n),
-                layout=layout,
-                titles=titles,
-            )
+        summary = run_generate(
+            out, users, items, days, seed, quiet=quiet or json_out, layout=layout, titles=titles
+        )
         if json_out:
             print_json(summary.__dict__)
         elif not quiet:
@@ -258,16 +246,16 @@ def register(app: typer.Typer) -> None:
         report = run_ingest(
             db,
             events,
-            items,
-            users,
-            fmt,
-            parse_pairs(maps, "--map"),
-            tz,
-            dedupe,
-            fill_rating,
-            _parse_scale(rating_scale),
             quiet=quiet or json_out,
             pseudonymize=pseudonymize,
+            items=items,
+            users=users,
+            fmt=fmt,
+            mapping=parse_pairs(maps, "--map"),
+            tz=tz,
+            dedupe=dedupe,
+            fill_rating=fill_rating,
+            rating_scale=_parse_scale(rating_scale),
         )
         if json_out:
             print_json(report.to_dict())

@@ -16,7 +16,13 @@ import typer
 from rich.table import Table
 
 from recsight.cli.common import QUIET_OPTION, console, handle_errors
-from recsight.cli.data import print_info, print_ingest_report, progress_bar, run_ingest
+from recsight.cli.data import (
+    print_info,
+    print_ingest_report,
+    progress_bar,
+    run_generate,
+    run_ingest,
+)
 
 #: The demo's models: classic, neural, text-aware, plus popularity as the floor.
 DEMO_MODELS: list[dict] = [
@@ -49,7 +55,6 @@ def run_demo(out: Path, users: int, items: int, days: int, seed: int, quiet: boo
     """The main job; returns paths and figures (used by the test of the demo)."""
     from recsight.analysis import analyze, from_store, write_report
     from recsight.analysis.groups import GroupPolicy
-    from recsight.data.generate import generate_shop
     from recsight.data.store import Store
     from recsight.evaluation.experiment import ExperimentRunner, parse_experiment
     from recsight.evaluation.leaderboard import rich_tables, write_html, write_json
@@ -65,16 +70,7 @@ def run_demo(out: Path, users: int, items: int, days: int, seed: int, quiet: boo
         stale.unlink(missing_ok=True)
 
     console.rule("1. Generate a shop log")
-    with progress_bar() as bar:
-        task = bar.add_task("generating users", total=users)
-        summary = generate_shop(
-            shop,
-            n_users=users,
-            n_items=items,
-            n_days=days,
-            seed=seed,
-            progress=lambda n: bar.update(task, completed=n),
-        )
+    summary = run_generate(shop, users, items, days, seed)
     console.print(
         f"{summary.n_events:,} events of {summary.n_users:,} users on "
         f"{summary.n_items:,} items -> {shop}"
