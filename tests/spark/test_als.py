@@ -105,3 +105,41 @@ def test_fit_log_weights_and_sums_like_interactions(spark):
     np.testing.assert_array_equal(model.seen_.toarray()[0], [3.0, 3.0, 0.0])
     assert model.seen_[3].nnz == 0 and model.user_factors_.shape == (4, 2)
     assert list(model.users_.ids) == ["u0", "u1", "u2", "u3"]
+
+
+@pytest.mark.parametrize("policy", ["item-mean", "user-mean", "global-mean"])
+def test_fit_log_fills_missing_ratings_like_interactions(spark, policy):
+    # ratings with values missing: item 1 has real ratings (3, 5), item 2 none (global mean
+    # fallback), user 2 has no real rating; a view with no value is not a rating to fill
+    ev = pd.DataFrame(
+        {
+            "user_idx": [0, 0, 1, 1, 2, 2, 2, 3],
+            "item_idx": [0, 1, 1, 2, 1, 2, 0, 0],
+            "event_type": [0, 0, 0, 0, 0, 0, 1, 0],
+            "value": [4.0, 3.0, 5.0, np.nan, np.nan, np.nan, np.nan, 1.0],
+        }
+    )
+    types = ("rating", "view")
+    data = Interactions(
+        user_idx=ev.user_idx.to_numpy(np.int32),
+        item_idx=ev.item_idx.to_numpy(np.int32),
+        value=ev.value.to_numpy(np.float64),
+        event_type=ev.event_type.to_numpy(np.int8),
+        event_types=types,
+        seq=np.arange(len(ev), dtype=np.int64),
+        users=IdIndex(["u0", "u1", "u2", "u3"]),
+        items=IdIndex(["a", "b", "c"]),
+        fill_rating=policy,
+    )
+    weights = {"view": 1.0, "rating": "value"}
+    model = SparkALS(factors=2, iterations=2, weights=weights)
+    log = spark.createDataFrame(ev.assign(event_type=[types[t] for t in ev.event_type]))
+    model.fit_log(log, data.users.ids, data.items.ids, fill_rating=policy)
+    want = data.to_csr(weights)
+    np.testing.assert_allclose(model.seen_.toarray(), want.toarray(), rtol=1e-6)
+    # by hand: the missing rating of (u2, b) under item-mean is b's mean (3 + 5) / 2
+    if policy == "item-mean":
+        assert model.seen_[2, 1] == pytest.approx(4.0)
+    unfilled = SparkALS(factors=2, iterations=2, weights=weights)
+    unfilled.fit_log(log, data.users.ids, data.items.ids)
+    assert unfilled.seen_[2, 1] == pytest.approx(1.0)  # no policy: a missing value weighs 1

@@ -65,6 +65,36 @@ def weight_column(weights: Mapping[str, float | str] | None = None) -> Column:
     return F.lit(0.0) if expr is None else expr.otherwise(F.lit(0.0))
 
 
+def filled_ratings(event_log: DataFrame, policy: str | None) -> DataFrame:
+    """`event_log` with missing rating values filled by the `--fill-rating` policy, as
+    `Interactions.rating_values` fills them locally: the mean of the item's ("item-mean") or
+    user's ("user-mean") real ratings among these events, else of all of them ("global-mean",
+    and the fallback). Computed from the rows given, so a training split never sees test
+    ratings. Without a policy (or without real ratings) the log is returned unchanged."""
+    from pyspark.sql import functions as F
+
+    keys = {"item-mean": "item_idx", "user-mean": "user_idx", "global-mean": None}
+    if policy in (None, "none"):
+        return event_log
+    if policy not in keys:
+        raise InputError(f"fill_rating: expected one of none, {', '.join(keys)}, not {policy!r}")
+    value = F.col("value").cast("double")
+    missing = value.isNull() | F.isnan(value)
+    is_rating = F.col("event_type") == F.lit("rating")
+    real = event_log.where(is_rating & ~missing)
+    overall = real.agg(F.avg(value).alias("m")).first()["m"]
+    if overall is None:
+        return event_log
+    fill = F.lit(float(overall))
+    key = keys[policy]
+    if key is not None:
+        means = real.groupBy(key).agg(F.avg(value).alias("_fill_mean"))
+        event_log = event_log.join(F.broadcast(means), on=key, how="left")
+        fill = F.coalesce(F.col("_fill_mean"), fill)
+    filled = F.when(is_rating & missing, fill).otherwise(F.col("value"))
+    return event_log.withColumn("value", filled).drop("_fill_mean")
+
+
 class SparkALS(ALS):
     """`ALS` whose fit runs on the active SparkSession (MLlib ALS, ``implicitPrefs``).
 
@@ -88,11 +118,18 @@ class SparkALS(ALS):
         self._fit_pairs(spark.createDataFrame(pairs))
         return self
 
-    def fit_log(self, event_log: DataFrame, users: Sequence[str], items: Sequence[str]) -> SparkALS:
+    def fit_log(
+        self,
+        event_log: DataFrame,
+        users: Sequence[str],
+        items: Sequence[str],
+        fill_rating: str | None = None,
+    ) -> SparkALS:
         """Fit on a Spark DataFrame shaped like the store's ``event_log`` (``user_idx,
         item_idx, event_type, value``) whose indices number `users` and `items`, as
         `recsight.spark.layout.read_layout` registers a dataset layout (so the id space is
-        the one the local engine reads from the same folder). The weighting and the
+        the one the local engine reads from the same folder). Missing ratings are filled by
+        the layout's `fill_rating` policy (`filled_ratings`). The weighting and the
         per-(user, item) sums run on Spark; the summed matrix is collected to the driver."""
         from pyspark.sql import functions as F
 
@@ -103,7 +140,8 @@ class SparkALS(ALS):
                 "user_idx, item_idx, event_type, value"
             )
         pairs = (
-            event_log.select("user_idx", "item_idx", weight_column(self.weights).alias("w"))
+            filled_ratings(event_log, fill_rating)
+            .select("user_idx", "item_idx", weight_column(self.weights).alias("w"))
             .groupBy("user_idx", "item_idx")
             .agg(F.sum("w").alias("w"))
             .where(F.col("w") != 0)

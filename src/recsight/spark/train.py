@@ -101,15 +101,11 @@ def train_on_spark(
         from recsight.spark.als import SparkALS
 
         model = SparkALS(**params)
-        if fill not in (None, "none"):
-            raise EngineError(
-                f"{events}: the layout fills missing ratings by {fill!r}, which MLlib training "
-                "does not apply; train als on the local engine for this layout"
-            )
         model.fit_log(
             spark.table("event_log"),
             _ids(spark, "user_map", "user_id", "user_idx"),
             _ids(spark, "item_map", "item_id", "item_idx"),
+            fill_rating=fill,
         )
         model.save(out)
         facts.update(n_train_events=int(spark.table("event_log").count()))
