@@ -197,13 +197,10 @@ class ContentRecommender(Recommender):
         norm = float(np.linalg.norm(profile)) or 1.0
         return hist_weights * (e[hist_items] @ e[item]) / norm
 
-    def explain(self, user: str, item: str, top: int = 3) -> list[tuple[str, float]]:
-        """History items that contributed most to `item`'s score, by their decayed weights."""
-        self._check_fitted()
-        u = int(self._user_idx([user])[0])
-        i = int(self._item_idx([item])[0])
+    def _user_history(self, u: int) -> tuple[np.ndarray, np.ndarray]:
+        """`explain` reads the user's profile row: history items by their decayed weights."""
         row = self.profile_[u]
-        return self._explain_history(row.indices, row.data, i, top)
+        return row.indices, row.data
 
     # -- ANN path for large catalogs ---------------------------------------------------------
     @property

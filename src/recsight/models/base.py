@@ -154,8 +154,7 @@ class Recommender:
         self._check_fitted()
         u = int(self._user_idx([user])[0])
         i = int(self._item_idx([item])[0])
-        row = self.seen_[u]
-        return self._explain_history(row.indices, row.data, i, top)
+        return self._explain_history(*self._user_history(u), i, top)
 
     def explain_history(
         self,
@@ -166,9 +165,21 @@ class Recommender:
     ) -> list[tuple[str, float]]:
         """`explain` for an ad-hoc history (unknown history ids are ignored)."""
         self._check_fitted()
-        h = self._history_matrix(items, weights)
+        hist = self._ad_hoc_history(items, weights)
         i = int(self._item_idx([item])[0])
-        return self._explain_history(h.indices, h.data, i, top)
+        return self._explain_history(*hist, i, top)
+
+    def _user_history(self, u: int) -> tuple[np.ndarray, np.ndarray]:
+        """The (item indices, weights) `explain` reads for user index `u`: the training row."""
+        row = self.seen_[u]
+        return row.indices, row.data
+
+    def _ad_hoc_history(
+        self, items: Sequence[str], weights: Sequence[float] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The (item indices, weights) `explain_history` reads for an ad-hoc history."""
+        h = self._history_matrix(items, weights)
+        return h.indices, h.data
 
     def _explain_history(
         self, hist_items: np.ndarray, hist_weights: np.ndarray, item: int, top: int

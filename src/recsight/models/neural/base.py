@@ -205,42 +205,31 @@ class SequenceRecommender(TorchRecommender):
         # which items count as seen (all of them do)
         return self.score_sequences([self._ordered(items) for items in histories])
 
-    def explain(self, user: str, item: str, top: int = 3) -> list[tuple[str, float]]:
-        """Leave-one-out contributions over the user's last `max_len` training items."""
-        self._check_fitted()
-        u = int(self._user_idx([user])[0])
-        seq = self._user_sequences(np.array([u]))[0][-self._input_len() :]
-        return self._explain_sequence(seq, int(self._item_idx([item])[0]), top)
+    # `explain` reads the user's last `max_len` training items, `explain_history` the given
+    # ones, in order: their weights are the positions, which `_contributions` orders by
+    def _user_history(self, u: int) -> tuple[np.ndarray, np.ndarray]:
+        return _positions(self._user_sequences(np.array([u]))[0][-self._input_len() :])
 
-    def explain_history(
-        self,
-        items: Sequence[str],
-        item: str,
-        top: int = 3,
-        weights: Sequence[float] | None = None,
-    ) -> list[tuple[str, float]]:
-        """`explain` for an ordered ad-hoc history."""
-        self._check_fitted()
-        seq = self._ordered(items)[-self._input_len() :]
-        return self._explain_sequence(seq, int(self._item_idx([item])[0]), top)
-
-    def _explain_sequence(self, seq: np.ndarray, item: int, top: int) -> list[tuple[str, float]]:
-        # score drop when one event is removed from the sequence, all removals in one batch
-        variants = [seq] + [np.delete(seq, j) for j in range(len(seq))]
-        s = self.score_sequences(variants)[:, item]
-        contrib = s[0] - s[1:]
-        order = np.argsort(-contrib, kind="stable")[:top]
-        order = order[contrib[order] > 0]
-        return [(str(self.items_.ids[seq[j]]), float(contrib[j])) for j in order]
+    def _ad_hoc_history(
+        self, items: Sequence[str], weights: Sequence[float] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return _positions(self._ordered(items)[-self._input_len() :])
 
     def _contributions(
         self, hist_items: np.ndarray, hist_weights: np.ndarray, item: int
     ) -> np.ndarray:
+        # leave-one-out: the score drop when one event is removed from the sequence (ordered
+        # by weight), all removals in one batch
         seq = hist_items[np.lexsort((hist_items, hist_weights))]
         variants = [seq] + [np.delete(seq, j) for j in range(len(seq))]
         s = self.score_sequences(variants)[:, item]
         back = np.argsort(np.lexsort((hist_items, hist_weights)))
         return (s[0] - s[1:])[back]
+
+
+def _positions(seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A sequence as (items, weights 1..n): the weights keep its order."""
+    return seq, np.arange(1, len(seq) + 1, dtype=np.float32)
 
 
 def sequence_windows(
