@@ -39,6 +39,7 @@ from recsight.data.dataset import Interactions
 from recsight.errors import InputError
 from recsight.evaluation import metrics as M
 from recsight.models.topk import TIE_SEED, id_keys, top_k
+from recsight.models.validation import pair_matrix
 
 #: Accuracy metrics computed at each K, in display order.
 ACCURACY_METRICS = ("precision", "recall", "hr", "ndcg", "mrr", "map")
@@ -179,15 +180,6 @@ def protocol_label(sampled_negatives: int | None) -> str:
     )
 
 
-def _pair_matrix(data: Interactions, shape: tuple[int, int]) -> sp.csr_matrix:
-    m = sp.csr_matrix(
-        (np.ones(len(data), dtype=np.float32), (data.user_idx, data.item_idx)), shape=shape
-    )
-    m.sum_duplicates()
-    m.data[:] = 1.0
-    return m
-
-
 def _check_ks(ks: tuple[int, ...] | list[int]) -> tuple[int, ...]:
     out = tuple(sorted({int(k) for k in ks}))
     if not out or out[0] < 1:
@@ -245,8 +237,8 @@ def evaluate_ranking(
 
     shape = (train.n_users, train.n_items)
     n_items = train.n_items
-    seen = _pair_matrix(train, shape)
-    truth = _pair_matrix(test, shape)
+    seen = pair_matrix(train, shape)
+    truth = pair_matrix(test, shape)
     if exclude_seen:
         truth = truth - truth.multiply(seen)
         truth.eliminate_zeros()

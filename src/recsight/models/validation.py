@@ -23,7 +23,8 @@ class Scorer(Protocol):
     def score_all(self, user_idx: np.ndarray) -> np.ndarray: ...
 
 
-def _pairs(data: Interactions, shape: tuple[int, int]) -> sp.csr_matrix:
+def pair_matrix(data: Interactions, shape: tuple[int, int]) -> sp.csr_matrix:
+    """The (user, item) pairs of `data` as a binary CSR of `shape` (repeats count once)."""
     m = sp.csr_matrix(
         (np.ones(len(data), dtype=np.float32), (data.user_idx, data.item_idx)), shape=shape
     )
@@ -47,8 +48,8 @@ def holdout_ndcg(
     seeded sample of that many (the sample `evaluate_ranking(max_test_users=, seed=)` draws).
     NaN when no user qualifies."""
     shape = (train.n_users, train.n_items)
-    seen = _pairs(train, shape)
-    truth = _pairs(holdout, shape)
+    seen = pair_matrix(train, shape)
+    truth = pair_matrix(holdout, shape)
     truth = truth - truth.multiply(seen)
     truth.eliminate_zeros()
     n_rel = np.diff(truth.indptr)
