@@ -204,18 +204,10 @@ class Recommender:
 
     # -- id-level surface -----------------------------------------------------------------
     def _user_idx(self, users: Sequence[str]) -> np.ndarray:
-        idx = self.users_.index_of(users, missing="ignore")
-        if (idx < 0).any():
-            unknown = [str(u) for u, i in zip(users, idx, strict=True) if i < 0][:5]
-            raise InputError(f"unknown user id(s) for this model: {', '.join(unknown)}")
-        return idx
+        return _known_indices(self.users_, users, "user")
 
     def _item_idx(self, items: Sequence[str]) -> np.ndarray:
-        idx = self.items_.index_of(items, missing="ignore")
-        if (idx < 0).any():
-            unknown = [str(i) for i, j in zip(items, idx, strict=True) if j < 0][:5]
-            raise InputError(f"unknown item id(s) for this model: {', '.join(unknown)}")
-        return idx
+        return _known_indices(self.items_, items, "item")
 
     def _history_matrix(
         self, items: Sequence[str], weights: Sequence[float] | None = None
@@ -429,6 +421,15 @@ class Recommender:
                 setattr(model, key, value.item() if value.ndim == 0 else value)
         model._derive()
         return model
+
+
+def _known_indices(index: IdIndex, ids: Sequence[str], kind: str) -> np.ndarray:
+    """Indices of `ids` in `index`; unknown ids raise `InputError` naming up to five."""
+    idx = index.index_of(ids, missing="ignore")
+    if (idx < 0).any():
+        unknown = [str(x) for x, i in zip(ids, idx, strict=True) if i < 0][:5]
+        raise InputError(f"unknown {kind} id(s) for this model: {', '.join(unknown)}")
+    return idx
 
 
 def history_user_keys(user: str | None) -> np.ndarray:
