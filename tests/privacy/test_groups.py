@@ -130,12 +130,11 @@ def test_dashboard_hides_small_groups(db, tmp_path):
     assert LONE_DAY.date().isoformat() in {r["day"][:10] for r in d["per_day"]}
 
 
-def test_histogram_bins_of_few_users_blanked():
-    from types import SimpleNamespace
+def test_blank_small_keeps_empty_cells():
+    from recsight.analysis.groups import blank_small
 
-    from recsight.analysis.ratings import Histogram, _suppress_small_bins
-
-    src = SimpleNamespace(privacy=GroupPolicy(5))
-    h = _suppress_small_bins(src, Histogram(edges=[0, 1, 2, 3], counts=[0, 3, 7]))
-    assert h.counts == [0, None, 7]  # an empty bin describes nobody; 3 users is too few
-    assert src.privacy.suppressed == {"ratings.user_bias_histogram": 1}
+    policy = GroupPolicy(5)
+    # an empty cell describes nobody; 3 users is too few; 7 events of 5 users are shown
+    assert blank_small(policy, [0, 3, 7], [0, 3, 5], "here") == [0, None, 7]
+    assert policy.suppressed == {"here": 1}
+    assert blank_small(GroupPolicy(1), [1, 2], [1, 2], "x") == [1, 2]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import pandas as pd
 import plotly.graph_objects as go
 from pydantic import BaseModel
 
@@ -37,6 +38,32 @@ def _layout(fig: go.Figure, title: str, x: str = "", y: str = "") -> go.Figure:
     return fig
 
 
+def _k(r: AnalysisReport) -> int:
+    return r.privacy.min_group_size if r.privacy else 1
+
+
+def _mark_suppressed(fig: go.Figure, x: list, y: list, k: int) -> int:
+    """Mark the bars whose value is None (suppressed: fewer than k users) with a grey cross on
+    the axis, so a suppressed bar is not read as zero. Returns how many there are."""
+    xs = [a for a, b in zip(x, y, strict=True) if b is None]
+    if xs:
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=[0] * len(xs),
+                mode="markers",
+                marker=dict(symbol="x", color="#888", size=9),
+                name=f"suppressed (fewer than {k} users)",
+            )
+        )
+    return len(xs)
+
+
+def _suppressed_note(n: int, what: str, k: int) -> str:
+    """ "; 2 bins of fewer than 5 users suppressed" (`what` singular), or "" for none."""
+    return f"; {n} {what}{'s' if n != 1 else ''} of fewer than {k} users suppressed" if n else ""
+
+
 def _overview(r: AnalysisReport):
     o = r.overview
     types = o.event_types
@@ -52,12 +79,21 @@ def _overview(r: AnalysisReport):
     )
     if o.rating_histogram:
         h = o.rating_histogram
-        mode = max(h, key=h.get)
+        shown = {v: n for v, n in h.items() if n is not None}
+        fig = go.Figure(go.Bar(x=list(h), y=list(h.values()), name="ratings"))
+        hidden = _mark_suppressed(fig, list(h), list(h.values()), _k(r))
+        text = "every rating value was given by too few users to show"
+        if shown:
+            mode = max(shown, key=shown.get)
+            text = (
+                f"{mode} is the most common rating ({shown[mode] / sum(shown.values()):.0%} "
+                "of the ratings shown)"
+            )
         yield (
             "rating_histogram",
             "Rating histogram",
-            (f"{mode} is the most common rating ({h[mode] / sum(h.values()):.0%} of ratings)"),
-            _layout(go.Figure(go.Bar(x=list(h), y=list(h.values()))), "Ratings", "rating", "count"),
+            text + _suppressed_note(hidden, "rating value", _k(r)),
+            _layout(fig, "Ratings", "rating", "count"),
         )
 
 
@@ -84,14 +120,26 @@ def _quality(r: AnalysisReport):
     )
 
 
+def _every_day(d) -> tuple[list[str], list[int | None], list[int | None]]:
+    """The daily series on every calendar day of its span: days without a row (no events, or
+    suppressed) are None, drawn as a break instead of a line across the gap."""
+    if not d.period:
+        return [], [], []
+    days = pd.date_range(d.period[0], d.period[-1], freq="D").strftime("%Y-%m-%d").tolist()
+    ev = dict(zip(d.period, d.events, strict=True))
+    us = dict(zip(d.period, d.active_users, strict=True))
+    return days, [ev.get(x) for x in days], [us.get(x) for x in days]
+
+
 def _activity(r: AnalysisReport):
     a = r.activity
     d = a.daily
     busiest = max(range(len(d.events)), key=d.events.__getitem__)
+    days, events, users = _every_day(d)
     fig = go.Figure(
         [
-            go.Scatter(x=d.period, y=d.events, name="events"),
-            go.Scatter(x=d.period, y=d.active_users, name="active users", yaxis="y2"),
+            go.Scatter(x=days, y=events, name="events"),
+            go.Scatter(x=days, y=users, name="active users", yaxis="y2"),
         ]
     )
     fig.update_layout(yaxis2=dict(overlaying="y", side="right", title="active users"))
@@ -205,15 +253,20 @@ def _funnel(r: AnalysisReport):
             _layout(fig, "Click-through rate by category", "category", "CTR"),
         )
     rc = r.recommendation_ctr
-    if rc is not None:
-        best = max(rc.by_model, key=lambda x: x.wilson_low)
+    if rc is not None and rc.by_position:
+        text = f"{rc.lists:,} recommendation lists served"
+        if rc.by_model:
+            best = max(rc.by_model, key=lambda x: x.wilson_low)
+            text += (
+                f"; model {best.key} has the best live CTR, {best.ctr:.1%} of {best.views:,} "
+                "shown items"
+            )
+        else:
+            text += f"; every model version was shown to fewer than {_k(r)} users"
         yield (
             "recommendation_ctr",
             "Live CTR of served recommendations by position",
-            (
-                f"{rc.lists:,} recommendation lists served; model {best.key} has the best "
-                f"live CTR, {best.ctr:.1%} of {best.views:,} shown items"
-            ),
+            text,
             _layout(
                 go.Figure(
                     go.Bar(x=[x.key for x in rc.by_position], y=[x.ctr for x in rc.by_position])
@@ -246,8 +299,19 @@ def _retention(r: AnalysisReport):
     t = r.retention
     n = len(t.rate[0]) if t.rate else 0
     z = [[None if v is None else round(v * 100, 1) for v in row] for row in t.rate]
+    # suppressed cells (active is None) are labelled, not left blank like unknown ones
+    label = f"<{_k(r)}"
+    text = [["" if a is not None else label for a in row] for row in t.active]
+    hidden = sum(row.count(label) for row in text)
     fig = go.Figure(
-        go.Heatmap(z=z, x=[f"w{k}" for k in range(n)], y=t.cohorts, colorscale="Greens")
+        go.Heatmap(
+            z=z,
+            x=[f"w{k}" for k in range(n)],
+            y=t.cohorts,
+            colorscale="Greens",
+            text=text,
+            texttemplate="%{text}",
+        )
     )
     fig.update_yaxes(autorange="reversed", type="category")
     w1 = (
@@ -258,7 +322,7 @@ def _retention(r: AnalysisReport):
     yield (
         "retention",
         "Weekly cohort retention (%)",
-        (f"{len(t.cohorts)} weekly cohorts; {w1}"),
+        f"{len(t.cohorts)} weekly cohorts; {w1}" + _suppressed_note(hidden, "cell", _k(r)),
         _layout(fig, "Weekly cohort retention (%)", "weeks since first event", "cohort"),
     )
 
@@ -332,9 +396,12 @@ def _segments(r: AnalysisReport):
 def _ratings(r: AnalysisReport):
     t = r.ratings
     fig = go.Figure()
+    xs, ys = [], []
     for name, h in (("users", t.user_bias_histogram), ("items", t.item_bias_histogram)):
         mids = [(a + b) / 2 for a, b in zip(h.edges[:-1], h.edges[1:], strict=True)]
         fig.add_trace(go.Bar(x=mids, y=h.counts, name=name, opacity=0.6))
+        xs, ys = xs + mids, ys + h.counts
+    hidden = _mark_suppressed(fig, xs, ys, _k(r))
     fig.update_layout(barmode="overlay")
     yield (
         "rating_bias",
@@ -343,6 +410,7 @@ def _ratings(r: AnalysisReport):
             f"Mean rating {t.global_mean:.2f}; half of users rate within "
             f"{t.user_bias.q['p25']:+.2f}..{t.user_bias.q['p75']:+.2f} of it, half of items within "
             f"{t.item_bias.q['p25']:+.2f}..{t.item_bias.q['p75']:+.2f}"
+            + _suppressed_note(hidden, "bin", _k(r))
         ),
         _layout(fig, "Bias: mean rating minus global mean", "bias", "count"),
     )

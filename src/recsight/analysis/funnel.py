@@ -81,9 +81,11 @@ class RecommendationCTR(BaseModel):
     and that item."""
 
     click_types: list[str]
-    by_model: list[RateInterval]  # key: model version; views = exposures
+    # key: model version; views = exposures (versions shown to fewer users than the minimum
+    # group size are left out, as are such positions)
+    by_model: list[RateInterval]
     by_position: list[RateInterval]  # key: 1-based position, over all versions
-    lists: int
+    lists: int  # recommendation lists served in all
 
 
 def default_stages(src: AnalysisSource) -> list[str]:
@@ -315,21 +317,24 @@ def recommendation_ctr(
     e = src.events.filter(src.events.request_id.notnull() & src.events.event_type.isin(click_types))
     hits = e.select("request_id", "item_id").distinct().mutate(hit=ibis.literal(1))
     j = x.left_join(hits, ["request_id", "item_id"])
-    joined = j.select(x.request_id, x.item_id, x.model_version, x.position, hit=j.hit.fill_null(0))
-    by_model = src.df(
-        joined.group_by("model_version")
-        .aggregate(views=joined.count(), clicks=joined.hit.sum(), lists=joined.request_id.nunique())
-        .order_by("model_version")
+    joined = j.select(
+        x.request_id, x.user_id, x.item_id, x.model_version, x.position, hit=j.hit.fill_null(0)
     )
-    if by_model.empty:
+    agg = {"views": ibis._.count(), "clicks": ibis._.hit.sum(), "users": ibis._.user_id.nunique()}
+    models = joined.group_by("model_version").aggregate(**agg)
+    totals = src.df(models.aggregate(views=models.views.sum(), clicks=models.clicks.sum()))
+    if not as_int(totals.views.iat[0]):
         raise NotAvailable("the exposures table is empty")
-    top = joined.filter(joined.position < positions)
-    by_pos = src.df(
-        top.group_by("position")
-        .aggregate(views=top.count(), clicks=top.hit.sum())
-        .order_by("position")
+    # versions and positions shown to fewer than k users are left out (counted in `privacy`)
+    by_model = src.df(
+        large_groups(src, models, "users", "recommendation_ctr.by_model").order_by("model_version")
     )
-    overall = _ratio(by_model.clicks.sum(), by_model.views.sum())
+    top = joined.filter(joined.position < positions)
+    per_pos = top.group_by("position").aggregate(**agg)
+    by_pos = src.df(
+        large_groups(src, per_pos, "users", "recommendation_ctr.by_position").order_by("position")
+    )
+    overall = _ratio(as_int(totals.clicks.iat[0]), as_int(totals.views.iat[0]))
     return RecommendationCTR(
         click_types=list(click_types),
         by_model=[
@@ -340,5 +345,5 @@ def recommendation_ctr(
             _rate(str(int(r.position) + 1), int(r.views), int(r.clicks), overall, 20.0)
             for r in by_pos.itertuples()
         ],
-        lists=int(by_model.lists.sum()),
+        lists=int(src.scalar(joined.request_id.nunique())),
     )

@@ -8,6 +8,7 @@ aggregating), so the DuckDB and the Spark engine apply it identically. Rows that
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -101,3 +102,15 @@ def merge_small(
     j = table.left_join(big, table[key] == big._big_key)
     label = ibis.ifelse(j._big_key.isnull(), ibis.literal(OTHER), j[key].cast("string"))
     return j.mutate(**{key: label}).drop("_big_key")
+
+
+def blank_small(
+    policy: GroupPolicy, counts: Sequence[int], users: Sequence[int], where: str
+) -> list[int | None]:
+    """`counts` (cells of a histogram or matrix) with None where the cell's `users`, the
+    distinct users it describes, are between 1 and k-1; an empty cell describes nobody and
+    stays. The cells blanked are counted under `where`."""
+    k = policy.min_group_size
+    small = [0 < u < k for u in users]
+    policy.note(where, sum(small))
+    return [None if s else int(c) for c, s in zip(counts, small, strict=True)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from recsight.analysis.groups import blank_small
 from recsight.analysis.source import AnalysisSource, iso
 
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
@@ -30,7 +31,9 @@ class Overview(BaseModel):
     sparsity: float | None
     events_per_user: Quantiles
     events_per_item: Quantiles
-    rating_histogram: dict[str, int] | None
+    # rating value -> ratings; None: the value was given by fewer users than the minimum
+    # group size (suppressed)
+    rating_histogram: dict[str, int | None] | None
 
 
 def count_quantiles(src: AnalysisSource, table, col: str = "n") -> Quantiles:
@@ -65,8 +68,13 @@ def overview(src: AnalysisSource) -> Overview:
     hist = None
     if "rating" in src.event_type_counts:
         r = e.filter((e.event_type == "rating") & e.value.notnull())
-        h = src.df(r.group_by(r.value).aggregate(n=r.count()).order_by("value"))
-        hist = {_fmt(v): int(c) for v, c in zip(h.value, h.n, strict=True)}
+        h = src.df(
+            r.group_by(r.value).aggregate(n=r.count(), users=r.user_idx.nunique()).order_by("value")
+        )
+        counts = blank_small(
+            src.privacy, h.n.tolist(), h.users.tolist(), "overview.rating_histogram"
+        )
+        hist = dict(zip(map(_fmt, h.value), counts, strict=True))
     return Overview(
         n_events=n,
         n_users=users,

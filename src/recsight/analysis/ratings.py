@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ibis.expr.types as ir
 import numpy as np
 from pydantic import BaseModel
 
+from recsight.analysis.groups import blank_small
 from recsight.analysis.overview import Quantiles, count_quantiles
 from recsight.analysis.source import AnalysisSource, NotAvailable
 
@@ -13,7 +15,8 @@ BIAS_BINS = 20
 
 class Histogram(BaseModel):
     edges: list[float]
-    counts: list[int | None]  # None: a bin of fewer users than the minimum group size
+    # None: a bin whose ratings come from fewer users than the minimum group size
+    counts: list[int | None]
 
 
 class PopularityBucket(BaseModel):
@@ -34,18 +37,28 @@ class Ratings(BaseModel):
     popularity_rating_spearman: float | None
 
 
-def _hist(values: np.ndarray) -> Histogram:
-    counts, edges = np.histogram(values, bins=BIAS_BINS)
-    return Histogram(edges=[round(float(e), 4) for e in edges], counts=counts.astype(int).tolist())
-
-
-def _suppress_small_bins(src: AnalysisSource, h: Histogram) -> Histogram:
-    """Bins counting fewer users than the minimum group size become None."""
-    k = src.privacy.min_group_size
-    small = [0 < c < k for c in h.counts]
-    src.privacy.note("ratings.user_bias_histogram", sum(small))
+def _hist(src: AnalysisSource, bias: ir.Table, raters: ir.Table, key: str, where: str) -> Histogram:
+    """Histogram of `bias.b` in `BIAS_BINS` equal bins over its range (as numpy's: the last
+    one includes its right edge, a constant spans +-0.5). A bin describes the distinct users
+    who gave its ratings (`raters`: rows of `key` and `user_idx`); bins of 1..k-1 of them are
+    None. Binned in the database so that both engines assign values to bins alike."""
+    rng = src.df(bias.aggregate(lo=bias.b.min(), hi=bias.b.max())).iloc[0]
+    lo, hi = float(rng.lo), float(rng.hi)
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, BIAS_BINS + 1)
+    pos = ((bias.b - lo) / (hi - lo) * BIAS_BINS).floor().cast("int64")
+    binned = bias.select(key, bin=pos.clip(lower=0, upper=BIAS_BINS - 1))
+    j = raters.inner_join(binned, key)
+    per_bin = binned.group_by("bin").aggregate(n=binned.count())
+    users = j.group_by("bin").aggregate(users=j.user_idx.nunique())
+    d = src.df(per_bin.inner_join(users, "bin"))
+    counts, people = [0] * BIAS_BINS, [0] * BIAS_BINS
+    for b, n, u in zip(d["bin"], d.n, d.users, strict=True):
+        counts[int(b)], people[int(b)] = int(n), int(u)
     return Histogram(
-        edges=h.edges, counts=[None if s else c for c, s in zip(h.counts, small, strict=True)]
+        edges=[round(float(e), 4) for e in edges],
+        counts=blank_small(src.privacy, counts, people, where),
     )
 
 
@@ -60,7 +73,6 @@ def ratings(src: AnalysisSource) -> Ratings:
     mu = float(row.mu)
     ub = r.group_by("user_idx").aggregate(b=r.value.mean() - mu)
     ib = r.group_by("item_idx").aggregate(b=r.value.mean() - mu, n=r.count())
-    u = src.df(ub.select("b")).b.to_numpy(float)
     items = src.df(ib.select("b", "n"))
     bucket = np.floor(np.log2(items.n.to_numpy(float))).astype(int)
     items = items.assign(bucket=bucket, mean=items.b + mu)
@@ -81,8 +93,10 @@ def ratings(src: AnalysisSource) -> Ratings:
         global_mean=mu,
         user_bias=count_quantiles(src, ub, "b"),
         item_bias=count_quantiles(src, ib, "b"),
-        user_bias_histogram=_suppress_small_bins(src, _hist(u)),
-        item_bias_histogram=_hist(items.b.to_numpy(float)),
+        user_bias_histogram=_hist(src, ub, ub, "user_idx", "ratings.user_bias_histogram"),
+        item_bias_histogram=_hist(
+            src, ib, r.select("item_idx", "user_idx"), "item_idx", "ratings.item_bias_histogram"
+        ),
         by_popularity=buckets,
         popularity_rating_spearman=rho,
     )

@@ -10,7 +10,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from recsight.analysis.activity import local_events
-from recsight.analysis.groups import large_groups
+from recsight.analysis.groups import blank_small, large_groups
 from recsight.analysis.source import AnalysisSource
 
 WEEK_SECONDS = 7 * 86400
@@ -19,9 +19,13 @@ WEEK_SECONDS = 7 * 86400
 class Retention(BaseModel):
     cohorts: list[str]  # cohort week start (YYYY-MM-DD)
     sizes: list[int]
-    active: list[list[int]]  # [cohort][week offset] users active
-    rate: list[list[float | None]]  # active / size; None past the end of the data
-    mean_week1: float | None  # size-weighted share active in week 1 over cohorts that have one
+    # [cohort][week offset] users active; None: 1..k-1 users, fewer than the minimum group
+    # size (suppressed)
+    active: list[list[int | None]]
+    rate: list[list[float | None]]  # active / size; None past the end of the data or suppressed
+    # size-weighted share active in week 1 over cohorts that have one (None when none has, or
+    # when fewer users than the minimum group size come back)
+    mean_week1: float | None
 
 
 def retention(src: AnalysisSource, max_weeks: int = 26) -> Retention:
@@ -51,17 +55,21 @@ def retention(src: AnalysisSource, max_weeks: int = 26) -> Retention:
     for c, size in zip(cohorts, sizes, strict=True):
         # Offsets past the last week of data are unknown, not zero.
         horizon = int(round((last - c).total_seconds() / WEEK_SECONDS))
-        act_rows.append([active.get((c, k), 0) for k in range(n_off)])
+        n = [active.get((c, k), 0) for k in range(n_off)]
+        shown = blank_small(src.privacy, n, n, "retention.cells")
+        act_rows.append(shown)
         rate_rows.append(
-            [active.get((c, k), 0) / size if k <= horizon else None for k in range(n_off)]
+            [v / size if v is not None and k <= horizon else None for k, v in enumerate(shown)]
         )
         if horizon >= 1:
             w1_num += active.get((c, 1), 0)
             w1_den += size
+    # the pooled week-1 share is a count of returning users too
+    (w1_shown,) = blank_small(src.privacy, [w1_num], [w1_num], "retention.mean_week1")
     return Retention(
         cohorts=[str(c)[:10] for c in cohorts],
         sizes=sizes,
         active=act_rows,
         rate=rate_rows,
-        mean_week1=w1_num / w1_den if w1_den else None,
+        mean_week1=w1_shown / w1_den if w1_den and w1_shown is not None else None,
     )
