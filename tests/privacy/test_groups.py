@@ -120,14 +120,20 @@ def test_dashboard_hides_small_groups(db, tmp_path):
     with TestClient(create_app(ServiceConfig(model=tmp_path / "m", db=live))) as c:
         d = c.get("/api/dashboard").json()
     assert d["sample_users"] == [] and d["min_group_size"] == 5
-    assert d["per_day"] and min(r["users"] for r in d["per_day"]) >= 5
-    assert LONE_DAY.date().isoformat() not in {r["day"][:10] for r in d["per_day"]}
+    shown = [r for r in d["per_day"] if r["users"]]  # days without events are 0
+    assert shown and min(r["users"] for r in shown) >= 5
+    # the lone day is a break in the chart (None), not a figure, and counted as suppressed
+    days = {r["day"][:10]: r for r in d["per_day"]}
+    assert days[LONE_DAY.date().isoformat()] == {"day": "2026-03-30", "events": None, "users": None}
+    assert d["suppressed"]["days"] >= 1 and d["suppressed"]["items"] >= 1
     assert "rare-item" not in {r["item_id"] for r in d["top_items"]}
     config = ServiceConfig(model=tmp_path / "m", db=live, min_group_size=1, show_examples=True)
     with TestClient(create_app(config)) as c:
         d = c.get("/api/dashboard").json()
     assert len(d["sample_users"]) == 8
-    assert LONE_DAY.date().isoformat() in {r["day"][:10] for r in d["per_day"]}
+    days = {r["day"][:10]: r for r in d["per_day"]}
+    assert days[LONE_DAY.date().isoformat()] == {"day": "2026-03-30", "events": 2, "users": 2}
+    assert d["suppressed"] == {"days": 0, "items": 0, "event_types": 0, "live_ctr": 0}
 
 
 def test_blank_small_keeps_empty_cells():

@@ -44,23 +44,45 @@ def _leaderboard(config: ServiceConfig) -> Any:
     return None
 
 
+def _per_day(con, k: int) -> tuple[list[dict[str, Any]], int]:
+    """Events and active users on every UTC day from the first event to the last: days
+    without events are 0 (so a gap in the log shows as one, never as a line across it) and
+    days of 1..k-1 users are None (suppressed). Also how many days were suppressed."""
+    rows = _rows(
+        con,
+        """
+        WITH d AS (
+            SELECT CAST("timestamp" AS DATE) AS day, count(*) AS events,
+                   count(DISTINCT user_id) AS users
+            FROM events WHERE "timestamp" IS NOT NULL GROUP BY 1),
+        span AS (
+            SELECT CAST(unnest(generate_series(min(day), max(day), INTERVAL 1 DAY)) AS DATE)
+                   AS day
+            FROM d)
+        SELECT span.day, d.events, d.users FROM span LEFT JOIN d USING (day) ORDER BY 1""",
+    )
+    suppressed = 0
+    for r in rows:
+        if r["users"] is None:
+            r["events"] = r["users"] = 0
+        elif r["users"] < k:
+            r["events"] = r["users"] = None
+            suppressed += 1
+    return rows, suppressed
+
+
 def dashboard_data(s: Service, config: ServiceConfig) -> dict[str, Any]:
     """Aggregates for the dashboard, computed on the calling thread's read connection (never
     under the write lock, so event ingest goes on meanwhile)."""
     store = s.reader()
     con = store.con
     info = store.info()
-    # minimum group size: days and items of fewer distinct users are not shown, nor (unless
-    # asked for) the sample users, each of whom is one person
+    # minimum group size: days, items and live-CTR rows of fewer distinct users are not
+    # shown, nor (unless asked for) the sample users, each of whom is one person
     k = int(config.min_group_size)
-    per_day = _rows(
-        con,
-        f"""
-        SELECT CAST("timestamp" AS DATE) AS day, count(*) AS events,
-               count(DISTINCT user_id) AS users
-        FROM events WHERE "timestamp" IS NOT NULL GROUP BY 1
-        HAVING count(DISTINCT user_id) >= {k} ORDER BY 1""",
-    )
+    policy = GroupPolicy(k, config.show_examples)
+    per_day, small_days = _per_day(con, k)
+    policy.note("days", small_days)
     top_items = _rows(
         con,
         f"""
@@ -68,18 +90,25 @@ def dashboard_data(s: Service, config: ServiceConfig) -> dict[str, Any]:
         FROM events e LEFT JOIN items i ON e.item_id = i.item_id
         GROUP BY 1 HAVING count(DISTINCT e.user_id) >= {k} ORDER BY 3 DESC, 1 LIMIT 10""",
     )
+    if policy.active:
+        (small_items,) = con.execute(
+            "SELECT count(*) FROM (SELECT item_id FROM events GROUP BY 1 "
+            "HAVING count(DISTINCT user_id) < ?)",
+            [k],
+        ).fetchone()
+        policy.note("items", small_items)
     users = []
-    if config.show_examples or k <= 1:
+    if policy.examples_allowed:
         users = _rows(
             con,
             "SELECT user_id, count(*) AS events FROM events GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 8",
         )
     # categories, or topics from item text when the catalog has none (`basis` says which)
     src = from_store(store)
-    src.privacy = GroupPolicy(k, config.show_examples)
+    src.privacy = policy
     categories = category_counts(src, top_k=10).model_dump()
     try:
-        live = recommendation_ctr(from_store(store))
+        live = recommendation_ctr(src)
         ctr = [
             {
                 "model_version": r.key,
@@ -92,8 +121,21 @@ def dashboard_data(s: Service, config: ServiceConfig) -> dict[str, Any]:
         ]
     except NotAvailable:
         ctr = []
+    overview = info.to_dict()
+    if policy.active:
+        # event types of fewer users are named without a count; the raw types and the rating
+        # histogram are not drawn on the page, so they are not sent (the report has them)
+        small = {t for (t,) in con.execute(
+            "SELECT event_type FROM events GROUP BY 1 HAVING count(DISTINCT user_id) < ?", [k]
+        ).fetchall()}  # fmt: skip
+        overview["event_types"] = {
+            t: None if t in small else n for t, n in overview["event_types"].items()
+        }
+        policy.note("event_types", len(small & set(overview["event_types"])))
+        overview.pop("rating_histogram", None)
+        overview.pop("raw_event_types", None)
     return {
-        "info": info.to_dict(),
+        "info": overview,
         "per_day": per_day,
         "top_items": top_items,
         "categories": categories,
@@ -103,6 +145,14 @@ def dashboard_data(s: Service, config: ServiceConfig) -> dict[str, Any]:
         "manifest": s.pipeline.manifest,
         "erasures_pending_retrain": pending_retrain(s.pipeline.manifest),
         "min_group_size": k,
+        "show_examples": policy.examples_allowed,
+        # what the minimum group size hid: days, items, event types, live-CTR model versions
+        "suppressed": {
+            "days": policy.suppressed.get("days", 0),
+            "items": policy.suppressed.get("items", 0),
+            "event_types": policy.suppressed.get("event_types", 0),
+            "live_ctr": policy.suppressed.get("recommendation_ctr.by_model", 0),
+        },
     }
 
 
