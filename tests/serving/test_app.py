@@ -98,7 +98,7 @@ def test_bad_input_is_4xx_never_500(client):
     cases = [
         ({"user_id": "u1", "event_type": "view"}, 422),  # missing item_id
         ({"user_id": "", "item_id": "i1", "event_type": "view"}, 422),
-        ({"user_id": "u1", "item_id": "i1", "event_type": "buy", "value": -3}, 400),
+        ({"user_id": "u1", "item_id": "i1", "event_type": "buy", "value": -3}, 422),
         ({"user_id": "u1", "item_id": "i1", "event_type": "view", "extra": 1}, 422),
         ({"events": []}, 422),
         ("not json at all", 422),

@@ -18,8 +18,16 @@ import recsight
 from recsight.errors import RecsightError
 from recsight.serving.limits import BodyLimit
 from recsight.serving.routes import admin, dashboard, events, recommendations, users
+from recsight.serving.schemas import BODY_TAGS, ErrorOut
 from recsight.serving.service import Service, ServiceConfig
 from recsight.serving.telemetry import RequestMetrics
+
+#: The error responses every route may give, declared so the OpenAPI schema holds them.
+_ERRORS: dict[int | str, dict] = {
+    400: {"model": ErrorOut, "description": "input the service cannot use, named"},
+    413: {"model": ErrorOut, "description": "request body over the limit"},
+    422: {"model": ErrorOut, "description": "a field fails validation, named once"},
+}
 
 
 def create_app(config: ServiceConfig) -> FastAPI:
@@ -40,6 +48,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         description="Real-time recommendations with grounded explanations.",
         version=recsight.__version__,
         lifespan=lifespan,
+        responses=_ERRORS,
     )
     for module in (events, recommendations, users, admin, dashboard):
         app.include_router(module.router)
@@ -58,10 +67,16 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        msgs = [
-            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
-            for e in exc.errors()
-        ]
+        msgs = [f"{_where(e['loc'])}: {e['msg']}" for e in exc.errors()]
         return JSONResponse({"detail": "; ".join(msgs[:20]), "errors": msgs}, status_code=422)
 
     return app
+
+
+def _where(loc: tuple) -> str:
+    """An error's location as the client wrote it (`events.3.value`), without FastAPI's
+    `body` and the union branch tags of the events body."""
+    parts = [str(p) for i, p in enumerate(loc) if not (i == 0 and p == "body")]
+    if len(loc) > 1 and loc[0] == "body" and loc[1] in BODY_TAGS:
+        parts = parts[1:]
+    return ".".join(parts) or "body"

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
+from recsight.serving.schemas import ErrorOut
 from recsight.serving.service import API_KEY_ENV, Service
 
 
@@ -36,3 +37,7 @@ def require_key(request: Request, svc: ServiceDep) -> None:
 
 #: Route dependencies of every write and admin route.
 KEY_REQUIRED = [Depends(require_key)]
+#: What those routes declare for it in the OpenAPI schema.
+KEY_RESPONSES: dict[int | str, dict] = {
+    401: {"model": ErrorOut, "description": "missing or wrong API key"}
+}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+
+from recsight.data.validation import MAX_ID_LENGTH, parse_timestamp
 
 MAX_BATCH = 10_000
 
@@ -15,8 +17,8 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: str = Field(min_length=1, max_length=256)
-    item_id: str = Field(min_length=1, max_length=256)
+    user_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    item_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     event_type: str = Field(min_length=1, max_length=64, description="view, click, cart, ...")
     value: float | None = Field(None, description="rating or quantity")
     timestamp: datetime | None = Field(None, description="ISO-8601 or unix seconds; default now")
@@ -35,8 +37,11 @@ class EventIn(BaseModel):
     @field_validator("timestamp", mode="before")
     @classmethod
     def _unix_seconds(cls, v: Any) -> Any:
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            return datetime.fromtimestamp(v / 1000 if v >= 1e11 else v, tz=UTC)
+        # numbers (and numeric text) by the magnitude rule file ingest applies; a ValueError
+        # becomes a 422 naming the field
+        if isinstance(v, (int, float, str)) and not isinstance(v, bool):
+            ts = parse_timestamp(v)
+            return None if ts is None else ts.replace(tzinfo=UTC)
         return v
 
 
@@ -44,6 +49,35 @@ class EventBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+def _body_kind(body: Any) -> str:
+    if isinstance(body, list):
+        return "list"
+    if isinstance(body, EventBatch) or (isinstance(body, dict) and "events" in body):
+        return "batch"
+    return "event"
+
+
+#: The body of ``POST /events``: one event, a list, or ``{"events": [...]}``. The branch is
+#: picked by the body's shape, so a validation error names the wrong field of that branch
+#: once instead of one error per branch of the union.
+EventsBody = Annotated[
+    Annotated[EventIn, Tag("event")]
+    | Annotated[EventBatch, Tag("batch")]
+    | Annotated[list[EventIn], Tag("list")],
+    Discriminator(_body_kind),
+]
+#: The tags above as they appear in an error's location (dropped when it is shown).
+BODY_TAGS = frozenset({"event", "batch", "list"})
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx body: one message, and for a validation error each problem with the field
+    it concerns (`events.3.value: ...`)."""
+
+    detail: str
+    errors: list[str] | None = None
 
 
 class EventResult(BaseModel):

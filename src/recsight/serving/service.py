@@ -28,6 +28,7 @@ import pandas as pd
 from recsight.data.pseudonyms import UserIds
 from recsight.data.schema import canonical_event_type
 from recsight.data.store import Store
+from recsight.data.validation import EventRules, check_event, stored_scale
 from recsight.privacy import DEFAULT_MIN_GROUP_SIZE
 from recsight.privacy.unlearn import pending_retrain
 from recsight.serving.batching import MicroBatcher
@@ -71,6 +72,8 @@ class Service:
     def __init__(self, config: ServiceConfig):
         self.config = config
         self.store = Store(config.db)
+        # only ingest sets the scale, and ingest cannot open a store the service holds
+        self.rating_scale = stored_scale(self.store)
         # clients send their own ids; a pseudonymized store holds keyed hashes of them
         self.user_ids = UserIds.for_store(self.store)
         self.write_lock = threading.Lock()
@@ -214,7 +217,12 @@ class Service:
         self._threads.close()
 
     def persist(self, events: list[EventIn]) -> EventsAck:
+        """Store events by the contract file ingest applies (`recsight.data.validation`): a
+        record that breaks it raises `EventError` naming it and the field, nothing stored."""
         records = [e.model_dump() for e in events]
+        rules = EventRules(rating_scale=self.rating_scale)
+        for i, rec in enumerate(records):
+            check_event(i, rec, rules)
         for rec in records:
             rec["user_id"] = self.user_ids(rec["user_id"])
             rec["session_id"] = self.user_ids.session(rec.get("session_id"))

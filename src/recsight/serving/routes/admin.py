@@ -7,15 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from recsight.privacy.unlearn import pending_retrain
-from recsight.serving.deps import KEY_REQUIRED, ServiceDep
+from recsight.serving.deps import KEY_REQUIRED, KEY_RESPONSES, ServiceDep
 from recsight.serving.schemas import ReloadRequest
 
 router = APIRouter(tags=["admin"])
-admin = APIRouter(prefix="/admin", dependencies=KEY_REQUIRED)
+admin = APIRouter(prefix="/admin", dependencies=KEY_REQUIRED, responses=KEY_RESPONSES)
 
 
 @router.get("/health")
@@ -32,7 +32,7 @@ def health(svc: ServiceDep) -> dict[str, Any]:
     }
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 def metrics(svc: ServiceDep) -> Response:
     """Prometheus text format."""
     return Response(generate_latest(svc.telemetry.registry), media_type=CONTENT_TYPE_LATEST)

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from recsight.errors import InputError
-from recsight.serving.deps import KEY_REQUIRED, ServiceDep
+from recsight.serving.deps import KEY_REQUIRED, KEY_RESPONSES, ServiceDep
 
 router = APIRouter(tags=["users"])
 
@@ -31,7 +31,7 @@ def profile(user_id: str, svc: ServiceDep) -> dict[str, Any]:
     return {**prof.model_dump(), "known": True}
 
 
-@router.delete("/users/{user_id}", dependencies=KEY_REQUIRED)
+@router.delete("/users/{user_id}", dependencies=KEY_REQUIRED, responses=KEY_RESPONSES)
 def delete_user(user_id: str, svc: ServiceDep) -> dict[str, Any]:
     """Erase a user (right to erasure): events, exposures, profile and cached history from
     the store, and the user's state from the served models. Answers 200 with what was
