@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 
 CORE_VENV ?= .venv-core
 
-.PHONY: demo test test-core test-fast lint bench-ingest clean
+.PHONY: demo test test-core test-fast fuzz lint bench-ingest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ test: $(VENV)/.installed-dev
 test-core: | $(CORE_VENV)/bin/python
 	$(CORE_VENV)/bin/pip install -q --force-reinstall --no-deps . && $(CORE_VENV)/bin/pip install -q .
 	$(CORE_VENV)/bin/pytest -o addopts=-ra -p no:cacheprovider tests/core_install
+
+# the fuzz suites deeper and randomized (15x the examples of `make test`, shrunk failures)
+fuzz: $(VENV)/.installed-dev
+	FUZZ_DEPTH=deep $(BIN)/pytest -p no:cacheprovider tests/fuzz
 
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/pytest -m "not slow"

@@ -3,18 +3,15 @@
 every response conforms to its declared schema, status code and content type, and every
 write and admin route refuses a request without the API key (401).
 
-Bounded for `make test` (`FUZZ_EXAMPLES` examples per operation and generation mode,
-derandomized, no example database); `make fuzz` runs it deeper and randomized
-(FUZZ_EXAMPLES=300 FUZZ_RANDOM=1)."""
+Bounded for `make test` (20 examples per operation and generation mode, derandomized, no
+example database); `make fuzz` runs it deeper and randomized (`tests/fuzz/bounds.py`)."""
 
 from __future__ import annotations
-
-import os
 
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
@@ -25,11 +22,11 @@ from schemathesis.checks import (
 
 from recsight.serving.app import create_app
 from recsight.serving.service import ServiceConfig
+from tests.fuzz.bounds import bounded
 from tests.serving.conftest import API_KEY, shop_model  # noqa: F401 (a fixture)
 from tests.serving.live import live_server
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "20"))
-RANDOM = os.environ.get("FUZZ_RANDOM") == "1"
+EXAMPLES = 20
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -74,14 +71,7 @@ def test_operation_conforms_to_its_schema(live, label, mode):
     url, session = live
     op = OPERATIONS[label]
 
-    @settings(
-        max_examples=max(EXAMPLES // 4, 3) if label in COSTLY else EXAMPLES,
-        deadline=None,
-        derandomize=not RANDOM,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-        phases=[Phase.explicit, Phase.generate] if not RANDOM else None,
-    )
+    @bounded(max(EXAMPLES // 4, 3) if label in COSTLY else EXAMPLES)
     @given(case=op.as_strategy(generation_mode=mode))
     def check(case):
         if needs_key(label):

@@ -8,12 +8,13 @@ import math
 
 import numpy as np
 import scipy.sparse as sp
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from recsight.evaluation import metrics as M
+from tests.fuzz.bounds import bounded
 
-BOUNDED = settings(max_examples=40, deadline=None, derandomize=True, database=None)
+BOUNDED = bounded(40)
 N_ITEMS = 30
 
 

@@ -9,12 +9,13 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from recsight.data.ingest import ingest
 from recsight.data.store import Store
 from recsight.data.validation import EventError, EventRules, check_event
+from tests.fuzz.bounds import bounded
 
 SCALE = (1.0, 5.0)
 NOW = datetime.now(UTC).replace(tzinfo=None)
@@ -83,14 +84,7 @@ records = st.one_of(valid, valid.flatmap(_one_field_from), st.fixed_dictionaries
 FIELDS = ["user_id", "item_id", "event_type", "value", "timestamp"]
 
 
-@settings(
-    max_examples=20,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    phases=[Phase.explicit, Phase.generate],  # bounded: report a failure as found, unshrunk
-)
+@bounded(20)
 @given(rows=st.lists(records, min_size=1, max_size=25))
 def test_ingest_and_api_apply_one_contract(rows):
     rules = EventRules(rating_scale=SCALE)
