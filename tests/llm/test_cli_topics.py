@@ -74,3 +74,15 @@ def test_chinese_shop_gets_chinese_topic_names(tmp_path):
     cjk = r"[\u4e00-\u9fff《》]+( / [\u4e00-\u9fff《》]+)*"
     assert all(re.fullmatch(cjk, t.label) for t in rep.topics), [t.label for t in rep.topics]
     assert normalized_mutual_info_score(truth[items.item_id], items.topic) > 0.5
+
+
+def test_train_builds_topics_first(tmp_path):
+    db, _ = shop_without_categories(tmp_path, n_users=80, n_items=60)
+    r = CliRunner().invoke(app, ["train", "popular", "--db", str(db), "--out",
+                                 str(tmp_path / "m"), "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    json.loads(r.stdout)  # --json: nothing else on stdout
+    with Store(db, read_only=True) as store:
+        assert topics_status(store) == "current"
+        items = store.items_frame()
+    assert items.attrs["category_source"] == "topic" and items.category.notna().all()
