@@ -449,16 +449,21 @@ def topics_status(store: Any) -> str:
     ``"current"`` (stored topics match the catalog's texts), ``"stale"`` or ``"missing"``."""
     from recsight.llm.encoders import item_texts
 
+    # one count in SQL first: `analyze` and `train` ask on every run, and most catalogs have
+    # categories, so their items are never read for this
+    columns = {r[0] for r in store.con.execute("DESCRIBE items").fetchall()}
+    if "category" in columns:
+        n_cat = store.con.execute("SELECT count(category) FROM items").fetchone()[0]
+        if n_cat:
+            return "categories"
     items = store.items_frame(topics=False)
     texts = item_texts(items)
     if not any(t.strip() for t in texts):
         return "no_text"
     stored = store.meta("topics_catalog_hash")
-    current = stored == catalog_hash(items.item_id.astype(str).tolist(), texts)
-    if "category" in items.columns and items["category"].notna().any():
-        return "categories"
     if stored is None:
         return "missing"
+    current = stored == catalog_hash(items.item_id.astype(str).tolist(), texts)
     return "current" if current else "stale"
 
 
