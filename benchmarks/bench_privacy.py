@@ -11,6 +11,8 @@ by recsight's evaluator (HR@10, NDCG@10).
   round; the centralized peer is `als` with the same objective and size (factors, reg, alpha).
 - ``--part dp``: SASRec trained with user-level DP-SGD (Opacus) for each ``--epsilons``
   value (``inf`` = the same user-sampled training without clipping or noise), the ε spent.
+- ``--part forget``: time to forget one user (store erasure, exact unlearning of EASE and
+  item-kNN) against a full retrain, on ML-1M pairs (`bench_forget.forget_rows`).
 
 Runs are small (2 CPU cores shared here) and resumable: every finished configuration is
 written to benchmarks/results/privacy.json at once, and a rerun skips what is there.
@@ -18,6 +20,7 @@ written to benchmarks/results/privacy.json at once, and a rerun skips what is th
     .venv/bin/python benchmarks/bench_privacy.py --part federated --rounds 10,25,50,100,200,300
     .venv/bin/python benchmarks/bench_privacy.py --part dp --epsilons 8,3,1,inf
     .venv/bin/python benchmarks/bench_privacy.py --part dp --dataset ml-1m --epsilons inf,8
+    .venv/bin/python benchmarks/bench_privacy.py --part forget [--forget-dataset ml-100k]
     .venv/bin/python benchmarks/bench_privacy.py            # the table of what is there
 """
 
@@ -183,12 +186,29 @@ def run_dp(args: argparse.Namespace) -> None:
         console.print(f"{key}: {read_results()[key]}")
 
 
+def run_forget(args: argparse.Namespace) -> None:
+    from bench_forget import forget_rows
+
+    key = f"forget/{args.forget_dataset}"
+    if key in read_results():
+        return
+    t0 = time.perf_counter()
+    save_result(key, {"rows": forget_rows(args.forget_dataset),
+                      "seconds_total": time.perf_counter() - t0})  # fmt: skip
+
+
 def table() -> None:
     data = read_results()
     t = Table(title="privacy benchmark (benchmarks/results/privacy.json)")
     for col in ("configuration", "round/ε", "HR@10", "NDCG@10", "notes"):
         t.add_column(col)
     for key, v in data.items():
+        if key.startswith("forget/"):
+            for r in v["rows"]:
+                retrain = "-" if r["retrain_s"] is None else f"retrain {r['retrain_s']:.2f} s"
+                t.add_row(key, "", "", "", f"{r['user']} ({r['user_events']} events) "
+                          f"{r['what']}: forget {r['forget_s']:.2f} s, {retrain}")  # fmt: skip
+            continue
         if "checkpoints" in v:
             for c in v["checkpoints"]:
                 t.add_row(key, str(c["round"]), f"{c['hr@10']:.4f}", f"{c['ndcg@10']:.4f}",
@@ -207,7 +227,8 @@ def table() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("federated", "dp", "table"), default="table")
+    ap.add_argument("--part", choices=("federated", "dp", "forget", "table"), default="table")
+    ap.add_argument("--forget-dataset", choices=("ml-1m-pairs", "ml-100k"), default="ml-1m-pairs")
     ap.add_argument("--dataset", choices=("ml-100k", "ml-1m"), default="ml-100k")
     ap.add_argument("--rounds", default="10,25,50,100,200,300")
     ap.add_argument("--clients", type=int, default=100)
@@ -229,6 +250,8 @@ def main() -> None:
         run_federated(args)
     elif args.part == "dp":
         run_dp(args)
+    elif args.part == "forget":
+        run_forget(args)
     table()
 
 
