@@ -86,3 +86,26 @@ def test_train_builds_topics_first(tmp_path):
         assert topics_status(store) == "current"
         items = store.items_frame()
     assert items.attrs["category_source"] == "topic" and items.category.notna().all()
+
+
+def test_analyze_with_an_llm_renames_topics_under_the_grounding_rule(tmp_path, stub):
+    db, _ = shop_without_categories(tmp_path, n_users=60, n_items=60)
+
+    def reply(messages):
+        first_item = next(line for line in messages[1]["content"].splitlines() if "item:" in line)
+        words = first_item.split("item:")[1].split()
+        # odd topics get a name from their own first item, even ones an invented name
+        return " ".join(words[:2]) if len(first_item) % 2 else "Quantum Flux Gear"
+
+    stub.reply = reply
+    r = CliRunner().invoke(app, ["analyze", "--db", str(db), "--out", str(tmp_path / "rep"),
+                                 "--sections", "overview", "-q", "--llm-url", stub.url,
+                                 "--llm-model", "m"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    with Store(db, read_only=True) as store:
+        topics = store.topics_frame()
+    renamed = topics[topics.backend == "openai:m"]
+    kept = topics[topics.backend == "template"]
+    assert len(renamed) and len(kept) and len(renamed) + len(kept) == len(topics)
+    assert not any("Quantum" in name for name in topics.label)
+    assert all("quantum" in reason for reason in kept.rejected)

@@ -155,7 +155,12 @@ def register(app: typer.Typer) -> None:
                 src = stack.enter_context(_spark_source(events, spark_master, spark_conf))
             else:
                 if events is None:  # a catalog with text but no categories gets topics first
-                    _note(auto_topics(db, show), show)
+                    namer = None
+                    if llm.requested:
+                        from recsight.llm.generate import make_llm
+
+                        namer = make_llm(llm.url, llm.model, llm.gguf)
+                    _note(auto_topics(db, show, namer), show)
                 store = stack.enter_context(open_data(db, None if events is None else Path(events)))
                 src = from_store(store)
             src.privacy = GroupPolicy(min_group_size, show_examples)

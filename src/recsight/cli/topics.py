@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -38,11 +39,13 @@ def parse_k(text: str) -> int | str:
     return k
 
 
-def auto_topics(db: Path, show: bool) -> str | None:
+def auto_topics(db: Path, show: bool, llm: Any = None) -> str | None:
     """Before `analyze`/`train` on a store: build topics when its catalog has item text but
     no categories and none are stored (or the texts changed since), with the parameters they
-    were last built with. Returns a one-line note of what happened, None when nothing was
-    needed. A store held by another process, or a missing encoder package, only skips it."""
+    were last built with (and `llm`, the command's configured generative model, renaming
+    them under the grounding rule). Returns a one-line note of what happened, None when
+    nothing was needed. A store held by another process, or a missing encoder package, only
+    skips it."""
     if not db.is_file():
         return None
     from recsight.data.store import Store, StoreBusyError
@@ -61,7 +64,7 @@ def auto_topics(db: Path, show: bool) -> str | None:
         if status_line is not None:
             status_line.start()
         with Store(db) as store:
-            rep = build_topics(store, **params)
+            rep = build_topics(store, **params, llm=llm)
     except StoreBusyError:
         return "topics: the store is in use by another process; not built (run recsight topics)"
     except InputError as exc:
