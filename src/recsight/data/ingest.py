@@ -52,6 +52,7 @@ MAX_EXAMPLES = 5
 #: Why a row was dropped, in the order the checks apply (the first failing check names it).
 DROP_REASONS = {
     "malformed_line": "the line does not split into the header's number of fields",
+    "bad_encoding": "the line is not valid UTF-8",
     **{reason: what for reason, (_field, what) in REASONS.items()},
     "duplicate": "duplicate of an earlier row in this file (same event_id, or all fields)",
     "duplicate_of_stored": "already in the store (same event_id, or all fields)",
@@ -275,7 +276,7 @@ def _stage(con: duckdb.DuckDBPyConnection, src: Source, rules: EventRules) -> di
             con.execute("SELECT count(*) FROM _raw").fetchone()
     except duckdb.Error as exc:
         raise InputError(f"{src.path}: cannot read as {src.format} ({_first_line(exc)})") from None
-    rejects = _rejects(con)
+    rejects = _rejects(con, src)
     types = _types(con, "_raw")
     n_raw = int(con.execute("SELECT count(*) FROM _raw").fetchone()[0])
     if n_raw == 0:
@@ -349,15 +350,32 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _rejects(con: duckdb.DuckDBPyConnection) -> dict:
+def _rejects(con: duckdb.DuckDBPyConnection, src: Source) -> dict:
+    """The lines DuckDB's reader rejected, by drop reason. An unterminated quote is fatal:
+    the reader takes the rest of the file as one field, so every later row would be lost."""
     try:
         rows = con.execute(
-            "SELECT line, any_value(error_message) FROM reject_errors GROUP BY line ORDER BY line"
+            "SELECT line, any_value(error_message), bool_or(error_type = 'INVALID ENCODING'), "
+            "bool_or(error_type = 'UNQUOTED VALUE') "
+            "FROM reject_errors GROUP BY line ORDER BY line"
         ).fetchall()
     except duckdb.CatalogException:
         rows = []
+    unterminated = [int(r[0]) for r in rows if r[3]]
+    if unterminated:
+        raise InputError(
+            f"{src.path}: line {unterminated[0]}: a quoted field is never closed, so the rest of "
+            "the file cannot be split into rows; fix the quoting (a quote inside a field is "
+            'written "")'
+        )
+    by_reason: dict[str, list[int]] = {}
+    for line, _msg, bad_encoding, _ in rows:
+        by_reason.setdefault("bad_encoding" if bad_encoding else "malformed_line", []).append(
+            int(line)
+        )
     return {
         "lines": [int(r[0]) for r in rows],
+        "by_reason": by_reason,
         "first_error": rows[0][1] if rows else None,
     }
 
@@ -469,9 +487,9 @@ def _summarise(con: duckdb.DuckDBPyConnection, src: Source, rejects: dict, tz: s
     dropped: dict[str, int] = {}
     examples: dict[str, list[int]] = {}
     reject_lines = rejects["lines"]
-    if reject_lines:
-        dropped["malformed_line"] = len(reject_lines)
-        examples["malformed_line"] = reject_lines[:MAX_EXAMPLES]
+    for reason, lines in rejects["by_reason"].items():
+        dropped[reason] = len(lines)
+        examples[reason] = lines[:MAX_EXAMPLES]
     order = list(DROP_REASONS)
     for reason, count, positions in sorted(rows, key=lambda r: order.index(r[0])):
         dropped[reason] = int(count)

@@ -110,6 +110,11 @@ def _check_readable_text(path: Path) -> bytes:
     head = path.open("rb").read(65536)
     if not head.strip():
         raise InputError(f"{path}: the file is empty, expected rows of events")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InputError(
+            f"{path}: the file is UTF-16 encoded; expected UTF-8 (convert it, e.g. "
+            "iconv -f UTF-16 -t UTF-8)"
+        )
     if b"\x00" in head:
         raise InputError(
             f"{path}: looks like binary data (NUL bytes), expected a text file "
@@ -119,7 +124,8 @@ def _check_readable_text(path: Path) -> bytes:
 
 
 def _head_lines(head: bytes, encoding: str = "utf-8", n: int = 50) -> list[str]:
-    text = head.decode(encoding, errors="replace")
+    # utf-8-sig: a byte order mark (as spreadsheets write) is not part of the first column name
+    text = head.decode("utf-8-sig" if encoding == "utf-8" else encoding, errors="replace")
     lines = [ln for ln in text.splitlines() if ln.strip()]
     if len(head) == 65536 and lines:
         lines = lines[:-1]  # the last line may be cut mid-row
