@@ -155,9 +155,7 @@ def sections(tasks: list[str], quick: bool, sequential: bool = True) -> list[Sec
         Candidate("recsight blend (ease + als + itemknn)", "blend", params={"grid": 10},
                   members=[ease, als, knn]),
         Candidate("recsight blend (ease + als + itemknn + multvae)", "blend",
-                  params={"grid": 10}, members=[ease, als, knn, "recsight multvae"]),
-        Candidate("recsight blend (ease + als + itemknn + recvae)", "blend",
-                  params={"grid": 10}, members=[ease, als, knn, "recsight recvae"]),
+                  params={"grid": 5}, members=[ease, als, knn, "recsight multvae"]),
     ]  # fmt: skip
     ranking_peers = [
         Candidate("Cornac MostPop", "mostpop", "cornac"),
@@ -269,20 +267,26 @@ def run_peers(python: Path, work: Path, tag: str, task: str, train: Interactions
         "models": [{"label": lb, "lib": c.lib, "algo": c.name, "params": p}
                    for lb, c, p in cands],
     }  # fmt: skip
-    done = [folder / "out" / f"{n}.json" for n in range(len(cands))]
-    spec_file = folder / "spec.json"
-    reuse = (spec_file.exists() and json.loads(spec_file.read_text()) == spec
-             and all(d.exists() for d in done))  # fmt: skip
-    if not reuse:  # a folder kept by --work holds the finished run of the same spec
+    # each finished model is kept under a key of its own: a rerun (or a run with fewer or
+    # more peers) over the same --work folder fits only what is missing
+    done = folder / "done"
+    done.mkdir(exist_ok=True)
+    keys = [ScoreCache.key(tag, m) for m in spec["models"]]
+    missing = [n for n, k in enumerate(keys) if not (done / f"{k}.json").exists()]
+    if missing:
         np.savez(folder / "targets.npz", **targets)
-        spec_file.write_text(json.dumps(spec))
+        spec_file = folder / "spec.json"
+        spec_file.write_text(json.dumps({**spec, "models": [spec["models"][n] for n in missing]}))
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         subprocess.run([str(python), str(HERE / "peers" / "run_peers.py"), str(spec_file)],
                        check=True, env=env)  # fmt: skip
+        for j, n in enumerate(missing):
+            for ext in ("npz", "json"):  # the json last: it marks the model done
+                (folder / "out" / f"{j}.{ext}").replace(done / f"{keys[n]}.{ext}")
     results = []
-    for n in range(len(cands)):
-        info = json.loads((folder / "out" / f"{n}.json").read_text())
-        info["arrays"] = folder / "out" / f"{n}.npz"  # read one at a time: score matrices are big
+    for k in keys:
+        info = json.loads((done / f"{k}.json").read_text())
+        info["arrays"] = done / f"{k}.npz"  # read one at a time: score matrices are big
         results.append(info)
     return results
 
@@ -341,7 +345,7 @@ def run_section(sec: Section, data_root: Path, peers_python: Path | None, work: 
             continue
         if cand.members:
             res, fit_s, params, value = _blend_run(sec, cand, scored, best_of, inner, valid,
-                                                   train, test)  # fmt: skip
+                                                   train, test, cache)  # fmt: skip
             valid_of[cand.label] = value
             add(cand.label, "recsight", params, fit_s, res.score_seconds, res, [])
             log(f"  {cand.label} {params}: fit {fit_s:.2f}s  {_headline(sec, res)}")
@@ -476,6 +480,13 @@ class ScoreCache:
         return Fitted(arrays["users"], arrays["scores"], info["fit_seconds"],
                       info["score_seconds"], info.get("training"))  # fmt: skip
 
+    def get_note(self, key: str) -> dict[str, Any] | None:
+        path = self.root / f"{key}.note.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def put_note(self, key: str, note: dict[str, Any]) -> None:
+        (self.root / f"{key}.note.json").write_text(json.dumps(note))
+
     def put(self, key: str, fitted: Fitted, about: dict[str, Any]) -> None:
         tmp = self.root / f"{key}.tmp.npz"
         np.savez(tmp, users=fitted.users, scores=fitted.scores)
@@ -517,7 +528,8 @@ def _fit_scores(cache: ScoreCache | None, sec: Section, phase: str, cand: Candid
 
 def _blend_run(sec: Section, cand: Candidate, scored: dict[tuple[str, str], Fitted],
                best_of: dict[str, dict[str, Any]], inner: Interactions, valid: Interactions,
-               train: Interactions, test: Interactions):  # fmt: skip
+               train: Interactions, test: Interactions,
+               cache: ScoreCache | None = None):  # fmt: skip
     """The learned blend of `cand.members`, each at its tuned parameters: weights searched on
     the validation split (members fitted on the tuning part of train, as when they were
     tuned), then applied to the members refitted on all of train. This is exactly
@@ -531,10 +543,20 @@ def _blend_run(sec: Section, cand: Candidate, scored: dict[tuple[str, str], Fitt
     if missing:
         raise SystemExit(f"{cand.label}: members {missing} must run (cached) before the blend")
     grid = int(cand.params.get("grid", 10))
-    vu = scored[cand.members[0], "valid"].users
-    inner_seen = inner.to_csr(binary=True)[vu]
-    zs = [normalised(scored[m, "valid"].scores, inner_seen) for m in cand.members]
-    weights, value = search_weights(zs, vu, inner, valid, grid)
+    # the weight search is the slow part: its answer is kept beside the members' scores
+    names = [_name_of(sec, m) for m in cand.members]
+    key = ScoreCache.key("blend", sec.key, grid, names, [best_of[m] for m in cand.members],
+                         len(inner), len(valid))  # fmt: skip
+    note = None if cache is None else cache.get_note(key)
+    if note is None:
+        vu = scored[cand.members[0], "valid"].users
+        inner_seen = inner.to_csr(binary=True)[vu]
+        zs = [normalised(scored[m, "valid"].scores, inner_seen) for m in cand.members]
+        weights, value = search_weights(zs, vu, inner, valid, grid)
+        note = {"weights": weights.tolist(), "valid": value}
+        if cache is not None:
+            cache.put_note(key, note)
+    weights, value = np.array(note["weights"]), float(note["valid"])
     tu = scored[cand.members[0], "test"].users
     train_seen = train.to_csr(binary=True)[tu]
     t0 = time.perf_counter()
@@ -752,6 +774,11 @@ def main(argv: list[str] | None = None) -> int:
         help="comma list of recsight candidate labels to run; with --no-peers and --work, "
         "fills the shared cache from a second process",
     )
+    ap.add_argument(
+        "--peers",
+        default=None,
+        help="comma list of peer labels to run (default: all); the others are left out",
+    )
     args = ap.parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     bad = [t for t in tasks if t not in TASKS]
@@ -789,6 +816,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="recsight-vs-peers-") as tmp:
         work = args.work or Path(tmp)
         for sec in sections(tasks, args.quick, sequential=not args.no_sequential):
+            if args.peers is not None:
+                wanted = {x.strip() for x in args.peers.split(",")}
+                sec.peers = [c for c in sec.peers if c.label in wanted]
             cache = ScoreCache(work / "scores" / sec.key) if args.work else None
             results[sec.key] = run_section(sec, data_root, peers_python, work, args.seed, log,
                                            cache, only)  # fmt: skip

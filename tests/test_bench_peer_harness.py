@@ -176,7 +176,7 @@ def test_harness_blend_is_the_registered_blend_fitted_on_the_tuning_split(tmp_pa
         scored[cand.label, "test"] = b._fit_scores(cache, sec, "test", cand, params, train,
                                                    test, 42)  # fmt: skip
     res, _, params, value = b._blend_run(sec, sec.ours[2], scored, best_of, inner, valid,
-                                         train, test)  # fmt: skip
+                                         train, test, cache)  # fmt: skip
 
     model = Blend(models=params["models"], grid=4, valid_share=0.2, seed=43,
                   max_valid_users=None, verbose=False).fit(train)  # fmt: skip
@@ -192,3 +192,7 @@ def test_harness_blend_is_the_registered_blend_fitted_on_the_tuning_split(tmp_pa
     again = b._fit_scores(cache, sec, "test", sec.ours[1], {"reg": 50.0}, train, test, 42)
     np.testing.assert_array_equal(again.scores, scored["recsight ease", "test"].scores)
     assert len(list(tmp_path.glob("*.npz"))) == 4
+    # and so does the blend's weight search
+    again = b._blend_run(sec, sec.ours[2], scored, best_of, inner, valid, train, test, cache)
+    assert again[2] == params and again[3] == value
+    assert len(list(tmp_path.glob("*.note.json"))) == 1

@@ -93,13 +93,15 @@ def test_sampled_losses_never_score_the_whole_catalog(monkeypatch):
         return out
 
     monkeypatch.setattr(S.SequenceEncoder, "item_logits", spy)
-    data = cycles(n_items=40)
-    for loss in ("sampled", "gbce"):
+    # 100 items > 5 negatives x 16 dims: gBCE gathers each position's negatives' vectors
+    # (pair logits), sampled softmax scores the batch's shared negatives
+    data = cycles(n_items=100)
+    for loss, expected in (("sampled", {5}), ("gbce", set())):
         widths.clear()
         SASRec(max_len=6, epochs=2, loss=loss, n_negatives=5, early_stopping=False, **SMALL).fit(
             data
         )
-        assert widths and set(widths) == {5}
+        assert set(widths) == expected
 
 
 def test_output_is_a_linear_layer_tied_to_the_item_embeddings():
@@ -157,11 +159,11 @@ def test_bert4rec_trains_with_sampled_losses_and_round_trips(loss, monkeypatch, 
         return out
 
     monkeypatch.setattr(S.SequenceEncoder, "item_logits", spy)
-    data = cycles(n_items=40)
+    data = cycles(n_items=120)  # > 6 negatives x 16 dims: gBCE gathers per-position vectors
     model = BERT4Rec(
         max_len=8, epochs=3, loss=loss, n_negatives=6, early_stopping=False, **SMALL
     ).fit(data)
-    assert set(widths) == {6}
+    assert set(widths) == ({6} if loss == "sampled" else set())
     monkeypatch.undo()
     model.save(tmp_path / "m")
     idx = np.arange(data.n_users)
@@ -241,3 +243,27 @@ def test_sampled_losses_beat_popularity_on_ml100k(ml100k_leave_last, loss, extra
     ).fit(train)  # fmt: skip
     hr = _hr10(model, train, test)
     assert hr > 1.2 * pop, (hr, pop)
+
+
+def test_gbce_draws_every_positions_own_negatives(monkeypatch):
+    # gSASRec samples negatives per position; a batch-shared draw gives identical negative
+    # logits to identical hidden states
+    seen = {}
+
+    def spy(pos, neg, hit, beta):
+        seen["neg"], seen["hit"] = neg.detach(), hit
+        return neg.sum()
+
+    monkeypatch.setattr(S, "gbce_loss", spy)
+    data = cycles(n_items=300)
+    for dim in (16, 2):  # 300 items <= 32 x 16 (scores gathered) and > 32 x 2 (vectors gathered)
+        model = SASRec(max_len=6, epochs=1, loss="gbce", n_negatives=32, early_stopping=False,
+                       **{**SMALL, "dim": dim, "heads": 1}).fit(data)  # fmt: skip
+        h = torch.ones(50, dim)
+        targets = torch.zeros(50, dtype=torch.long)
+        torch.manual_seed(0)
+        model._output_loss(model.net, h, targets)
+        neg = seen["neg"]
+        assert neg.shape == (50, 32) and seen["hit"].shape == (50, 32)
+        # identical rows of h: only different negative items make the rows differ
+        assert len({tuple(r) for r in neg.numpy().round(6)}) > 45

@@ -17,13 +17,14 @@ The `loss` option (shared with BERT4Rec):
   counts + 1), every logit corrected by ``- log Q(item)`` (logQ correction, Bengio & Senécal
   2008; Yi et al. 2019) and accidental hits of the positive masked out.
 - ``"gbce"``: gSASRec's generalised binary cross-entropy (Petrov & Macdonald 2023) with
-  `n_negatives` uniform negatives per batch: ``beta * softplus(-s_pos) + sum softplus(s_neg)``
-  where ``beta = alpha * (gbce_t * (1 - 1/alpha) + 1/alpha)`` and ``alpha = n_negatives /
-  (n_items - 1)``; `gbce_t` = 0.75 is the paper's calibration (0 = plain BCE, 1 = fully
-  calibrated). Negatives are shared by a batch (the paper draws them per
-  position): measured on ML-100K leave-last (dim 32, 5 epochs), gBCE first pushes every
-  score down together and had not yet beaten popularity where ``sampled`` had; give it more
-  epochs (or use ``sampled``).
+  `n_negatives` uniform negatives drawn for every position (the paper's form):
+  ``beta * softplus(-s_pos) + sum softplus(s_neg)`` where ``beta = alpha * (gbce_t *
+  (1 - 1/alpha) + 1/alpha)`` and ``alpha = n_negatives / (n_items - 1)``; `gbce_t` = 0.75 is
+  the paper's calibration (0 = plain BCE, 1 = fully calibrated). Measured here (BENCHMARKS.md,
+  "gSASRec"): with the paper's 256 negatives and t = 0.75, training on a synthetic Markov task
+  and on ML-100K settles at the loss of scoring every item alike (the constant-score optimum
+  ``log(beta / k)``) and ranks at random level, with shared or per-position negatives, tied or
+  separate output embeddings; ``full`` and ``sampled`` learn the same task.
 - ``"auto"`` (default): ``full`` up to `AUTO_FULL_MAX_ITEMS` items, ``sampled`` above, so
   memory per batch stops growing with the catalog.
 
@@ -325,18 +326,28 @@ class TransformerRecommender(SequenceConfig, SequenceRecommender):
         if self._loss_kind == "full":
             return F.cross_entropy(self._logits(net, h), targets)
         n_items = int(self.dims_[0])
+        pos = self._pair_logits(net, h, targets)
+        if self._loss_kind == "gbce":
+            # each position draws its own negatives, as gSASRec's code does
+            negs = torch.randint(0, n_items, (len(h), self.n_negatives), device=h.device)
+            if n_items <= self.n_negatives * h.shape[1]:
+                # a small catalog: every score costs less than gathering k vectors per position
+                neg = self._logits(net, h).gather(1, negs)
+            else:
+                neg = self._pair_logits(net, h[:, None, :], negs)
+            hit = negs == targets[:, None]  # accidental hits are not negatives
+            return gbce_loss(
+                pos, neg, hit, gbce_beta(self.n_negatives, n_items, float(self.gbce_t))
+            )
         if self._log_q is None:
             negs = torch.randint(0, n_items, (self.n_negatives,), device=h.device)
         else:
             negs = torch.multinomial(self._q, self.n_negatives, replacement=True)
-        pos = self._pair_logits(net, h, targets)
         neg = self._logits(net, h, negs)
-        hit = negs[None, :] == targets[:, None]  # accidental hits are not negatives
-        if self._loss_kind == "sampled":
-            if self._log_q is None:
-                return sampled_softmax_loss(pos, neg, hit)
-            return sampled_softmax_loss(pos, neg, hit, self._log_q[targets], self._log_q[negs])
-        return gbce_loss(pos, neg, hit, gbce_beta(self.n_negatives, n_items, float(self.gbce_t)))
+        hit = negs[None, :] == targets[:, None]
+        if self._log_q is None:
+            return sampled_softmax_loss(pos, neg, hit)
+        return sampled_softmax_loss(pos, neg, hit, self._log_q[targets], self._log_q[negs])
 
     def _prepare_loss(self, train_items: np.ndarray, device: torch.device) -> None:
         """Resolve the loss and the proposal distribution for this fit."""
