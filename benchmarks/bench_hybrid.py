@@ -142,6 +142,7 @@ def run_cell(data: Interactions, protocol: str, model_name: str, cache_db: str) 
         out["bucket_edges"] = np.asarray(model.bucket_edges_)
         out["bucket_weights"] = np.asarray(model.bucket_weights_)
         out["cold_weight"] = np.asarray(model.cold_weight_)
+        out["cold_offset"] = np.asarray(model.cold_offset_)
     return out
 
 
@@ -158,6 +159,8 @@ def summarise(cells: dict[str, dict[str, np.ndarray]], protocol: str) -> dict:
             row["bucket_edges"] = c["bucket_edges"].tolist()
             row["bucket_weights"] = c["bucket_weights"].tolist()
             row["cold_weight"] = float(c["cold_weight"])
+            if "cold_offset" in c:
+                row["cold_offset"] = float(c["cold_offset"])
         rows[name] = row
     out: dict = {"models": rows}
     group = ["hybrid", "content", "cf"] if protocol != "cold items" else ["hybrid", "today"]
@@ -203,6 +206,8 @@ def main() -> None:
             for model in args.models:
                 if model == "cf" and protocol == "cold items":
                     continue  # the collaborative part alone has no signal for new items
+                if model == "ease" and data.n_items > 20_000:
+                    continue  # its dense item x item matrices do not fit (Taobao: 55k items)
                 path = cell_path(args.work, dataset, protocol, model)
                 if path.exists():
                     continue
@@ -242,7 +247,7 @@ def main() -> None:
                 if "bucket_weights" in row:
                     w = (
                         f"{row['bucket_weights']} (edges {row['bucket_edges']}), "
-                        f"new items {row['cold_weight']}"
+                        f"new items {row['cold_weight']}, offset {row.get('cold_offset', '?')}"
                     )
                 cells = [f"{row.get(k, float('nan')):.4f}" for k in keys]
                 table.add_row(name, *cells, str(row["users"]), w)

@@ -20,25 +20,30 @@ them ahead, where ranks would make its 1st and 2nd items as far apart as its 100
 1001st); and the seen items, which cannot be recommended and which the collaborative part
 scores highest, do not inflate its spread.
 
-The weight w depends on the user's history length and on whether the item is new:
+The weight w depends on the user's history length and on whether the item is new (no training
+event); new items' blended scores also get an offset, because their collaborative scores come
+from text-projected factors, on another scale than learned ones. All three are fitted on
+validation data carved from the training data only:
 
-1. validation data from the training data only: `valid_share` of the items with events are
-   held out entirely (their events are the *cold validation*, `cold_item_split`), and of the
-   rest every user with at least two items has `valid_share` of them (at least one) held out
-   (the *warm validation*); both parts are fitted on what remains (the item embeddings are
-   shared: text does not depend on the split);
-2. users fall into up to `buckets` history-length buckets (quantiles of the training users'
-   distinct-item counts). Weights are chosen on the grid 0, 1/`grid`, ..., 1 by the mean
-   NDCG@`VALID_K` of warm-validation users (the evaluator's protocol: training items masked,
-   the held-out items left out of the ranking), moving away from a reference weight only for
-   a significant gain (`significant_choice`: paired Wilcoxon test, p < `ALPHA`): the overall
-   weight, over all validation users, starts from the better pure part (0 or 1), so the blend
-   leaves that part only for a gain larger than the validation noise; each bucket with at
-   least `MIN_BUCKET_USERS` validation users starts from the overall weight; smaller buckets
-   keep the overall weight;
-3. items without training events get the weight whose ranking of the held-out items alone
-   has the best NDCG@`VALID_K` on the cold validation;
-4. both parts are refitted on all the training data.
+1. `valid_share` of the items with events are held out entirely (`cold_item_split`), and of
+   the rest every user with at least two items has `valid_share` of them (at least one) held
+   out; both parts are fitted on what remains (the item embeddings are shared: text does not
+   depend on the split). Items without events there are the validation's *new* items (the
+   held-out ones, and any whose every event was held out);
+2. candidate values are scored by the mean NDCG@`VALID_K` of the validation users (the
+   evaluator's protocol: training items masked) and a value moves away from a reference only
+   for a significant gain (`significant_choice`: paired Wilcoxon test, p < `ALPHA`), so a
+   choice never chases validation noise:
+   a. the text weight of items with events, on the grid 0, 1/`grid`, ..., 1, ranking only
+      them against the held-out events on them: overall, starting from the better pure part
+      (0 or 1); then for each of up to `buckets` history-length buckets (quantiles of the
+      training users' distinct-item counts) with at least `MIN_BUCKET_USERS` validation
+      users, starting from the overall weight (smaller buckets keep it);
+   b. the new items' weight, on the same grid, ranking only the new items against the
+      held-out events on them, starting from the overall weight;
+   c. the new items' offset, on `OFFSETS` (standard deviations of the users' scores), ranking
+      the whole catalog against all held-out events, starting from 0;
+3. both parts are refitted on all the training data.
 
 Equal validation means go to the smaller text weight. The weights are deterministic for a
 `seed` (which also seeds the SVD). A number for `content_weight` fixes one weight for every
@@ -57,7 +62,7 @@ import scipy.sparse as sp
 from sklearn.utils.extmath import randomized_svd
 
 from recsight.data.dataset import Interactions
-from recsight.data.splits import random_item_ranks
+from recsight.data.splits import concat, random_item_ranks
 from recsight.errors import InputError
 from recsight.llm.content import ContentRecommender, catalog_texts, rank_text_scores
 from recsight.llm.encoders import DEFAULT_ENCODER
@@ -69,10 +74,12 @@ VALID_K = 20
 #: Significance level for a weight to move away from the better pure part (or, in a bucket,
 #: from the overall weight).
 ALPHA = 0.05
+#: Offsets tried for the new items' scores, in units of a user's score standard deviation.
+OFFSETS = np.arange(-3.0, 3.01, 0.5)
 #: A history-length bucket with fewer validation users than this takes the overall weight.
 MIN_BUCKET_USERS = 50
 #: Memory for the validation users' standardised scores (two float32 rows of n_items each):
-#: bounds how many validation users are scored (MAX_VALID_USERS below 13,000 items).
+#: bounds how many validation users are scored (MAX_VALID_USERS below 26,000 items).
 VALID_MEMORY_BYTES = 1 << 30
 #: The most validation users scored (a seeded sample beyond).
 MAX_VALID_USERS = 5000
@@ -125,36 +132,46 @@ def significant_choice(per_user: np.ndarray, prefer: int, alpha: float = ALPHA) 
 
 @dataclass
 class BlendWeights:
-    """The text weight per history-length bucket, for new items, and overall, with the
-    validation NDCG@`VALID_K` of every grid weight (rows: buckets; empty for a fixed weight)."""
+    """The text weight per history-length bucket, for new items, and overall, and the new
+    items' offset, with the validation NDCG@`VALID_K` of every candidate (`valid_ndcg`: rows
+    are buckets, columns grid weights; empty for a fixed weight)."""
 
     edges: np.ndarray
     buckets: np.ndarray
     cold: float
     overall: float
+    offset: float
     valid_ndcg: np.ndarray
     valid_users: np.ndarray  # validation users per bucket
     cold_valid_ndcg: np.ndarray
+    offset_valid_ndcg: np.ndarray
 
     @classmethod
     def fixed(cls, w: float) -> BlendWeights:
-        """One weight for everyone, nothing validated."""
-        return cls(np.zeros(0), np.array([w]), w, w, np.zeros((1, 0)), np.zeros(1, np.int64),
-                   np.zeros(0))  # fmt: skip
+        """One weight for everyone, no offset, nothing validated."""
+        return cls(np.zeros(0), np.array([w]), w, w, 0.0, np.zeros((1, 0)),
+                   np.zeros(1, np.int64), np.zeros(0), np.zeros(0))  # fmt: skip
 
 
 class _FixedMix:
-    """Scores ``z_cf + w (z_text - z_cf)`` of precomputed standardised parts, -inf outside
-    `allowed`: a scorer for `evaluate_ranking` while the weight is searched."""
+    """Scores ``z_cf + w (z_text - z_cf)`` of precomputed standardised parts, with weight
+    `new_w` and `offset` added on the `new` items, -inf outside `allowed`: a scorer for
+    `evaluate_ranking` while the weights are searched. `w` is a number or one per row."""
 
     def __init__(self, z_cf: np.ndarray, z_text: np.ndarray, row_of: np.ndarray,
-                 allowed: np.ndarray):  # fmt: skip
-        self.z_cf, self.z_text, self.row_of, self.allowed = z_cf, z_text, row_of, allowed
-        self.w = 0.0
+                 new: np.ndarray):  # fmt: skip
+        self.z_cf, self.z_text, self.row_of, self.new = z_cf, z_text, row_of, new
+        self.allowed = np.ones(len(new), dtype=bool)
+        self.w: float | np.ndarray = 0.0
+        self.new_w = 0.0
+        self.offset = 0.0
 
     def score_all(self, users: np.ndarray) -> np.ndarray:
         r = self.row_of[np.asarray(users)]
-        s = self.z_cf[r] + np.float32(self.w) * (self.z_text[r] - self.z_cf[r])
+        w = np.broadcast_to(np.asarray(self.w, dtype=np.float32), (len(self.z_cf),))[r]
+        weight = np.where(self.new[None, :], np.float32(self.new_w), w[:, None])
+        s = self.z_cf[r] + weight * (self.z_text[r] - self.z_cf[r])
+        s[:, self.new] += np.float32(self.offset)
         s[:, ~self.allowed] = -np.inf
         return s
 
@@ -177,16 +194,19 @@ class HybridRecommender(ContentRecommender):
     name: ClassVar[str] = "hybrid"
     _state = ContentRecommender._state + (
         "item_factors_", "projection_", "bucket_edges_", "bucket_weights_", "cold_weight_",
-        "content_weight_", "valid_ndcg_", "bucket_valid_users_", "cold_valid_ndcg_",
+        "cold_offset_", "content_weight_", "valid_ndcg_", "bucket_valid_users_",
+        "cold_valid_ndcg_", "offset_valid_ndcg_",
     )  # fmt: skip
     # defaults for models saved before the weights were fitted (see `load`)
     bucket_edges_: np.ndarray | None = None
     bucket_weights_: np.ndarray | None = None
     cold_weight_: float | None = None
+    cold_offset_: float | None = None
     content_weight_: float | None = None
     valid_ndcg_: np.ndarray | None = None
     bucket_valid_users_: np.ndarray | None = None
     cold_valid_ndcg_: np.ndarray | None = None
+    offset_valid_ndcg_: np.ndarray | None = None
 
     def __init__(
         self,
@@ -245,10 +265,12 @@ class HybridRecommender(ContentRecommender):
         self.bucket_edges_ = fitted.edges
         self.bucket_weights_ = fitted.buckets
         self.cold_weight_ = fitted.cold
+        self.cold_offset_ = fitted.offset
         self.content_weight_ = fitted.overall
         self.valid_ndcg_ = fitted.valid_ndcg
         self.bucket_valid_users_ = fitted.valid_users
         self.cold_valid_ndcg_ = fitted.cold_valid_ndcg
+        self.offset_valid_ndcg_ = fitted.offset_valid_ndcg
 
     def _fit_embedded(
         self, train: Interactions, embeddings: np.ndarray, encoder_key: str
@@ -301,37 +323,39 @@ class HybridRecommender(ContentRecommender):
         edges = history_bucket_edges(counts, int(self.buckets))
         grid = np.arange(int(self.grid) + 1) / int(self.grid)
         rng = np.random.default_rng(seed)
-        # warm and cold validation users, two float32 score rows each
-        cap = max(1, min(MAX_VALID_USERS, VALID_MEMORY_BYTES // (16 * train.n_items)))
+        # two float32 score rows per validation user
+        cap = max(1, min(MAX_VALID_USERS, VALID_MEMORY_BYTES // (8 * train.n_items)))
 
         def sample(users: np.ndarray) -> np.ndarray:
             return np.sort(rng.choice(users, cap, replace=False)) if len(users) > cap else users
 
-        warm_users = sample(np.unique(warm_valid.user_idx))
-        cold_users = sample(np.unique(cold_parts.test_cold.user_idx))
-        users = np.union1d(warm_users, cold_users)
+        valid = concat(warm_valid, cold_parts.test_cold)
+        users = sample(np.unique(valid.user_idx))
         z_cf, z_text = inner._standardised_parts(users)
         row_of = np.full(train.n_users, -1, dtype=np.int64)
         row_of[users] = np.arange(len(users))
-        is_cold = np.zeros(train.n_items, dtype=bool)
-        is_cold[cold_parts.cold_items] = True
+        new = inner.item_popularity_ == 0
+        mix = _FixedMix(z_cf, z_text, row_of, new)
 
-        def curve(allowed: np.ndarray, test: Interactions, who: np.ndarray):
-            mix = _FixedMix(z_cf, z_text, row_of, allowed)
-            per_w = []
-            for w in grid:
-                mix.w = float(w)
+        def curve(attr: str, values: np.ndarray, on: np.ndarray | None):
+            """Per-user NDCG (values x users) as `mix.<attr>` takes each value, ranking the
+            `on` items (None: all) against the held-out events on them."""
+            mix.allowed = np.ones(len(new), dtype=bool) if on is None else on
+            test = valid if on is None else valid.subset(on[valid.item_idx])
+            per_value = []
+            for v in values:
+                setattr(mix, attr, v)
                 res = evaluate_ranking(
-                    mix, inner_train, test, ks=(VALID_K,), metrics=("ndcg",), users=who,
+                    mix, inner_train, test, ks=(VALID_K,), metrics=("ndcg",), users=users,
                     batch_users=1024,
                 )  # fmt: skip
-                per_w.append(res.per_user[f"ndcg@{VALID_K}"])
-            return res.users, np.array(per_w).reshape(len(grid), len(res.users))
+                per_value.append(res.per_user[f"ndcg@{VALID_K}"])
+            return res.users, np.array(per_value).reshape(len(values), len(res.users))
 
-        evaluated, ndcg = curve(~is_cold, warm_valid, warm_users)
+        # a. the text weight of items with events, overall then per history-length bucket
+        evaluated, ndcg = curve("w", grid, ~new)
         means = ndcg.mean(axis=1)
-        better_part = 0 if means[0] >= means[-1] else len(grid) - 1
-        best = significant_choice(ndcg, better_part)
+        best = significant_choice(ndcg, 0 if means[0] >= means[-1] else len(grid) - 1)
         overall = float(grid[best])
         bucket_of = np.searchsorted(edges, counts[evaluated])
         n_buckets = len(edges) + 1
@@ -344,13 +368,21 @@ class HybridRecommender(ContentRecommender):
                 valid_ndcg[b] = ndcg[:, sel].mean(axis=1)
             if valid_users[b] >= MIN_BUCKET_USERS:
                 weights[b] = grid[significant_choice(ndcg[:, sel], best)]
+        mix.w = weights[np.searchsorted(edges, counts[users])]  # one per row of z_cf
+        # b. the new items' weight, ranking them among themselves
         cold_w, cold_ndcg = overall, np.zeros(0)
-        if len(cold_users):
-            _, per_user = curve(is_cold, cold_parts.test_cold, cold_users)
-            if per_user.shape[1]:
-                cold_ndcg = per_user.mean(axis=1)
-                cold_w = float(grid[int(np.argmax(cold_ndcg))])
-        return BlendWeights(edges, weights, cold_w, overall, valid_ndcg, valid_users, cold_ndcg)
+        _, per_user = curve("new_w", grid, new)
+        if per_user.shape[1]:
+            cold_ndcg = per_user.mean(axis=1)
+            cold_w = float(grid[significant_choice(per_user, best)])
+        mix.new_w = cold_w
+        # c. new items' offset (the whole catalog)
+        _, per_user = curve("offset", OFFSETS, None)
+        zero = int(np.argmin(np.abs(OFFSETS)))
+        offset = float(OFFSETS[significant_choice(per_user, zero)]) if per_user.shape[1] else 0.0
+        offset_ndcg = per_user.mean(axis=1) if per_user.shape[1] else np.zeros(0)
+        return BlendWeights(edges, weights, cold_w, overall, offset, valid_ndcg, valid_users,
+                            cold_ndcg, offset_ndcg)  # fmt: skip
 
     @classmethod
     def load(cls, path: str | Path) -> HybridRecommender:
@@ -367,11 +399,17 @@ class HybridRecommender(ContentRecommender):
 
     # -- scoring ------------------------------------------------------------------------------
     def _standardised_parts(self, user_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Both parts' scores for known users, each standardised over the user's unseen items."""
-        seen = self.seen_[user_idx]
-        cf = self._cf_scores(seen)
-        text = ContentRecommender.score_all(self, user_idx)
-        return normalised(cf, seen), normalised(text, seen)
+        """Both parts' scores for known users, each standardised over the user's unseen items
+        (computed in chunks: the standardisation's temporaries are float64)."""
+        z_cf = np.empty((len(user_idx), self.n_items), dtype=np.float32)
+        z_text = np.empty_like(z_cf)
+        for start in range(0, len(user_idx), 1024):
+            rows = np.asarray(user_idx[start : start + 1024])
+            seen = self.seen_[rows]
+            z_cf[start : start + len(rows)] = normalised(self._cf_scores(seen), seen)
+            text = ContentRecommender.score_all(self, rows)
+            z_text[start : start + len(rows)] = normalised(text, seen)
+        return z_cf, z_text
 
     def user_weights(self, history_lengths: np.ndarray) -> np.ndarray:
         """Text weight of every (history, item): the history's bucket weight, or the new-item
@@ -383,7 +421,10 @@ class HybridRecommender(ContentRecommender):
 
     def _blend(self, cf: np.ndarray, text: np.ndarray, seen: sp.csr_matrix) -> np.ndarray:
         z_cf, z_text = normalised(cf, seen), normalised(text, seen)
-        return z_cf + self.user_weights(np.diff(seen.indptr)) * (z_text - z_cf)
+        s = z_cf + self.user_weights(np.diff(seen.indptr)) * (z_text - z_cf)
+        if self.cold_offset_:
+            s[:, self.item_popularity_ == 0] += np.float32(self.cold_offset_)
+        return s
 
     def _cf_scores(self, rows: sp.csr_matrix) -> np.ndarray:
         binary = rows.copy()
