@@ -45,9 +45,9 @@ validation data carved from the training data only:
       the whole catalog against all held-out events, starting from 0;
 3. both parts are refitted on all the training data.
 
-Equal validation means go to the smaller text weight. The weights are deterministic for a
-`seed` (which also seeds the SVD). A number for `content_weight` fixes one weight for every
-user and item instead.
+Where the two pure parts tie on validation, the collaborative one is the reference. The
+weights are deterministic for a `seed` (which also seeds the SVD). A number for
+`content_weight` fixes one weight for every user and item instead, with no offset.
 """
 
 from __future__ import annotations
