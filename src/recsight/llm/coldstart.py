@@ -28,8 +28,9 @@ validation data carved from the training data only:
 1. `valid_share` of the items with events are held out entirely (`cold_item_split`), and of
    the rest every user with at least two items has `valid_share` of them (at least one) held
    out; both parts are fitted on what remains (the item embeddings are shared: text does not
-   depend on the split). Items without events there are the validation's *new* items (the
-   held-out ones, and any whose every event was held out);
+   depend on the split). Items without events there are the validation's *new* items: the
+   held-out items, made new at random, and the *naturally new* ones whose every event was
+   held out with a user's items (rarely bought items, as new items in a real log are);
 2. candidate values are scored by the mean NDCG@`VALID_K` of the validation users (the
    evaluator's protocol: training items masked) and a value moves away from a reference only
    for a significant gain (`significant_choice`: paired Wilcoxon test, p < `ALPHA`), so a
@@ -39,10 +40,11 @@ validation data carved from the training data only:
       (0 or 1); then for each of up to `buckets` history-length buckets (quantiles of the
       training users' distinct-item counts) with at least `MIN_BUCKET_USERS` validation
       users, starting from the overall weight (smaller buckets keep it);
-   b. the new items' weight, on the same grid, ranking only the new items against the
-      held-out events on them, starting from the overall weight;
+   b. the new items' weight, on the same grid, ranking only the held-out items against their
+      events, starting from the overall weight;
    c. the new items' offset, on `OFFSETS` (standard deviations of the users' scores), ranking
-      the whole catalog against all held-out events, starting from 0;
+      all items but the held-out ones (so the new items are the naturally new ones) against
+      the held-out events on them, starting from 0;
 3. both parts are refitted on all the training data.
 
 Where the two pure parts tie on validation, the collaborative one is the reference. The
@@ -335,13 +337,15 @@ class HybridRecommender(ContentRecommender):
         row_of = np.full(train.n_users, -1, dtype=np.int64)
         row_of[users] = np.arange(len(users))
         new = inner.item_popularity_ == 0
+        held_items = np.zeros(train.n_items, dtype=bool)
+        held_items[cold_parts.cold_items] = True
         mix = _FixedMix(z_cf, z_text, row_of, new)
 
-        def curve(attr: str, values: np.ndarray, on: np.ndarray | None):
+        def curve(attr: str, values: np.ndarray, on: np.ndarray):
             """Per-user NDCG (values x users) as `mix.<attr>` takes each value, ranking the
-            `on` items (None: all) against the held-out events on them."""
-            mix.allowed = np.ones(len(new), dtype=bool) if on is None else on
-            test = valid if on is None else valid.subset(on[valid.item_idx])
+            `on` items against the held-out events on them."""
+            mix.allowed = on
+            test = valid.subset(on[valid.item_idx])
             per_value = []
             for v in values:
                 setattr(mix, attr, v)
@@ -369,15 +373,16 @@ class HybridRecommender(ContentRecommender):
             if valid_users[b] >= MIN_BUCKET_USERS:
                 weights[b] = grid[significant_choice(ndcg[:, sel], best)]
         mix.w = weights[np.searchsorted(edges, counts[users])]  # one per row of z_cf
-        # b. the new items' weight, ranking them among themselves
+        # b. the new items' weight, ranking the held-out items among themselves
         cold_w, cold_ndcg = overall, np.zeros(0)
-        _, per_user = curve("new_w", grid, new)
+        _, per_user = curve("new_w", grid, held_items)
         if per_user.shape[1]:
             cold_ndcg = per_user.mean(axis=1)
             cold_w = float(grid[significant_choice(per_user, best)])
         mix.new_w = cold_w
-        # c. new items' offset (the whole catalog)
-        _, per_user = curve("offset", OFFSETS, None)
+        # c. new items' offset, ranking all but the held-out items: those were made new at
+        # random, so they would tell how relevant a random item is, not a new one
+        _, per_user = curve("offset", OFFSETS, ~held_items)
         zero = int(np.argmin(np.abs(OFFSETS)))
         offset = float(OFFSETS[significant_choice(per_user, zero)]) if per_user.shape[1] else 0.0
         offset_ndcg = per_user.mean(axis=1) if per_user.shape[1] else np.zeros(0)
@@ -419,10 +424,12 @@ class HybridRecommender(ContentRecommender):
         cold = self.item_popularity_ == 0
         return np.where(cold[None, :], np.float32(self.cold_weight_), w[:, None])
 
-    def _blend(self, cf: np.ndarray, text: np.ndarray, seen: sp.csr_matrix) -> np.ndarray:
+    def _blend(
+        self, cf: np.ndarray, text: np.ndarray, seen: sp.csr_matrix, offset: bool = True
+    ) -> np.ndarray:
         z_cf, z_text = normalised(cf, seen), normalised(text, seen)
         s = z_cf + self.user_weights(np.diff(seen.indptr)) * (z_text - z_cf)
-        if self.cold_offset_:
+        if offset and self.cold_offset_:
             s[:, self.item_popularity_ == 0] += np.float32(self.cold_offset_)
         return s
 
@@ -441,11 +448,12 @@ class HybridRecommender(ContentRecommender):
         return self._blend(self._cf_scores(h), super().score_history(h), h)
 
     def text_scores(self, texts: Sequence[str]) -> np.ndarray:
-        """A text query is an empty history: the shortest-history bucket's weight."""
+        """A text query is an empty history: the shortest-history bucket's weight, and no
+        new-item offset (it was fitted on users' histories)."""
         q = self.text_vectors(texts)
         cf = (q @ self.projection_) @ self.item_factors_.T
         empty = sp.csr_matrix((len(q), self.n_items), dtype=np.float32)
-        return self._blend(cf, q @ self.item_embeddings_.T, empty)
+        return self._blend(cf, q @ self.item_embeddings_.T, empty, offset=False)
 
     def _item_similarities(self, i: int) -> np.ndarray:
         """Both parts' similarities to item i, standardised over the other items and mixed by
