@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -9,16 +11,18 @@ import scipy.sparse as sp
 from recsight.data.generate import generate_shop
 from recsight.data.ingest import ingest
 from recsight.data.store import Store
+from recsight.errors import InputError
 from recsight.models.registry import create_model, load_model
 from recsight.privacy.erasure import erase_users
 from recsight.privacy.unlearn import (
     EXACT,
     NOT_UNLEARNED,
-    RetrainRequired,
     forget_in_folder,
     forget_in_model,
     woodbury_downdate,
 )
+from tests.privacy.helpers import files_holding
+from tests.privacy.test_erasure import WHO, build_store
 
 ERASED = ["u7", "u19", "u42"]
 
@@ -138,11 +142,53 @@ def test_not_exact_models_marked_and_retrained(stores, tmp_path):
     assert '"pending_retrain": 0' in (folder / "manifest.json").read_text()
 
 
-def test_pair_model_with_user_embeddings_needs_retrain(stores):
-    before, _ = stores
-    model = create_model("neumf", epochs=1, dim=4).fit(before)
-    with pytest.raises(RetrainRequired, match="--retrain"):
-        forget_in_model(model, ERASED)
+PAIR_MODELS = {
+    "neumf": {"dim": 4, "mlp_dim": 4, "hidden": (8,)},
+    "deepfm": {"dim": 4, "hidden": (8,)},  # user features and time context included
+    "seed_mlp": {"hidden": 8},
+}
+
+
+@pytest.fixture(scope="module")
+def shop_with_who(tmp_path_factory):
+    """The erasure tests' store (a generated shop plus the distinctive user WHO)."""
+    db = build_store(tmp_path_factory.mktemp("pair"))
+    with Store(db, read_only=True) as s:
+        return s.interactions()
+
+
+@pytest.mark.parametrize("name", PAIR_MODELS)
+def test_pair_models_drop_user_rows_at_once(shop_with_who, name, tmp_path):
+    data = shop_with_who
+    folder = tmp_path / name
+    params = {"epochs": 2, "early_stopping": False, **PAIR_MODELS[name]}
+    create_model(name, **params).fit(data).save(folder)
+    assert files_holding([folder], WHO)
+    loaded, ref = load_model(folder), load_model(folder)
+    gone = [WHO, "u3"]  # u3 sits mid-table: the rows (and codes) after it move up
+    res = forget_in_folder(folder, gone, models=[loaded])  # the service's loaded pipeline
+    assert [(r.users_removed, r.exact, r.status) for r in res] == [(2, False, NOT_UNLEARNED)]
+    assert files_holding([folder], WHO) == []
+    assert json.loads((folder / "manifest.json").read_text())["erasures"]["pending_retrain"] == 2
+    rest = [u for u in ref.users_.ids if u not in gone]
+    n = len(rest)
+    for model in (loaded, load_model(folder)):
+        assert list(model.users_.ids) == rest and model.seen_.shape[0] == n
+        assert model.dims_[0] == n
+        # the remaining users score exactly as before: the rest of the network is kept
+        np.testing.assert_array_equal(
+            model.score_all(model._user_idx(rest)), ref.score_all(ref._user_idx(rest))
+        )
+        with pytest.raises(InputError, match="unknown user"):
+            model.recommend([WHO])  # a cold start now: only its history can place it
+    if name == "neumf":
+        assert loaded.net.user.weight.shape[0] == n
+    elif name == "deepfm":
+        assert loaded.net.emb.weight.shape[0] == ref.net.emb.weight.shape[0] - 2
+        assert loaded.user_codes_.shape[0] == loaded.user_context_.shape[0] == n
+        assert loaded.user_codes_.shape[1] > 1  # side features were encoded too
+    else:
+        assert loaded.user_numbers_.shape == (n,)
 
 
 def test_exact_folder_status(stores, tmp_path):

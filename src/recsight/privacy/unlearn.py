@@ -15,8 +15,8 @@ Closed-form models are then brought to exactly what a refit without the users gi
 
 Other models (ALS, BPR, MF, SASRec, ...) keep item-side state learned partly from the users:
 they are marked "trained on data that included erased users" until retrained
-(`recsight forget --retrain`). Pair models whose network holds one embedding per user (NeuMF,
-DeepFM, the seed MLP) cannot drop a user without a retrain.
+(`recsight forget --retrain`). Pair models (NeuMF, DeepFM, the seed MLP) lose the users' rows
+of their network's per-user parameters at once and are marked the same way.
 """
 
 from __future__ import annotations
@@ -41,10 +41,6 @@ from recsight.models.registry import create_model, load_model
 
 NOT_UNLEARNED = "trained on data that included erased users"
 EXACT = "exact unlearning"
-
-
-class RetrainRequired(InputError):
-    """The model keeps per-user state it cannot drop without retraining."""
 
 
 @dataclass
@@ -143,25 +139,13 @@ _ITEM_SIDE: dict[str, Callable[[Any, sp.csr_matrix], bool]] = {
 }
 
 
-def _has_user_network_state(model: Recommender) -> bool:
-    from recsight.models.neural.pointwise import PairRecommender
-
-    return isinstance(model, PairRecommender)
-
-
 def forget_in_model(model: Recommender, stored_ids: Sequence[str]) -> tuple[int, bool]:
     """Remove the users (stored ids) from a fitted model in place. Returns (users removed,
-    whether the result equals a refit without them). Raises `RetrainRequired` for models
-    that keep per-user state inside their network."""
+    whether the result equals a refit without them)."""
     rows = model.users_.index_of(list(stored_ids), missing="ignore")
     rows = np.unique(rows[rows >= 0])
     if not len(rows):
         return 0, True
-    if _has_user_network_state(model):
-        raise RetrainRequired(
-            f"model {model.name!r} keeps an embedding per user inside its network: it cannot "
-            "forget a user without retraining (run `recsight forget --retrain`)"
-        )
     keep = np.ones(len(model.users_), dtype=bool)
     keep[rows] = False
     removed = model.seen_[rows]
@@ -217,13 +201,7 @@ def forget_in_folder(
     pending = 0
     for d, model in zip(dirs, loaded, strict=True):
         key = "." if d == folder else d.name
-        try:
-            n, exact = forget_in_model(model, stored_ids)
-        except RetrainRequired:
-            if retrain is None:
-                raise
-            known = model.users_.index_of(list(stored_ids), missing="ignore") >= 0
-            n, exact = int(known.sum()), False
+        n, exact = forget_in_model(model, stored_ids)
         status = "unchanged" if n == 0 else (EXACT if exact else NOT_UNLEARNED)
         if retrain is not None and (not exact or erasures["models"].get(key) == NOT_UNLEARNED):
             model = create_model(model.name, **model.get_params()).fit(retrain)

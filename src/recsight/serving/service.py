@@ -239,7 +239,7 @@ class Service:
         """Erase a user from the store, the history cache and the served models (saved and
         loaded); answers the same shape, with zeros, for a user the service never had."""
         from recsight.privacy.erasure import erase_users
-        from recsight.privacy.unlearn import RetrainRequired, forget_in_folder, model_dirs
+        from recsight.privacy.unlearn import forget_in_folder, model_dirs
 
         user_id = self.user_ids(user_id)
         self.exposures.flush()  # buffered exposures of the user are written, then deleted
@@ -249,15 +249,12 @@ class Service:
             self.histories.evict(user_id)
             pipeline = self.pipeline
             loaded = [pipeline.main, *pipeline.fallbacks]
-            try:
-                if len(loaded) != len(model_dirs(self.config.model)):
-                    loaded = None  # not the folder's models: let the unlearning load them
-                models = [
-                    {k: v for k, v in asdict(m).items() if k != "path"}
-                    for m in forget_in_folder(self.config.model, [user_id], models=loaded)
-                ]
-            except RetrainRequired as exc:
-                models = [{"status": "retrain required", "detail": str(exc)}]
+            if len(loaded) != len(model_dirs(self.config.model)):
+                loaded = None  # not the folder's models: let the unlearning load them
+            models = [
+                {k: v for k, v in asdict(m).items() if k != "path"}
+                for m in forget_in_folder(self.config.model, [user_id], models=loaded)
+            ]
             self.pipeline = self._load(self.config.model, self.store.items_frame())
         user = erased.users[0]
         return {

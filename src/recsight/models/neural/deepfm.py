@@ -77,6 +77,9 @@ class DeepFM(PairRecommender):
         "user_codes_", "user_weights_", "user_slot_field_", "user_unknown_",
         "item_codes_", "item_weights_", "item_slot_field_", "user_context_", "field_names_",
     )  # fmt: skip
+    _user_state: ClassVar[tuple[str, ...]] = ("user_codes_", "user_weights_", "user_context_")
+    # the user-id field's codes are 1..n_users (code 0: unknown user) in both tables
+    _user_rows: ClassVar[dict[str, int]] = {"emb.weight": 1, "lin.weight": 1}
 
     dim: int = 16
     hidden: Sequence[int] = (128, 64)
@@ -111,6 +114,14 @@ class DeepFM(PairRecommender):
             )
         else:
             self.user_context_ = np.zeros((train.n_users, 0), np.int64)
+
+    def _shift_user_codes(self, gone: np.ndarray) -> None:
+        # every code past a removed user-id code moves down by the removed codes before it
+        removed = 1 + gone
+        for key in ("user_codes_", "item_codes_", "user_unknown_", "user_context_"):
+            codes = getattr(self, key)
+            setattr(self, key, codes - np.searchsorted(removed, codes))
+        self.dims_[2] -= len(gone)
 
     def _store_table(self, side: str, t: FieldTable) -> None:
         setattr(self, f"{side}_codes_", t.codes)

@@ -49,6 +49,7 @@ class NeuMF(PairRecommender):
     layer sizes. ``task="regression"`` fits ratings with MSE instead."""
 
     name: ClassVar[str] = "neumf"
+    _user_rows: ClassVar[dict[str, int]] = {"user.weight": 0}
 
     dim: int = 32
     mlp_dim: int = 32

@@ -11,6 +11,10 @@ Each model turns a user into a *representation* (a tuple of tensors) and scores 
 it, pairwise for training or against the whole catalog for `score_all`. `score_history`
 folds a new history in by fitting a fresh representation's free part (the user-id parts) to
 the history for `FOLD_IN_STEPS` Adam steps with the item side frozen, all rows at once.
+
+Erasure (`drop_users`) removes a user's rows from every per-user parameter of the network
+(`_user_rows`) and from the per-user arrays (`_user_state`); the shared layers and item side,
+which the user helped train, stay until a retrain (`recsight.privacy.unlearn`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from recsight.models.neural.base import TorchRecommender, holdout_last
 from recsight.models.neural.config import PairConfig
 from recsight.models.neural.training import (
     check_finite,
+    flatten_state,
     minibatches,
     seed_everything,
     torch_threads,
@@ -52,6 +57,8 @@ class PairRecommender(PairConfig, TorchRecommender):
     #: "bce" (log-loss on logits) or "mse" (squared error on the raw output).
     loss: ClassVar[str] = "bce"
     _state: ClassVar[tuple[str, ...]] = ("weights_", "dims_", "global_mean_", "rating_range_")
+    #: network parameters holding one row per user: state-dict key -> row of user 0
+    _user_rows: ClassVar[dict[str, int]] = {}
 
     @property  # type: ignore[override]
     def explicit(self) -> bool:
@@ -85,6 +92,31 @@ class PairRecommender(PairConfig, TorchRecommender):
     def _event_context(self, train: Interactions) -> np.ndarray | None:
         """Per-event context rows passed to `_user_rep` while training (None: no context)."""
         return None
+
+    def _shift_user_codes(self, gone: np.ndarray) -> None:
+        """After `drop_users`: renumber whatever indexes the parameters' rows past the
+        removed users' rows (`gone`: their old user indices)."""
+
+    # -- erasure ------------------------------------------------------------------------------
+    def drop_users(self, keep: np.ndarray) -> None:
+        """Remove the users whose `keep` entry is False, their rows of the network's per-user
+        parameters included; every other weight is kept as it was, so the remaining users
+        score exactly as before."""
+        self._check_fitted()
+        gone = np.flatnonzero(~np.asarray(keep, dtype=bool))
+        state = {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+        for key, first in self._user_rows.items():
+            rows = np.delete(np.arange(len(state[key])), first + gone)
+            state[key] = state[key][torch.from_numpy(rows)]
+        super().drop_users(keep)
+        self.dims_ = self.dims_.copy()
+        self.dims_[0] = len(self.users_)
+        self._shift_user_codes(gone)
+        with torch_threads(self.threads):
+            net = self._build_net()
+            net.load_state_dict(state)
+        self.weights_ = flatten_state(net)
+        self._net = None  # rebuilt from `weights_` on the scoring device when next used
 
     # -- checks and data ----------------------------------------------------------------------
     def _check_pair(self) -> None:

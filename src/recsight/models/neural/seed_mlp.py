@@ -42,6 +42,7 @@ class SeedMLP(PairRecommender):
         "user_numbers_",
         "item_numbers_",
     )
+    _user_state: ClassVar[tuple[str, ...]] = ("user_numbers_",)
 
     task: str = "regression"
     hidden: int = 128
