@@ -371,17 +371,20 @@ def measure(url: str, users: list[str], args: argparse.Namespace, name: str) -> 
 
 
 def fitted_model(name: str, data, work: Path, args: argparse.Namespace) -> tuple[Path, float]:
-    """The model trained on `data`, saved under `work` (reused when already there)."""
-    model_dir = work / name
-    stamp = model_dir / "fit_seconds.txt"
-    if (model_dir / "config.json").is_file() and stamp.is_file():
-        return model_dir, float(stamp.read_text())
+    """The model trained on `data`, saved under `work` (reused when one with the same
+    parameters is already there)."""
     params = {"epochs": args.sasrec_epochs} if name == "sasrec" else {}
+    model_dir = work / name
+    stamp = model_dir / "bench_fit.json"
+    if (model_dir / "config.json").is_file() and stamp.is_file():
+        saved = json.loads(stamp.read_text())
+        if saved["params"] == params:
+            return model_dir, saved["fit_seconds"]
     t0 = time.perf_counter()
     model = create_model(name, **params).fit(data)
-    fit_s = time.perf_counter() - t0
+    fit_s = round(time.perf_counter() - t0, 1)
     model.save(model_dir)
-    stamp.write_text(f"{fit_s:.1f}")
+    stamp.write_text(json.dumps({"params": params, "fit_seconds": fit_s}))
     return model_dir, fit_s
 
 
