@@ -771,13 +771,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only",
         default=None,
-        help="comma list of recsight candidate labels to run; with --no-peers and --work, "
+        help="semicolon list of recsight candidate labels to run; with --no-peers and --work, "
         "fills the shared cache from a second process",
     )
     ap.add_argument(
         "--peers",
         default=None,
-        help="comma list of peer labels to run (default: all); the others are left out",
+        help="semicolon list of peer labels to run (labels hold commas; default: all)",
     )
     args = ap.parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -812,12 +812,12 @@ def main(argv: list[str] | None = None) -> int:
         "peer_versions": _peer_versions(peers_python),
     }
     results = {}
-    only = None if args.only is None else {x.strip() for x in args.only.split(",") if x.strip()}
+    only = None if args.only is None else {x.strip() for x in args.only.split(";") if x.strip()}
     with tempfile.TemporaryDirectory(prefix="recsight-vs-peers-") as tmp:
         work = args.work or Path(tmp)
         for sec in sections(tasks, args.quick, sequential=not args.no_sequential):
             if args.peers is not None:
-                wanted = {x.strip() for x in args.peers.split(",")}
+                wanted = {x.strip() for x in args.peers.split(";")}
                 sec.peers = [c for c in sec.peers if c.label in wanted]
             cache = ScoreCache(work / "scores" / sec.key) if args.work else None
             results[sec.key] = run_section(sec, data_root, peers_python, work, args.seed, log,
