@@ -7,7 +7,7 @@ import json
 import os
 import re
 import shutil
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
@@ -17,6 +17,7 @@ import pytest
 from recsight.data.store import Store
 from recsight.models.manifest import write_manifest
 from recsight.models.registry import create_model
+from recsight.serving.dashboard import MAX_DAYS, _per_day
 from tests.serving.conftest import API_KEY, AUTH
 from tests.serving.live import live_server
 
@@ -32,6 +33,7 @@ ARGS = [
 ]
 LATER = "2026-10-01"  # nine months after the shop's last event (2026-01-20)
 LONELY = "2026-10-03"  # a day of two users: fewer than the minimum group size of 5
+STRAY = "1970-01-02"  # five users' events with a broken clock: counted, not drawn
 LONG_TITLE = "The Extraordinarily Long Illustrated Collector's Edition of Everything, Volume 12"
 METRICS = ["recall@10", "recall@20", "ndcg@10", "ndcg@20", "hr@10", "hr@20", "coverage@10"]
 MODELS = ["popular", "itemknn", "ease", "biased_mf", "als", "sasrec", "text_sasrec", "blend"]
@@ -141,6 +143,7 @@ def test_dashboard_as_a_person_sees_it(pipeline, store_copy, tmp_path):
         "SELECT item_id FROM events GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
     ).fetchone()
     con.execute("UPDATE items SET title = ? WHERE item_id = ?", [LONG_TITLE, top_item])
+    (first,) = con.execute('SELECT min(CAST("timestamp" AS DATE)) FROM events').fetchone()
     users = [
         u
         for (u,) in con.execute("SELECT DISTINCT user_id FROM events ORDER BY 1 LIMIT 9").fetchall()
@@ -154,8 +157,10 @@ def test_dashboard_as_a_person_sees_it(pipeline, store_copy, tmp_path):
                  "timestamp": f"{LATER}T10:00:00Z"} for u in users[:6]]  # fmt: skip
         live += [{"user_id": u, "item_id": top_item, "event_type": "view",
                   "timestamp": f"{LONELY}T10:00:00Z"} for u in users[6:8]]  # fmt: skip
+        live += [{"user_id": u, "item_id": top_item, "event_type": "view",
+                  "timestamp": f"{STRAY}T10:00:00Z"} for u in users[:5]]  # fmt: skip
         r = httpx.post(url + "/events", json=live, headers=AUTH, timeout=30)
-        assert r.status_code == 200 and r.json()["stored"] == 8, r.text
+        assert r.status_code == 200 and r.json()["stored"] == 13, r.text
         erased = httpx.delete(f"{url}/users/{users[8]}", headers=AUTH, timeout=60)
         assert erased.status_code == 200, erased.text
         with sync_api.sync_playwright() as pw:
@@ -167,6 +172,7 @@ def test_dashboard_as_a_person_sees_it(pipeline, store_copy, tmp_path):
             page.wait_for_selector("#kpis .kpi")
             page.wait_for_selector("#chart-activity .main-svg")
             page.wait_for_selector("#chart-top-items .main-svg")
+            page.wait_for_selector("#chart-categories .main-svg")
             page.wait_for_selector("#leaderboard table")
             page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
             overflows = page.evaluate(OVERFLOWS)
@@ -183,7 +189,8 @@ def test_dashboard_as_a_person_sees_it(pipeline, store_copy, tmp_path):
                 .hovertext""")
             board_cols = page.locator("#leaderboard th").all_inner_texts()
             privacy = " ".join(page.locator("#privacy").all_inner_texts())
-            _check_overview(overflows, charts, kpis, labels, hover, board_cols, privacy)
+            notes = first, page.inner_text("#activity-note"), page.inner_text("#interests-title")
+            _check_overview(overflows, charts, kpis, labels, hover, board_cols, privacy, notes)
             # a narrower window (two columns of 467 px): the cards still fill even rows
             page.set_viewport_size({"width": 1000, "height": 800})
             page.wait_for_timeout(300)
@@ -206,11 +213,11 @@ def test_dashboard_as_a_person_sees_it(pipeline, store_copy, tmp_path):
     assert history_rows > 1 and summary
 
 
-def _check_overview(overflows, charts, kpis, labels, hover, board_cols, privacy) -> None:
+def _check_overview(overflows, charts, kpis, labels, hover, board_cols, privacy, notes) -> None:
     """What a person sees before trying a user."""
     assert overflows == [], "\n".join(overflows)
     # every chart has data and draws it
-    assert {c["id"] for c in charts} == {"chart-activity", "chart-top-items"}
+    assert {c["id"] for c in charts} == {"chart-activity", "chart-top-items", "chart-categories"}
     for c in charts:
         assert c["traces"] and all(t["plotted"] > 0 for t in c["traces"]), c["id"]
         assert c["svgPoints"] > 0, c["id"]
@@ -221,6 +228,16 @@ def _check_overview(overflows, charts, kpis, labels, hover, board_cols, privacy)
     assert all((b - a).days == 1 for a, b in zip(xs, xs[1:], strict=False))
     by_day = dict(zip((d.isoformat() for d in xs), days["y"], strict=True))
     assert by_day[LATER] == 6 and by_day["2026-06-15"] == 0 and by_day[LONELY] is None
+    # the stray 1970 events are left off (the window: at most three years before the last
+    # event, from its first day with events), and the note under the chart says so
+    first, activity_note, interests_title = notes  # first: the shop's first event day
+    assert (xs[0], xs[-1]) == (first, date.fromisoformat(LONELY)), (xs[0], xs[-1])
+    assert f"5 earlier events (from {STRAY}) not drawn" in activity_note, activity_note
+    assert f"Shown from {first} (at most {MAX_DAYS:,} days" in activity_note, activity_note
+    # the shop's categories, by events, with the title for catalog categories
+    cats = next(c for c in charts if c["id"] == "chart-categories")["traces"][0]
+    assert interests_title == "Categories" and len(cats["x"]) >= 3
+    assert cats["x"] == sorted(cats["x"]), cats["x"]  # most events on top
     # the long title is shortened to fit, never clipped, and whole on hover
     assert labels and all(lb["inside"] for lb in labels), labels
     assert any(lb["text"].endswith("…") for lb in labels) and LONG_TITLE in hover
@@ -232,3 +249,29 @@ def _check_overview(overflows, charts, kpis, labels, hover, board_cols, privacy)
     # pending erasures and what the minimum group size hid (the day of two users among it)
     assert "1 erasure pending a retrain" in privacy, privacy
     assert "fewer than 5 users" in privacy and re.search(r"\b1 day\b", privacy), privacy
+
+
+def test_activity_window_is_bounded():
+    """A stray 1970 timestamp would make ~20,000 daily rows: the series stops at `MAX_DAYS`
+    days up to the last event and counts what it left out (hidden under k users)."""
+    con = duckdb.connect()
+    con.execute('CREATE TABLE events (user_id VARCHAR, "timestamp" TIMESTAMP)')
+    # 30 days, six users a day; then one stray user in 1970
+    con.execute("INSERT INTO events SELECT 'u' || (i % 6), TIMESTAMP '2026-01-01 12:00' + "
+                "INTERVAL (i // 6) DAY FROM range(180) t(i)")  # fmt: skip
+    rows, suppressed, window = _per_day(con, 5)
+    assert len(rows) == 30 and window["events_before"] == 0 and suppressed == 0
+    con.execute("INSERT INTO events VALUES ('stray', TIMESTAMP '1970-01-01 00:00')")
+    rows, _, window = _per_day(con, 5)
+    assert [r["day"] for r in rows] == [str(date(2026, 1, d)) for d in range(1, 31)]
+    assert window["from"] == "2026-01-01" and sum(r["events"] for r in rows) == 180
+    # the window's bound: an event MAX_DAYS - 1 days before the last one is still drawn
+    bound = date(2026, 1, 30) - timedelta(MAX_DAYS - 1)
+    con.execute("INSERT INTO events SELECT 'b' || i, ? FROM range(5) t(i)", [bound])
+    rows, _, window = _per_day(con, 5)
+    assert len(rows) == MAX_DAYS and rows[0] == {"day": str(bound), "events": 5, "users": 5}
+    con.execute("DELETE FROM events WHERE user_id LIKE 'b%'")
+    assert window["events_before"] is None and window["first_day"] is None  # one user: hidden
+    con.execute("INSERT INTO events SELECT 's' || i, TIMESTAMP '1970-01-01' FROM range(4) t(i)")
+    _, _, window = _per_day(con, 5)
+    assert (window["events_before"], window["first_day"]) == (5, "1970-01-01")

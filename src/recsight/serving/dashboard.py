@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,21 +45,44 @@ def _leaderboard(config: ServiceConfig) -> Any:
     return None
 
 
-def _per_day(con, k: int) -> tuple[list[dict[str, Any]], int]:
-    """Events and active users on every UTC day from the first event to the last: days
-    without events are 0 (so a gap in the log shows as one, never as a line across it) and
-    days of 1..k-1 users are None (suppressed). Also how many days were suppressed."""
+#: Longest span the activity chart covers, ending at the last event's day (three years: the
+#: whole of MovieLens-1M); earlier events (a stray 1970 timestamp) are counted, not drawn.
+MAX_DAYS = 1096
+
+
+def _per_day(con, k: int) -> tuple[list[dict[str, Any]], int, dict[str, Any]]:
+    """Events and active users on every UTC day of the chart's window: from the first day with
+    events among the last `MAX_DAYS` days up to the last event's day. Days without events are
+    0 (so a gap in the log shows as one, never as a line across it) and days of 1..k-1 users
+    are None (suppressed). Also how many days were suppressed, and what the window left out
+    (events before it and their first day; None when they are of 1..k-1 users)."""
+    day = 'CAST("timestamp" AS DATE)'
+    (first, last) = con.execute(f"SELECT min({day}), max({day}) FROM events").fetchone()
+    window: dict[str, Any] = {"max_days": MAX_DAYS, "from": None, "events_before": 0,
+                              "first_day": None}  # fmt: skip
+    if last is None:
+        return [], 0, window
+    start = first
+    if (last - first).days >= MAX_DAYS:
+        (start,) = con.execute(
+            f"SELECT min({day}) FROM events WHERE {day} > ?", [last - timedelta(MAX_DAYS)]
+        ).fetchone()
+        events, users = con.execute(
+            f"SELECT count(*), count(DISTINCT user_id) FROM events WHERE {day} < ?", [start]
+        ).fetchone()
+        small = users < k
+        window["events_before"] = None if small else events
+        window["first_day"] = None if small else first.isoformat()
+    window["from"] = start.isoformat()
     rows = _rows(
         con,
-        """
+        f"""
         WITH d AS (
-            SELECT CAST("timestamp" AS DATE) AS day, count(*) AS events,
-                   count(DISTINCT user_id) AS users
-            FROM events WHERE "timestamp" IS NOT NULL GROUP BY 1),
+            SELECT {day} AS day, count(*) AS events, count(DISTINCT user_id) AS users
+            FROM events WHERE {day} >= DATE '{start}' GROUP BY 1),
         span AS (
-            SELECT CAST(unnest(generate_series(min(day), max(day), INTERVAL 1 DAY)) AS DATE)
-                   AS day
-            FROM d)
+            SELECT CAST(unnest(generate_series(DATE '{start}', DATE '{last}', INTERVAL 1 DAY))
+                        AS DATE) AS day)
         SELECT span.day, d.events, d.users FROM span LEFT JOIN d USING (day) ORDER BY 1""",
     )
     suppressed = 0
@@ -68,7 +92,7 @@ def _per_day(con, k: int) -> tuple[list[dict[str, Any]], int]:
         elif r["users"] < k:
             r["events"] = r["users"] = None
             suppressed += 1
-    return rows, suppressed
+    return rows, suppressed, window
 
 
 def dashboard_data(s: Service, config: ServiceConfig) -> dict[str, Any]:
@@ -81,7 +105,7 @@ def dashboard_data(s: Service, config: ServiceConfig) -> dict[str, Any]:
     # shown, nor (unless asked for) the sample users, each of whom is one person
     k = int(config.min_group_size)
     policy = GroupPolicy(k, config.show_examples)
-    per_day, small_days = _per_day(con, k)
+    per_day, small_days, per_day_window = _per_day(con, k)
     policy.note("days", small_days)
     top_items = _rows(
         con,
@@ -137,6 +161,7 @@ def dashboard_data(s: Service, config: ServiceConfig) -> dict[str, Any]:
     return {
         "info": overview,
         "per_day": per_day,
+        "per_day_window": per_day_window,
         "top_items": top_items,
         "categories": categories,
         "sample_users": users,
