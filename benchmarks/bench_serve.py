@@ -340,6 +340,8 @@ def measure(url: str, users: list[str], args: argparse.Namespace, name: str) -> 
     def closed_phase() -> Awaitable[dict]:
         return closed_loop(url, users, 32, args.closed_seconds)
 
+    if args.warmup > 0:  # not counted: the start-up's background work (the by-user copy)
+        row["warmup"] = run_phase(lambda: open_loop(url, users, args.rate, args.warmup))
     for run in range(args.runs):
         row["open_loop"].append({"run": run + 1, **run_phase(open_phase)})
         if args.hog:
@@ -398,6 +400,12 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=200.0)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--runs", type=int, default=1, help="open-loop runs back to back")
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=10.0,
+        help="seconds of open-loop traffic before the measured runs, not counted (0: none)",
+    )
     ap.add_argument("--hog", action="store_true", help="also measure beside a CPU burner")
     ap.add_argument("--hog-procs", type=int, default=1)
     ap.add_argument("--closed-seconds", type=float, default=20.0)
