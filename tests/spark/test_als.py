@@ -67,6 +67,21 @@ def test_spark_als_ndcg_not_different_from_implicit_and_serves(spark, ml100k, tm
     assert [r.item_id for r in recs.items] == list(want[0])
 
 
+def _interactions(ev: pd.DataFrame, types: tuple[str, ...], **kw) -> Interactions:
+    """`Interactions` over users u0..u3 and items a, b, c from an event frame."""
+    return Interactions(
+        user_idx=ev.user_idx.to_numpy(np.int32),
+        item_idx=ev.item_idx.to_numpy(np.int32),
+        value=ev.value.to_numpy(np.float64),
+        event_type=ev.event_type.to_numpy(np.int8),
+        event_types=types,
+        seq=np.arange(len(ev), dtype=np.int64),
+        users=IdIndex(["u0", "u1", "u2", "u3"]),
+        items=IdIndex(["a", "b", "c"]),
+        **kw,
+    )
+
+
 def test_fit_log_weights_and_sums_like_interactions(spark):
     # every event type, a repeated pair, a NaN value (weighs 1 under "value"), an unknown type
     # (weighs 0) and a user whose only event weighs 0 (kept in the id space, empty row)
@@ -79,16 +94,7 @@ def test_fit_log_weights_and_sums_like_interactions(spark):
             "value": [np.nan, np.nan, 1.0, np.nan, 2.0, 4.0, np.nan, np.nan, 1.0],
         }
     )
-    data = Interactions(
-        user_idx=ev.user_idx.to_numpy(np.int32),
-        item_idx=ev.item_idx.to_numpy(np.int32),
-        value=ev.value.to_numpy(np.float64),
-        event_type=ev.event_type.to_numpy(np.int8),
-        event_types=types,
-        seq=np.arange(len(ev), dtype=np.int64),
-        users=IdIndex(["u0", "u1", "u2", "u3"]),
-        items=IdIndex(["a", "b", "c"]),
-    )
+    data = _interactions(ev, types)
     log = ev.assign(event_type=[types[t] for t in ev.event_type])
     weights = {
         "view": 1.0,
@@ -120,17 +126,7 @@ def test_fit_log_fills_missing_ratings_like_interactions(spark, policy):
         }
     )
     types = ("rating", "view")
-    data = Interactions(
-        user_idx=ev.user_idx.to_numpy(np.int32),
-        item_idx=ev.item_idx.to_numpy(np.int32),
-        value=ev.value.to_numpy(np.float64),
-        event_type=ev.event_type.to_numpy(np.int8),
-        event_types=types,
-        seq=np.arange(len(ev), dtype=np.int64),
-        users=IdIndex(["u0", "u1", "u2", "u3"]),
-        items=IdIndex(["a", "b", "c"]),
-        fill_rating=policy,
-    )
+    data = _interactions(ev, types, fill_rating=policy)
     weights = {"view": 1.0, "rating": "value"}
     model = SparkALS(factors=2, iterations=2, weights=weights)
     log = spark.createDataFrame(ev.assign(event_type=[types[t] for t in ev.event_type]))
