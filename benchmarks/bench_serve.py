@@ -403,7 +403,7 @@ def main() -> None:
     ap.add_argument(
         "--warmup",
         type=float,
-        default=10.0,
+        default=30.0,
         help="seconds of open-loop traffic before the measured runs, not counted (0: none)",
     )
     ap.add_argument("--hog", action="store_true", help="also measure beside a CPU burner")

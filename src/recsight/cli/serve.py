@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
             help="Torch intra-op threads for neural models, set once at start-up.",
         ),
         batch_window_ms: float = typer.Option(
-            2.0,
+            0.0,
             "--batch-window-ms",
             min=0.0,
             help="How long a recommendation request waits for concurrent ones to share its "

@@ -62,7 +62,9 @@ class ServiceConfig:
     history_users: int = 100_000  # users whose histories stay in memory (least recent evicted)
     llm: Any = None  # a recsight.llm generator for reworded explanations, when configured
     torch_threads: int = 1  # torch's intra-op threads, set once at start-up (torch models)
-    batch_window_ms: float = 2.0  # how long a recommendation request waits for others
+    # how long a recommendation request waits for others; 0: none, requests that arrive while
+    # a pass runs share the next (measured: a 2-ms wait cost ALS 6 ms of p50 at 200 req/s)
+    batch_window_ms: float = 0.0
     max_batch: int = 64  # recommendation requests scored in one pass at most
 
 
