@@ -8,10 +8,11 @@ full ranking, up to 100,000 sampled test users), batch top-10 for all users, and
 with the history cache's miss rate). Each stage's result is kept as JSON under
 ``benchmarks/results/scale/<size>/<stage>.json``; ``--resume`` skips stages already there, so a
 long run continues in a later session. The table is printed and written as Markdown to
-``benchmarks/results/scale.md`` (copied into BENCHMARKS.md).
+``benchmarks/results/scale.md`` (copied into BENCHMARKS.md). ``--results DIR`` puts the JSON
+under ``DIR/<size>/`` and the table in ``DIR.md`` instead (trial runs).
 
     .venv/bin/python benchmarks/bench_scale.py --sizes 1e6 1e7 [--stages ingest analyze] \\
-        [--resume] [--workdir /tmp/recsight-scale]
+        [--resume] [--workdir /tmp/recsight-scale] [--results benchmarks/results/scale]
 """
 
 from __future__ import annotations
@@ -205,6 +206,8 @@ def main() -> None:
     ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     ap.add_argument("--resume", action="store_true", help="skip stages with a result already")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/recsight-scale"))
+    ap.add_argument("--results", type=Path, default=RESULTS,
+                    help="stage results go under DIR/<size>/, the table to DIR.md")  # fmt: skip
     ap.add_argument("--serve-seconds", type=float, default=30.0, help="open-loop duration")
     args = ap.parse_args()
     console = Console()
@@ -212,7 +215,7 @@ def main() -> None:
     for n in sizes:
         work = args.workdir / label(n)
         work.mkdir(parents=True, exist_ok=True)
-        res_dir = RESULTS / label(n)
+        res_dir = args.results / label(n)
         res_dir.mkdir(parents=True, exist_ok=True)
         for stage in args.stages:
             target = res_dir / f"{stage}.json"
@@ -235,13 +238,13 @@ def main() -> None:
             )  # fmt: skip
             target.write_text(json.dumps(result, indent=2) + "\n")
             console.print(f"  {result['seconds']:.1f} s, {result['peak_rss_mb']:.0f} MB")
-    write_table(console)
+    write_table(console, args.results)
 
 
-def write_table(console: Console) -> None:
+def write_table(console: Console, results: Path = RESULTS) -> None:
     """All stage results found on disk, as a Rich table and as Markdown."""
     rows = []
-    for size_dir in sorted(RESULTS.glob("*"), key=lambda p: float(p.name[:-1]) * (
+    for size_dir in sorted(results.glob("*"), key=lambda p: float(p.name[:-1]) * (
             1e6 if p.name.endswith("M") else 1e3)):  # fmt: skip
         for stage in STAGES:
             f = size_dir / f"{stage}.json"
@@ -281,7 +284,7 @@ def write_table(console: Console) -> None:
         table.add_row(*cells)
         md.append("| " + " | ".join(cells) + " |")
     console.print(table)
-    Path("benchmarks/results/scale.md").write_text("\n".join(md) + "\n")
+    results.with_suffix(".md").write_text("\n".join(md) + "\n")
 
 
 if __name__ == "__main__":

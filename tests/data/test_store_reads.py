@@ -1,5 +1,6 @@
 """How training data leaves the store: the events read as arrays, the weights summed inside
-DuckDB, and the content hash, each against a plain reference implementation."""
+DuckDB, and the content hash, each against a plain reference implementation or its
+definition written out by hand."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsight.data.dataset import IdIndex, Interactions
+from recsight.data.dataset import CONTENT_HASH_VERSION, IdIndex, Interactions
 from recsight.data.ingest import ingest
+from recsight.data.layout import export_store, open_store
 from recsight.data.store import Store
 from recsight.errors import InputError
 
@@ -107,41 +109,106 @@ def test_rating_fills_are_left_to_the_events(tmp_path):
             store.weighted_matrix(None)
 
 
-def plain_hash(data: Interactions) -> str:
-    """Reference: the content hash as first written (a string per event, one join)."""
-    users = data.users.ids_of(data.user_idx).astype(str)
-    items = data.items.ids_of(data.item_idx).astype(str)
-    ts = np.full(len(data), np.nan) if data.timestamp is None else data.timestamp
-    value = np.asarray(data.value, np.float64)
-    order = np.lexsort((value, ts, items, users))
-    h = hashlib.sha256()
-    for col in (users, items):
-        h.update("\x1f".join(col[order]).encode())
-        h.update(b"\x1e")
-    for col in (ts, value):
-        col = col[order]
-        h.update(np.where(np.isnan(col), np.nan, col).tobytes())
-    return h.hexdigest()
+def md5_sum_hash(rows: list[str]) -> str:
+    """Reference: the content hash's definition written out in Python (MD5 of each row's
+    text, exact sums of the digests' little-endian 64-bit halves, sha256 of count and sums)."""
+    digests = [hashlib.md5(r.encode()).digest() for r in rows]
+    upper = sum(int.from_bytes(d[:8], "little") for d in digests)
+    lower = sum(int.from_bytes(d[8:], "little") for d in digests)
+    text = f"{CONTENT_HASH_VERSION}:{len(rows)}:{upper}:{lower}"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
-def test_content_hash_equals_the_plain_hash(monkeypatch):
-    rng = np.random.default_rng(0)
-    n = 5000
-    # ids whose string order differs from their index order, with non-ASCII characters
-    users = IdIndex([f"{chr(0x41 + (u * 7) % 60)}{u}" for u in range(50)])
-    items = IdIndex([f"ü{(i * 13) % 40}-{i}" for i in range(40)])
-    data = Interactions(
-        user_idx=rng.integers(0, 50, n).astype(np.int32),
-        item_idx=rng.integers(0, 40, n).astype(np.int32),
-        value=np.where(rng.random(n) < 0.3, np.nan, rng.integers(1, 6, n)).astype(np.float32),
+def small(user_ids, item_ids, ts, values) -> Interactions:
+    n = len(user_ids)
+    users = IdIndex(sorted(set(user_ids), reverse=True))  # integer ids not in string order
+    items = IdIndex(sorted(set(item_ids)))
+    return Interactions(
+        user_idx=users.index_of(user_ids).astype(np.int32),
+        item_idx=items.index_of(item_ids).astype(np.int32),
+        value=np.asarray(values, np.float32),
         event_type=np.zeros(n, np.int8),
         event_types=("view",),
         seq=np.arange(n, dtype=np.int64),
         users=users,
         items=items,
-        timestamp=np.where(rng.random(n) < 0.1, np.nan, rng.integers(0, 50, n).astype(float)),
+        timestamp=None if ts is None else np.asarray(ts, np.float64),
     )
-    # chunks smaller than the data, so the pieces are joined across chunk borders
-    monkeypatch.setattr("recsight.data.dataset._HASH_CHUNK", 777)
-    assert data.content_hash() == plain_hash(data)
-    assert data.subset(np.arange(0)).content_hash() == plain_hash(data.subset(np.arange(0)))
+
+
+def test_content_hash_by_hand():
+    """The hash of a few rows, written out by hand from its definition: ids with their
+    lengths (in characters), then the time and the value as text, NaN as `nan`."""
+    data = small(["u1", "ü22", "u1"], ["i7", "i7", "x"], [1.5, np.nan, 1700000000.25],
+                 [4.0, np.nan, 1.0])  # fmt: skip
+    rows = ["2:u12:i7|1.5|4.0", "3:ü222:i7|nan|nan", "2:u11:x|1700000000.25|1.0"]
+    assert data.content_hash() == md5_sum_hash(rows)
+    no_time = small(["u1"], ["i7"], None, [2.5])
+    assert no_time.content_hash() == md5_sum_hash(["2:u12:i7|nan|2.5"])
+    assert data.subset(np.arange(0)).content_hash() == md5_sum_hash([])
+
+
+def test_content_hash_sees_every_row_and_no_order():
+    """Order and integer ids do not matter; a changed, added (even a repeat) or removed row
+    does, as does a row moved between users."""
+    data = small(["a", "b", "b", "c"], ["x", "y", "x", "x"], [1.0, 2.0, 3.0, 4.0],
+                 [np.nan, 1.0, 2.0, np.nan])  # fmt: skip
+    base = data.content_hash()
+    assert small(["c", "b", "a", "b"], ["x", "x", "x", "y"], [4.0, 3.0, 1.0, 2.0],
+                 [np.nan, 2.0, np.nan, 1.0]).content_hash() == base  # fmt: skip
+    variants = [
+        small(["a", "b", "b", "c"], ["x", "y", "x", "x"], [1.0, 2.0, 3.0, 4.0],
+              [np.nan, 1.0, 2.5, np.nan]),  # a value
+        small(["a", "b", "b", "c"], ["x", "y", "x", "x"], [1.0, 2.0, 3.0, 4.5],
+              [np.nan, 1.0, 2.0, np.nan]),  # a time
+        small(["a", "b", "b", "c"], ["x", "y", "y", "x"], [1.0, 2.0, 3.0, 4.0],
+              [np.nan, 1.0, 2.0, np.nan]),  # an item
+        small(["a", "a", "b", "c"], ["x", "y", "x", "x"], [1.0, 2.0, 3.0, 4.0],
+              [np.nan, 1.0, 2.0, np.nan]),  # a user
+        data.subset(np.array([0, 1, 2, 3, 3])),  # a repeated row
+        data.subset(np.array([0, 1, 2])),  # a removed row
+        small(["a", "b", "b", "c"], ["x", "y", "x", "x"], None, [np.nan, 1.0, 2.0, np.nan]),
+    ]  # fmt: skip
+    hashes = {v.content_hash() for v in variants}
+    assert len(hashes) == len(variants) and base not in hashes
+
+
+@pytest.mark.parametrize("timestamps", [True, False])
+def test_store_content_hash_equals_the_arrays_hash(tmp_path, timestamps):
+    """`Store.content_hash` (in SQL, no events read) equals the hash of the events read as
+    arrays, for a log with repeats, missing and fractional ratings, non-ASCII ids; ingesting
+    the same events in another order (other integer ids) gives the same hash; deleting,
+    changing or repeating one event in the store changes it. Its Parquet layout (read through
+    views) hashes the same."""
+    write_log(tmp_path / "events.csv", timestamps=timestamps)
+    with Store(tmp_path / "s.duckdb") as store:
+        ingest(store, tmp_path / "events.csv")
+        base = store.content_hash()
+        assert base == store.interactions().content_hash()
+        frame = pd.read_csv(tmp_path / "events.csv")
+        frame.iloc[::-1].to_csv(tmp_path / "reversed.csv", index=False)
+        with Store(tmp_path / "r.duckdb") as other:
+            ingest(other, tmp_path / "reversed.csv")
+            assert other.user_index() != store.user_index()
+            assert other.content_hash() == base
+        export_store(store, tmp_path / "layout")
+        with open_store(tmp_path / "layout") as layout:  # the Parquet layout's views
+            assert layout.content_hash() == base
+        seen = {base}
+        store.con.execute("INSERT INTO event_log SELECT * FROM event_log WHERE seq = 5")
+        seen.add(store.content_hash())
+        store.con.execute("DELETE FROM event_log WHERE seq = 5")
+        seen.add(store.content_hash())
+        store.con.execute("UPDATE event_log SET value = 2 WHERE seq = 7")
+        seen.add(store.content_hash())
+        assert len(seen) == 4
+        assert store.content_hash() == store.interactions().content_hash()
+
+
+def test_event_counts_match_the_arrays(store_path):
+    with Store(store_path, read_only=True) as store:
+        n, users, items, last = store.event_counts()
+        data = store.interactions()
+    assert (n, users, items) == (len(data), np.unique(data.user_idx).size,
+                                 np.unique(data.item_idx).size)  # fmt: skip
+    assert last == np.nanmax(data.timestamp)

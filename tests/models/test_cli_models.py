@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -238,9 +239,10 @@ def test_train_a_blend_quietly_then_recommend(app, db, tmp_path):
 
 @pytest.mark.parametrize("fill", ["none", "item-mean"])
 def test_train_als_fits_what_the_events_give(app, blocks, tmp_path, monkeypatch, fill):
-    """Without --split, ALS trains on the (user, item) weights summed inside DuckDB (the
-    events are read only for the manifest and freed first); under a rating fill policy it
-    reads the events as before. Either way the saved model is the one the events give."""
+    """Without --split, ALS trains on the (user, item) weights summed inside DuckDB and the
+    manifest's counts, cut-off and content hash are computed in SQL: the events are never
+    read into arrays. Under a rating fill policy it reads the events as before. Either way
+    the saved model and its manifest are the ones the events give."""
     from recsight.models.als import ALS
 
     rows = ["user_id,item_id,event_type,rating,timestamp"]
@@ -253,16 +255,20 @@ def test_train_als_fits_what_the_events_give(app, blocks, tmp_path, monkeypatch,
     db = tmp_path / "s.duckdb"
     with Store(db) as store:
         ingest(store, tmp_path / "events.csv", dedupe="none", fill_rating=fill)
-    summed = []
-    original = Store.weighted_matrix
+    summed, reads = [], []
+    original, read = Store.weighted_matrix, Store.interactions
     monkeypatch.setattr(
         Store, "weighted_matrix", lambda self, w=None: summed.append(w) or original(self, w)
+    )
+    monkeypatch.setattr(
+        Store, "interactions", lambda self, *a, **k: reads.append(1) or read(self, *a, **k)
     )
     out = tmp_path / "als"
     params = ["--param", "num_threads=1", "--param", "iterations=3", "--param", "factors=8"]
     res = CliRunner().invoke(app, ["train", "als", "--db", str(db), "--out", str(out), *params])
     assert res.exit_code == 0, res.output
     assert len(summed) == (1 if fill == "none" else 0)
+    assert len(reads) == (0 if fill == "none" else 1)
     with Store(db, read_only=True) as store:
         data = store.interactions()
     expected = ALS(num_threads=1, iterations=3, factors=8).fit(data)
@@ -270,5 +276,9 @@ def test_train_als_fits_what_the_events_give(app, blocks, tmp_path, monkeypatch,
     for key in ("item_factors_", "user_factors_"):
         assert np.array_equal(getattr(model, key), getattr(expected, key)), key
     assert (model.seen_ != expected.seen_).nnz == 0
-    training = json.loads((out / "manifest.json").read_text())["config"]["training"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    training = manifest["config"]["training"]
     assert training["n_rows"] == len(data) and training["content_sha256"] == data.content_hash()
+    assert (training["n_users"], training["n_items"]) == (data.n_users, data.n_items)
+    last = datetime.fromtimestamp(1_600_000_000 + (len(blocks) - 1) * 60, UTC)
+    assert manifest["training_cutoff"] == last.isoformat().replace("+00:00", "Z")

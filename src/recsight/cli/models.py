@@ -54,14 +54,21 @@ def _training_record(
     """What a fit saw: which part of which split, its size and a content hash of its rows."""
     import numpy as np
 
+    return _record(split_spec, seed, part, len(data), int(np.unique(data.user_idx).size),
+                   int(np.unique(data.item_idx).size), data.content_hash())  # fmt: skip
+
+
+def _record(
+    split_spec: str | None, seed: int, part: str, n: int, users: int, items: int, sha: str
+) -> dict[str, Any]:
     return {
         "part": part,
         "split": split_spec,
         "seed": seed if split_spec else None,
-        "n_rows": len(data),
-        "n_users": int(np.unique(data.user_idx).size),
-        "n_items": int(np.unique(data.item_idx).size),
-        "content_sha256": data.content_hash(),
+        "n_rows": n,
+        "n_users": users,
+        "n_items": items,
+        "content_sha256": sha,
     }
 
 
@@ -71,8 +78,13 @@ def _cutoff(data: Interactions) -> str | None:
 
     if not data.has_timestamps:
         return None
-    cutoff = datetime.fromtimestamp(float(np.nanmax(data.timestamp)), UTC)
-    return cutoff.isoformat().replace("+00:00", "Z")
+    return _iso(float(np.nanmax(data.timestamp)))
+
+
+def _iso(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _privacy(model: Recommender) -> dict[str, Any] | None:
@@ -371,22 +383,28 @@ def register(app: typer.Typer) -> None:
                 and callable(getattr(model, "fit_matrix", None))
                 and not store.needs_event_fill(model.weights)
             )
-            data = store.interactions(with_features=not by_matrix)
             fingerprint = store.meta(META_FINGERPRINT)
-            fit_data, test = data, None
-            if split_spec:
-                # fit on everything but the test part, as `recsight evaluate` does: with
-                # leave_last the validation event is the input right before the test event
-                parts = split(data, split_spec, seed=seed)
-                fit_data, test = parts.fit_part, parts.test
-            part = "all" if test is None else "train+valid"
-            used = _training_record(fit_data, split_spec, seed, part)
-            cutoff = _cutoff(fit_data)
-            n_fit = len(fit_data)
+            test = None
             if by_matrix:
-                del data, fit_data
+                # the record (counts, cut-off, content hash) is computed in SQL and the
+                # (user, item) weights summed in DuckDB: no per-event arrays in Python
+                n_fit, n_users, n_items, last = store.event_counts()
+                used = _record(None, seed, "all", n_fit, n_users, n_items, store.content_hash())
+                cutoff = _iso(last)
                 matrix = (store.weighted_matrix(model.weights), store.user_index(),
                           store.item_index())  # fmt: skip
+            else:
+                data = store.interactions()
+                fit_data = data
+                if split_spec:
+                    # fit on everything but the test part, as `recsight evaluate` does: with
+                    # leave_last the validation event is the input right before the test event
+                    parts = split(data, split_spec, seed=seed)
+                    fit_data, test = parts.fit_part, parts.test
+                part = "all" if test is None else "train+valid"
+                used = _training_record(fit_data, split_spec, seed, part)
+                cutoff = _cutoff(fit_data)
+                n_fit = len(fit_data)
         if show:
             console.print(_describe(used, test))
         started = time.perf_counter()

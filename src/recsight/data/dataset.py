@@ -7,14 +7,18 @@ owned by the store, plus the `IdIndex` objects that translate back to the user's
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from recsight.errors import InputError, NeedsTimestampsError
+
+if TYPE_CHECKING:
+    import duckdb
 
 #: Default event weights for implicit-feedback matrices; "value" means use the event's value.
 DEFAULT_WEIGHTS: dict[str, float | str] = {
@@ -252,36 +256,32 @@ class Interactions:
         return indptr, items
 
     def content_hash(self) -> str:
-        """sha256 of the events as a set of (user_id, item_id, timestamp, value) rows with
-        external ids, sorted, so the same events give the same hash whatever their order or
-        the store's integer ids (what a saved model's manifest records it was trained on).
+        """A hash of the events as a multiset of (user_id, item_id, timestamp, value) rows
+        with external ids: the same events give the same hash whatever their order or the
+        store's integer ids (what a saved model's manifest records it was trained on).
+        `Store.content_hash` gives the same hash for a store's events; see `hash_rows`."""
+        import duckdb
+        import pyarrow as pa
 
-        The bytes hashed: the sorted rows' user ids joined by ``\\x1f``, ``\\x1e``, their
-        item ids likewise, ``\\x1e``, then the timestamps and the values as float64 (one NaN
-        bit pattern). Rows sort by the ids' ranks in string order (one sort of each id list,
-        not a string per event) and are hashed in chunks, so memory stays a few numbers per
-        event."""
-        users, user_rank = _string_ranks(self.users.ids)
-        items, item_rank = _string_ranks(self.items.ids)
-        ts = (
-            np.full(len(self), np.nan)
-            if self.timestamp is None
-            else np.asarray(self.timestamp, np.float64)
-        )
-        value = np.asarray(self.value, np.float64)
-        order = np.lexsort((value, ts, item_rank[self.item_idx], user_rank[self.user_idx]))
-        h = hashlib.sha256()
-        for ids, idx in ((users, self.user_idx), (items, self.item_idx)):
-            for start in range(0, len(order), _HASH_CHUNK):
-                if start:
-                    h.update(b"\x1f")
-                h.update("\x1f".join(ids[idx[order[start : start + _HASH_CHUNK]]]).encode())
-            h.update(b"\x1e")
-        for col in (ts, value):
-            for start in range(0, len(order), _HASH_CHUNK):
-                part = col[order[start : start + _HASH_CHUNK]]
-                h.update(np.where(np.isnan(part), np.nan, part).tobytes())
-        return h.hexdigest()
+        con = duckdb.connect()
+        try:
+            # the arrays are scanned in place; only the id lists become Arrow strings
+            cols = {"user_idx": self.user_idx, "item_idx": self.item_idx, "value": self.value}
+            if self.timestamp is not None:
+                cols["ts"] = np.asarray(self.timestamp, np.float64)
+            con.register("ev", pa.table(cols))
+            for name, ids in (("users", self.users.ids), ("items", self.items.ids)):
+                col = pa.array([str(x) for x in ids], pa.string())
+                con.register(name, pa.table({"idx": np.arange(len(ids), dtype=np.int32),
+                                             "id": col}))  # fmt: skip
+            source = f"""SELECT u.id AS user_id, i.id AS item_id,
+                               {"ev.ts" if self.timestamp is not None else "'NaN'"}::DOUBLE AS ts,
+                               ev.value::FLOAT AS value
+                         FROM ev JOIN users u ON ev.user_idx = u.idx
+                                 JOIN items i ON ev.item_idx = i.idx"""
+            return hash_rows(con, source)
+        finally:
+            con.close()
 
     def to_frame(self) -> pd.DataFrame:
         """Events as a pandas frame with external ids."""
@@ -299,13 +299,30 @@ class Interactions:
         return df
 
 
-#: Events per piece when hashing (`Interactions.content_hash`).
-_HASH_CHUNK = 1 << 20
+#: Version tag of the content hash's definition (`hash_rows`), hashed with its sums.
+CONTENT_HASH_VERSION = "recsight-rows-md5sum-v2"
 
 
-def _string_ranks(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The ids as Python strings, and each one's rank in string (code point) order."""
-    as_str = np.array([str(x) for x in ids], dtype=object)
-    rank = np.empty(len(as_str), np.int32)
-    rank[np.argsort(as_str, kind="stable")] = np.arange(len(as_str), dtype=np.int32)
-    return as_str, rank
+def hash_rows(con: duckdb.DuckDBPyConnection, source_sql: str, params: Sequence[Any] = ()) -> str:
+    """The content hash of the rows of `source_sql` (columns ``user_id``, ``item_id``
+    VARCHAR, ``ts`` epoch seconds DOUBLE, NaN where unknown, ``value`` FLOAT, NaN where
+    missing), computed inside DuckDB as one streamed aggregate: no per-row data reaches
+    Python, so hashing 100M events costs DuckDB's scan, not arrays of the events.
+
+    Each row is written as text, ``len(user_id):user_id len(item_id):item_id|ts|value``
+    (numbers in DuckDB's shortest round-trip form, ``nan`` for NaN; the lengths keep any
+    id unambiguous), and MD5-hashed; the row count and the exact sums of the digests' two
+    64-bit halves (little-endian, as DuckDB's ``md5_number_upper``/``_lower``) are then
+    hashed with sha256 under `CONTENT_HASH_VERSION`. Sums make it independent of row order
+    while a repeated row still counts twice; any added, removed or changed row changes a
+    sum except with chance ~2**-64 per half. It detects changed data; it is not a
+    cryptographic commitment (a sum of digests can be forged on purpose)."""
+    n, upper, lower = con.execute(
+        f"""SELECT count(*), coalesce(sum(md5_number_upper(r)), 0),
+                   coalesce(sum(md5_number_lower(r)), 0)
+            FROM (SELECT concat(length(user_id), ':', user_id, length(item_id), ':', item_id,
+                                '|', ts::DOUBLE, '|', value::FLOAT) AS r
+                  FROM ({source_sql}))""",
+        list(params),
+    ).fetchone()
+    return hashlib.sha256(f"{CONTENT_HASH_VERSION}:{n}:{upper}:{lower}".encode()).hexdigest()

@@ -498,6 +498,32 @@ class Store:
             data.user_features = self.users_frame().set_index("user_idx").sort_index()
         return data
 
+    def content_hash(self) -> str:
+        """`Interactions.content_hash` of every event, computed inside DuckDB from the
+        store's tables (`recsight.data.dataset.hash_rows`): equal to
+        ``interactions().content_hash()`` without reading the events into Python."""
+        from recsight.data.dataset import hash_rows
+
+        # epoch seconds and values exactly as `interactions` computes them
+        return hash_rows(
+            self.con,
+            """SELECT u.user_id, i.item_id,
+                      coalesce(epoch_us(e."timestamp")::DOUBLE / 1e6, 'NaN'::DOUBLE) AS ts,
+                      coalesce(e.value, 'NaN'::DOUBLE)::FLOAT AS value
+               FROM event_log e JOIN user_map u ON e.user_idx = u.user_idx
+                                JOIN item_map i ON e.item_idx = i.item_idx""",
+        )
+
+    def event_counts(self) -> tuple[int, int, int, float | None]:
+        """Events, distinct users and items among them, and the latest event time (epoch
+        seconds as `interactions` computes them; None without timestamps), counted in SQL."""
+        n, users, items, last = self.con.execute(
+            """SELECT count(*), count(DISTINCT user_idx), count(DISTINCT item_idx),
+                      max(epoch_us("timestamp"))::DOUBLE / 1e6
+               FROM event_log"""
+        ).fetchone()
+        return int(n), int(users), int(items), None if last is None else float(last)
+
     def _event_filter(
         self, event_types: list[str] | None, users: Sequence[str] | None
     ) -> tuple[str, list[Any]]:
