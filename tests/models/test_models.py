@@ -14,12 +14,13 @@ from recsight.models import EASE, BiasedMF, ItemKNN, create_model, load_model, m
 from recsight.models.base import FORMAT_VERSION
 
 # the classic models; neural and text-aware ones have their own tests (neural/, tests/llm)
-CLASSIC = ["popular", "userknn", "itemknn", "biased_mf", "als", "bpr", "ease"]
+CLASSIC = ["popular", "userknn", "itemknn", "biased_mf", "als", "bpr", "ease", "dlae", "edlae"]
 IMPLICIT = [n for n in CLASSIC if not model_class(n).explicit]
 SMALL = {"als": {"factors": 4, "iterations": 15, "num_threads": 1},
          "bpr": {"factors": 8, "iterations": 50, "num_threads": 1},
          "biased_mf": {"factors": 4, "iterations": 8},
-         "ease": {"reg": 10.0}}  # fmt: skip
+         "ease": {"reg": 10.0}, "dlae": {"dropout": 0.3, "reg": 5.0},
+         "edlae": {"dropout": 0.3, "reg": 5.0}}  # fmt: skip
 
 
 def fitted(name: str, data):
@@ -188,7 +189,7 @@ def test_explain_names_history_items_that_sum_to_the_score(blocks, name):
     hist = set(m.items_.ids[m.seen_[3].indices])
     assert parts and {p[0] for p in parts} <= hist
     assert [p[1] for p in parts] == sorted((p[1] for p in parts), reverse=True)
-    if name in ("itemknn", "userknn", "ease", "als"):
+    if name in ("itemknn", "userknn", "ease", "dlae", "edlae", "als"):
         # contributions decompose the score exactly (no negative terms left out here)
         total = m._contributions(m.seen_[3].indices, m.seen_[3].data,
                                  int(m.items_.index_of(ids[0][0])[0])).sum()  # fmt: skip

@@ -29,28 +29,35 @@ from recsight.models.base import Recommender
 PEAK_DENSE_COPIES = 4
 
 
-def check_memory(n_items: int) -> None:
-    """EASE inverts a dense n_items x n_items matrix: fail clearly, before allocating, when
-    that cannot fit in the memory available now (rather than being killed by the OS)."""
+def check_memory(n_items: int, model: str = "EASE") -> None:
+    """EASE (and `model`, another closed-form linear autoencoder) inverts a dense n_items x
+    n_items matrix: fail clearly, before allocating, when that cannot fit in the memory
+    available now (rather than being killed by the OS)."""
     need = PEAK_DENSE_COPIES * n_items * n_items * 8
     free = psutil.virtual_memory().available
     if need > 0.8 * free:
         raise InputError(
-            f"EASE needs about {need / 2**30:.1f} GB for {n_items:,} items (dense item x item "
+            f"{model} needs about {need / 2**30:.1f} GB for {n_items:,} items (dense item x item "
             f"matrices) but {free / 2**30:.1f} GB is available; use itemknn or als for a "
             "catalog this size, or keep only items with enough events (k-core filtering)"
         )
 
 
-def ease_inverse(x: sp.csr_matrix, reg: float, reg_popularity: float = 0.0) -> np.ndarray:
-    """P = (X^T X + Lambda)^-1 (float64, symmetric) for user x item matrix `x`."""
-    check_memory(x.shape[1])
+def ease_inverse(
+    x: sp.csr_matrix, reg: float, reg_popularity: float = 0.0, model: str = "EASE"
+) -> np.ndarray:
+    """P = (X^T X + Lambda)^-1 (float64, symmetric) for user x item matrix `x`, with
+    Lambda = reg I + reg_popularity diag(X^T X); `model` names the caller in errors."""
+    check_memory(x.shape[1], model)
     g = (x.T @ x).toarray().astype(np.float64)
     d = np.arange(g.shape[0])
     g[d, d] += reg + reg_popularity * g[d, d]
     c, info = scipy.linalg.lapack.dpotrf(g, lower=False, overwrite_a=True)
     if info != 0:
-        raise InputError(f"EASE: the regularised Gram matrix is not positive definite (reg={reg})")
+        raise InputError(
+            f"{model}: the regularised Gram matrix is not positive definite (reg={reg}); "
+            "use reg > 0"
+        )
     p, info = scipy.linalg.lapack.dpotri(c, lower=False, overwrite_c=True)
     return np.triu(p) + np.triu(p, 1).T
 

@@ -26,6 +26,8 @@ MODELS: dict[str, str] = {
     "als": "recsight.models.als:ALS",
     "bpr": "recsight.models.als:BPR",
     "ease": "recsight.models.ease:EASE",
+    "dlae": "recsight.models.linear:DLAE",
+    "edlae": "recsight.models.linear:EDLAE",
     "seed_mlp": "recsight.models.neural.seed_mlp:SeedMLP",
     "deepfm": "recsight.models.neural.deepfm:DeepFM",
     "neumf": "recsight.models.neural.neumf:NeuMF",
