@@ -294,3 +294,22 @@ def test_ratings_biases_match_pandas(make_source):
     assert sum(b.items for b in r.by_popularity) == df.i.nunique()
     assert all(b.min_ratings <= b.max_ratings for b in r.by_popularity)
     assert not math.isnan(r.by_popularity[0].mean_rating)
+
+
+def test_grouped_quantiles_equal_the_databases_quantile(make_source):
+    """The spill-friendly quantile (value counts + running count) equals DuckDB's
+    `quantile_cont` and numpy's linear quantile, with many ties, at the ends and in between."""
+    from recsight.analysis.overview import grouped_quantiles
+
+    rng = np.random.default_rng(3)
+    secs = np.concatenate([rng.integers(0, 5_000, 700), np.full(300, 2_500), [90_000]])
+    src = make_source([(f"u{i % 40}", f"i{i % 13}", int(s), "view") for i, s in enumerate(secs)])
+    qs = (0.0, 0.001, 0.25, 0.5, 0.9, 0.999, 1.0)
+    got = grouped_quantiles(src, src.events, src.events.timestamp.epoch_seconds(), qs)
+    e = src.events
+    ts = e.timestamp.epoch_seconds()
+    want = src.df(e.aggregate(**{f"q{i}": ts.quantile(q) for i, q in enumerate(qs)})).iloc[0]
+    base = float(src.df(e.aggregate(m=ts.min())).iloc[0].m)  # epoch of T0
+    for i, q in enumerate(qs):
+        assert got[i] == pytest.approx(float(want[f"q{i}"]), abs=1e-6)
+        assert got[i] - base == pytest.approx(float(np.quantile(secs - secs.min(), q)), abs=1e-6)

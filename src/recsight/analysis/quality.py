@@ -11,6 +11,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from recsight.analysis.groups import large_groups
+from recsight.analysis.overview import grouped_quantiles
 from recsight.analysis.sessions import DEFAULT_GAP_MINUTES, session_table
 from recsight.analysis.source import AnalysisSource, as_int, iso
 from recsight.data.schema import EVENT_TYPES
@@ -199,11 +200,12 @@ def data_quality(src: AnalysisSource, now: dt.datetime | None = None) -> DataQua
 def _outside_bulk(src: AnalysisSource, show: list[str]) -> Issue:
     """Events far outside the central 99.8% of times: beyond a quarter of that range."""
     e = src.events
-    ts = e.timestamp.epoch_seconds()
-    row = src.df(e.aggregate(lo=ts.quantile(0.001), hi=ts.quantile(0.999))).iloc[0]
-    pad = 0.25 * (row.hi - row.lo)
-    lo = pd.Timestamp(int(row.lo - pad), unit="s").to_pydatetime()
-    hi = pd.Timestamp(int(row.hi + pad) + 1, unit="s").to_pydatetime()
+    q_lo, q_hi = grouped_quantiles(src, e, e.timestamp.epoch_seconds(), (0.001, 0.999))
+    if q_lo is None:
+        return Issue(count=0, examples=[])
+    pad = 0.25 * (q_hi - q_lo)
+    lo = pd.Timestamp(int(q_lo - pad), unit="s").to_pydatetime()
+    hi = pd.Timestamp(int(q_hi + pad) + 1, unit="s").to_pydatetime()
     return _issue(
         src, e.filter((e.timestamp < lo) | (e.timestamp > hi)).order_by("timestamp"), show
     )
