@@ -139,6 +139,7 @@ def sections(tasks: list[str], quick: bool, sequential: bool = True) -> list[Sec
                 peers=surprise,
             ))  # fmt: skip
     ease_grid = [250.0, 500.0, 1000.0, 2000.0]
+    dlae_grid = {"dropout": [0.67, 0.75, 0.85], "reg": [300.0, 600.0, 1000.0]}
     ranking_ours = [
         Candidate("recsight popular", "popular"),
         Candidate("recsight itemknn", "itemknn", grid={"neighbors": [50, 200]}),
@@ -147,6 +148,10 @@ def sections(tasks: list[str], quick: bool, sequential: bool = True) -> list[Sec
         Candidate("recsight bpr (wraps implicit BPR)", "bpr"),
         Candidate("recsight bpr (own PyTorch backend)", "bpr", params={"backend": "torch"}),
         Candidate("recsight ease", "ease", grid={"reg": ease_grid}),
+        # Steck's denoising LAEs (2020): dropout p and the L2 term, around the values a first
+        # validation-only scan of the ML-1M pairs favoured (p 0.75, reg 300-600)
+        Candidate("recsight dlae", "dlae", grid=dict(dlae_grid)),
+        Candidate("recsight edlae", "edlae", grid=dict(dlae_grid)),
     ]  # fmt: skip
     ranking_ours += [Candidate(f"recsight {n}", n, params=dict(p)) for n, p in VAE_PARAMS.items()]
     # learned blends of the tuned models above: weights on the validation split (_blend_run)
@@ -156,6 +161,10 @@ def sections(tasks: list[str], quick: bool, sequential: bool = True) -> list[Sec
                   members=[ease, als, knn]),
         Candidate("recsight blend (ease + als + itemknn + multvae)", "blend",
                   params={"grid": 5}, members=[ease, als, knn, "recsight multvae"]),
+        Candidate("recsight blend (dlae + als + itemknn)", "blend", params={"grid": 10},
+                  members=["recsight dlae", als, knn]),
+        Candidate("recsight blend (edlae + als + itemknn)", "blend", params={"grid": 10},
+                  members=["recsight edlae", als, knn]),
     ]  # fmt: skip
     ranking_peers = [
         Candidate("Cornac MostPop", "mostpop", "cornac"),
