@@ -479,6 +479,7 @@ class ExperimentRunner:
             self.progress("loading data")
             data = load_data(cfg, self.base_dir)
         train, test, tuning = self.splits(data)
+        del data  # the parts are copies: at 100M events the whole log is ~3 GB more held
         runs: list[ModelRun] = []
         for mc in cfg.models:
             t0 = time.perf_counter()

@@ -94,7 +94,11 @@ class Recommender:
 
     def _derive(self) -> None:
         """Attributes computed from saved state (after fit and after load)."""
-        self.item_popularity_ = np.diff(self.seen_.tocsc().indptr).astype(np.float32)
+        # entries per column, counted without a CSC copy of the matrix
+        n_items = self.seen_.shape[1]
+        self.item_popularity_ = np.bincount(self.seen_.indices, minlength=n_items).astype(
+            np.float32
+        )
         self.item_keys_ = id_keys(self.items_.ids)
 
     def drop_users(self, keep: np.ndarray) -> None:

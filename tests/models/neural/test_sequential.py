@@ -36,13 +36,17 @@ def trained_bert() -> BERT4Rec:
     ).fit(cycles())
 
 
-def test_sequence_windows_cut_from_the_end_and_left_pad():
+@pytest.mark.parametrize("piece", [1 << 14, 2])
+def test_sequence_windows_cut_from_the_end_and_left_pad(monkeypatch, piece):
+    # cut in pieces of `piece` windows (2: the pieces end inside a user's windows)
+    monkeypatch.setattr("recsight.models.neural.base._WINDOW_PIECE", piece)
     # user 0: items 0..6 (7 events), user 1: one event (dropped), user 2: items 7, 8
     indptr = np.array([0, 7, 8, 10])
     items = np.array([0, 1, 2, 3, 4, 5, 6, 9, 7, 8])
     w = sequence_windows(indptr, items, 3)
     # user 0 -> [4,5,6], [1,2,3], [0] (single event: dropped); user 2 -> [7,8]; as idx + 1
-    assert w.tolist() == [[5, 6, 7], [2, 3, 4], [0, 8, 9]]
+    assert w.tolist() == [[5, 6, 7], [2, 3, 4], [0, 8, 9]] and w.dtype == np.int64
+    assert sequence_windows(np.array([0, 1]), np.array([4]), 3).shape == (0, 3)
     assert last_window(indptr, items, np.array([0, 1, 2]), 4).tolist() == [
         [4, 5, 6, 7], [0, 0, 0, 10], [0, 0, 8, 9]
     ]  # fmt: skip
@@ -152,6 +156,15 @@ def test_score_all_matches_scoring_the_users_own_sequences(trained_sasrec):
         trained_sasrec.score_sequences([np.array([5, 6, 7])]),
         atol=1e-5,
     )
+
+
+def test_scores_in_passes_bounded_by_cells_equal_one_pass(trained_sasrec, monkeypatch):
+    """Scoring passes hold at most `_SCORE_CELLS` scores (users x items): with room for one
+    user per pass the scores are those of one pass over every user."""
+    users = np.arange(cycles().n_users)
+    whole = trained_sasrec.score_all(users)
+    monkeypatch.setattr("recsight.models.neural.base._SCORE_CELLS", trained_sasrec.n_items)
+    np.testing.assert_allclose(trained_sasrec.score_all(users), whole, atol=1e-6)
 
 
 def test_explain_points_at_the_item_that_decides(trained_sasrec):

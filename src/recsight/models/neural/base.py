@@ -33,6 +33,12 @@ from recsight.models.neural.training import (
 #: Validation users scored per early-stopping check at most (a seeded sample beyond that).
 MAX_VALID_USERS = 5000
 
+#: Scores computed per pass in `TorchRecommender._score_ranges` at most (users x items).
+_SCORE_CELLS = 1 << 25
+
+#: Windows cut per piece in `sequence_windows`.
+_WINDOW_PIECE = 1 << 14
+
 
 def holdout_last(train: Interactions, min_events: int = 3) -> np.ndarray:
     """Boolean mask of each user's last event by time (ties: ingest order; by ingest order
@@ -162,6 +168,8 @@ class SequenceRecommender(TorchRecommender):
         empty = padded[:, -1] == 0
         out[empty] = self.item_popularity_
         nonempty = np.flatnonzero(~empty)
+        # at most ~128 MB of scores per pass: 512 users x 1M items would be 2 GB
+        batch = max(1, min(batch, _SCORE_CELLS // max(self.n_items, 1)))
         with torch_threads(self.threads), torch.inference_mode():
             dev = next(self.net.parameters()).device
             for start in range(0, len(nonempty), batch):
@@ -250,10 +258,16 @@ def sequence_windows(
     size = end - start
     keep = size > 1
     end, size = end[keep], size[keep]
-    pos = np.arange(length)[None, :] - (length - size)[:, None]
-    valid = pos >= 0
-    idx = np.where(valid, end[:, None] - size[:, None] + pos, 0)
-    return np.where(valid, items[idx].astype(np.int64) + 1, 0)
+    out = np.empty((len(end), length), np.int64)
+    # filled a piece of windows at a time: the index arrays of the whole output at once
+    # were four times its size (~6 GB beside the 1.4 GB windows for 100M events)
+    for s in range(0, len(end), _WINDOW_PIECE):
+        e, z = end[s : s + _WINDOW_PIECE], size[s : s + _WINDOW_PIECE]
+        pos = np.arange(length)[None, :] - (length - z)[:, None]
+        valid = pos >= 0
+        idx = np.where(valid, e[:, None] - z[:, None] + pos, 0)
+        out[s : s + _WINDOW_PIECE] = np.where(valid, items[idx].astype(np.int64) + 1, 0)
+    return out
 
 
 def last_window(indptr: np.ndarray, items: np.ndarray, rows: np.ndarray, length: int) -> np.ndarray:
