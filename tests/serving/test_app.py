@@ -217,3 +217,19 @@ def test_free_text_interest_uses_the_text_model(text_pipeline, store_copy):
             ).status_code
             == 401
         )
+
+
+def test_key_checked_before_the_body_is_parsed(client):
+    """A caller without the key is refused (401) whatever the body: FastAPI parses the body
+    before it solves dependencies, so an unparseable one used to answer 400/422."""
+    bad = {"content": b"{not json", "headers": {"content-type": "application/json"}}
+    for method, path in [("POST", "/events"), ("POST", "/admin/reload")]:
+        r = client.request(method, path, **bad)
+        assert r.status_code == 401, (path, r.status_code, r.text)
+        wrong = {**bad, "headers": {**bad["headers"], "X-API-Key": "wrong"}}
+        assert client.request(method, path, **wrong).status_code == 401, path
+        keyed = {**bad, "headers": {**bad["headers"], **AUTH}}
+        assert client.request(method, path, **keyed).status_code == 422, path
+    # a route without a key requirement still parses its body as before
+    r = client.post("/recommendations", **bad)
+    assert r.status_code == 422

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Response
+from fastapi.routing import APIRoute
 
 from recsight.serving.schemas import ErrorOut
 from recsight.serving.service import API_KEY_ENV, Service
@@ -35,7 +37,27 @@ def require_key(request: Request, svc: ServiceDep) -> None:
         )
 
 
-#: Route dependencies of every write and admin route.
+class KeyFirstRoute(APIRoute):
+    """A route that checks the API key before the request body is read, when it requires
+    the key (`require_key` among its dependencies): FastAPI parses the body before it solves
+    dependencies, so a caller without the key would otherwise get 400/422 for a bad body,
+    learning about the route instead of being refused. The routers of write and admin routes
+    use it; the dependency stays, so the requirement is declared once, on the route."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if not any(d.dependency is require_key for d in self.dependencies):
+            return handler
+
+        async def key_first(request: Request) -> Response:
+            require_key(request, get_service(request))
+            return await handler(request)
+
+        return key_first
+
+
+#: Route dependencies of every write and admin route (their router's `route_class` is
+#: `KeyFirstRoute`).
 KEY_REQUIRED = [Depends(require_key)]
 #: What those routes declare for it in the OpenAPI schema.
 KEY_RESPONSES: dict[int | str, dict] = {

@@ -11,11 +11,16 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from recsight.privacy.unlearn import pending_retrain
-from recsight.serving.deps import KEY_REQUIRED, KEY_RESPONSES, ServiceDep
+from recsight.serving.deps import KEY_REQUIRED, KEY_RESPONSES, KeyFirstRoute, ServiceDep
 from recsight.serving.schemas import ReloadRequest
 
 router = APIRouter(tags=["admin"])
-admin = APIRouter(prefix="/admin", dependencies=KEY_REQUIRED, responses=KEY_RESPONSES)
+admin = APIRouter(
+    prefix="/admin",
+    dependencies=KEY_REQUIRED,
+    responses=KEY_RESPONSES,
+    route_class=KeyFirstRoute,
+)
 
 
 @router.get("/health")

@@ -6,10 +6,10 @@ from fastapi import APIRouter, HTTPException
 from fastapi.exceptions import RequestValidationError
 
 from recsight.data.validation import EventError
-from recsight.serving.deps import KEY_REQUIRED, KEY_RESPONSES, ServiceDep
+from recsight.serving.deps import KEY_REQUIRED, KEY_RESPONSES, KeyFirstRoute, ServiceDep
 from recsight.serving.schemas import EventBatch, EventsAck, EventsBody
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], route_class=KeyFirstRoute)
 
 
 @router.post(

@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter
 
 from recsight.errors import InputError
-from recsight.serving.deps import KEY_REQUIRED, KEY_RESPONSES, ServiceDep
+from recsight.serving.deps import KEY_REQUIRED, KEY_RESPONSES, KeyFirstRoute, ServiceDep
 
-router = APIRouter(tags=["users"])
+router = APIRouter(tags=["users"], route_class=KeyFirstRoute)
 
 
 @router.get("/users/{user_id}/profile")
