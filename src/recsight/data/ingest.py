@@ -25,6 +25,7 @@ from recsight.data.readers import (
     Source,
     _first_line,
     _sql_str,
+    check_line_endings,
     open_source,
     read_side_table,
 )
@@ -275,6 +276,8 @@ def _stage(con: duckdb.DuckDBPyConnection, src: Source, rules: EventRules) -> di
         if kind == "VIEW":  # surface unreadable files here, not halfway through staging
             con.execute("SELECT count(*) FROM _raw").fetchone()
     except duckdb.Error as exc:
+        if src.format not in ("parquet", "jsonl"):
+            check_line_endings(src.path)  # a mix of line ends: named with its line
         raise InputError(f"{src.path}: cannot read as {src.format} ({_first_line(exc)})") from None
     rejects = _rejects(con, src)
     types = _types(con, "_raw")

@@ -123,6 +123,35 @@ def _check_readable_text(path: Path) -> bytes:
     return head
 
 
+def check_line_endings(path: Path, chunk: int = 1 << 20) -> None:
+    """Fail with the line of the first bare carriage return (an old-Mac line end) in a
+    file whose lines end in \\n or \\r\\n: DuckDB's reader takes one line-ending style per
+    file and fails on a mix with a generic message. A file of bare-CR lines only reads as it
+    is. For files the reader failed on (the check reads the whole file)."""
+    if not path.is_file():
+        return
+    line, prev, first_cr = 1, b"", None
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            data = prev + block
+            # a CR at the end of the block may be the first half of a CRLF: decide next time
+            body, prev = (data[:-1], data[-1:]) if data.endswith(b"\r") else (data, b"")
+            at = body.replace(b"\r\n", b"\n\n").find(b"\r")
+            if first_cr is None and at >= 0:
+                first_cr = line + body.count(b"\n", 0, at)
+            line += body.count(b"\n")
+            if first_cr is not None and line > 1:
+                break
+    if first_cr is None and prev:  # the file's last byte
+        first_cr = line
+    if first_cr is not None and line > 1:
+        raise InputError(
+            f"{path}: line {first_cr}: a bare carriage return (\\r, an old Mac line end) among "
+            "lines that end in \\n; expected one line-ending style throughout (convert the "
+            "file's line endings to \\n)"
+        )
+
+
 def _head_lines(head: bytes, encoding: str = "utf-8", n: int = 50) -> list[str]:
     # utf-8-sig: a byte order mark (as spreadsheets write) is not part of the first column name
     text = head.decode("utf-8-sig" if encoding == "utf-8" else encoding, errors="replace")
