@@ -2,7 +2,9 @@
 
 For each size, the stages run one after another, each as its own `recsight` process so its
 peak RSS is its own (read from the kernel by `os.wait4`): generate, ingest, analyze, train ALS
-(64 factors, 15 iterations, with the ANN index), train item-kNN, evaluate (popularity and ALS,
+(64 factors, 15 iterations, with the ANN index), train item-kNN, train SASRec (sampled
+softmax, a fixed time budget; HR@10 and NDCG@10 on 10,000 sampled users against popularity
+under the same leave-last-out split), evaluate (popularity and ALS,
 full ranking, up to 100,000 sampled test users), batch top-10 for all users, and serve
 (start-up time and memory, then an open loop of 200 requests/s for users drawn by activity,
 with the history cache's miss rate). Each stage's result is kept as JSON under
@@ -43,10 +45,18 @@ from bench_serve import open_loop  # noqa: E402
 from recsight.data.generate import AVG_EVENTS_PER_USER  # noqa: E402
 from tests.serving.live import free_port, start_raw  # noqa: E402
 
-STAGES = ("generate", "ingest", "analyze", "train_als", "train_itemknn", "evaluate", "batch",
-          "ann_recall", "serve")  # fmt: skip
+STAGES = ("generate", "ingest", "analyze", "train_als", "train_itemknn", "train_sasrec",
+          "evaluate", "batch", "ann_recall", "serve")  # fmt: skip
 RESULTS = Path("benchmarks/results/scale")
 EVENTS_PER_ITEM = 100  # 100M events over 1M items, as the issue's target shop
+SASREC_USERS = 10_000  # test users sampled for SASRec against popularity
+
+
+def sasrec_minutes(n: int) -> float:
+    """SASRec's training budget: 10 minutes at 100M events, in proportion below (2 at least)."""
+    return max(2.0, 10.0 * n / 100_000_000)
+
+
 KEY = "bench-key"
 
 #: recall@100 of ANN retrieval (+ exact re-scoring) against exact scoring, on 10K users
@@ -133,6 +143,29 @@ def stage_cmd(stage: str, n: int, work: Path) -> tuple[list[str], Path] | None:
         path = work / "experiment.yaml"
         path.write_text(yaml.safe_dump(exp))
         return recsight("evaluate", str(path), "--json"), work / "eval"
+    if stage == "train_sasrec":
+        # both models under one protocol: each user's last event held out (leave_last:1),
+        # fitted on the rest, full ranking over the catalog for the same sampled test users
+        # sampled softmax over popularity-drawn negatives with the logQ correction (uniform
+        # negatives on a Zipf catalog are mostly items nobody sees: easy, little to learn)
+        sasrec = {"loss": "sampled", "proposal": "popularity", "epochs": 10_000,
+                  "max_minutes": sasrec_minutes(n), "early_stopping": False,
+                  "threads": os.cpu_count() or 1}  # fmt: skip
+        exp = {
+            "name": "scale_sasrec",
+            "dataset": {"db": str(db)},
+            "split": "leave_last:1",
+            "models": [{"name": "popular"}, {"name": "sasrec", "params": sasrec}],
+            "ks": [10],
+            "metrics": ["hr", "ndcg"],
+            "bootstrap": 200,
+            "max_test_users": SASREC_USERS,
+            "memory_budget": "2GB",  # score chunks; 10K users x 1M items is 40 GB of scores
+            "output": str(work / "eval_sasrec"),
+        }
+        path = work / "experiment_sasrec.yaml"
+        path.write_text(yaml.safe_dump(exp))
+        return recsight("evaluate", str(path), "--json"), work / "eval_sasrec"
     if stage == "ann_recall":
         return [sys.executable, "-c", ANN_RECALL, str(work / "als")], work / "als" / "ann.faiss"
     if stage == "batch":
@@ -144,9 +177,55 @@ def stage_cmd(stage: str, n: int, work: Path) -> tuple[list[str], Path] | None:
     return None
 
 
+REFLECT_CHECKS = 50  # users whose just-seen item is posted during the open loop
+
+
+async def reflected(url: str, users: list[str], seconds: float, start: float) -> dict:
+    """While the open loop runs: for `REFLECT_CHECKS` users spread over its duration, ask for
+    top-10, post a view of the first item (acknowledged once stored), ask again; the posted
+    item must be gone from the next top-10 (seen items are excluded). Returns the count of
+    checks whose next recommendation reflected the event, and the ones that did not."""
+    checks = list(dict.fromkeys(users))[:REFLECT_CHECKS]
+    gap = seconds / max(len(checks), 1)
+    ok, failed, errors = 0, [], 0
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        for n, user in enumerate(checks):
+            await asyncio.sleep(max(0.0, start + 0.5 + n * gap - time.perf_counter()))
+            try:
+                before = await client.get(f"/recommendations/{user}", params={"k": 10})
+                items = [r["item_id"] for r in before.json()["recommendations"]]
+                if not items:
+                    continue
+                posted = await client.post("/events", headers={"X-API-Key": KEY}, json={
+                    "user_id": user, "item_id": items[0], "event_type": "view"})  # fmt: skip
+                posted.raise_for_status()
+                after = await client.get(f"/recommendations/{user}", params={"k": 10})
+                again = [r["item_id"] for r in after.json()["recommendations"]]
+            except (httpx.HTTPError, KeyError, ValueError):
+                errors += 1
+                continue
+            if items[0] in again:
+                failed.append({"user": user, "item": items[0]})
+            else:
+                ok += 1
+    return {"checks": ok + len(failed), "reflected": ok, "not_reflected": failed[:5],
+            "errors": errors}  # fmt: skip
+
+
+async def open_loop_with_events(url: str, users: list[str], seconds: float) -> tuple[dict, dict]:
+    """The 200 requests/s open loop and, at the same time, the posted events' check (on
+    users from the end of the list, which the loop's first requests do not reach)."""
+    start = time.perf_counter()
+    loop, check = await asyncio.gather(
+        open_loop(url, users, 200.0, seconds), reflected(url, users[::-1], seconds, start)
+    )
+    return loop, check
+
+
 def serve_stage(work: Path, seconds: float = 30.0) -> dict:
     """Start-up time and RSS of `recsight serve` (ALS with its ANN index), then an open loop
-    of 200 requests/s for users drawn by activity (repeat users hit the history cache)."""
+    of 200 requests/s for users drawn by activity (repeat users hit the history cache), with
+    events posted at the same time and checked to be reflected in the next recommendation."""
     from recsight.data.store import Store
 
     db = work / "serve.duckdb"
@@ -178,7 +257,7 @@ def serve_stage(work: Path, seconds: float = 30.0) -> dict:
         startup = time.perf_counter() - t0
         ps = psutil.Process(proc.pid)
         rss_start = ps.memory_info().rss
-        loop = asyncio.run(open_loop(url, users, 200.0, seconds))
+        loop, check = asyncio.run(open_loop_with_events(url, users, seconds))
         cache = httpx.get(url + "/health", timeout=10).json()["history_cache"]
         rss_end = ps.memory_info().rss
     finally:
@@ -192,6 +271,7 @@ def serve_stage(work: Path, seconds: float = 30.0) -> dict:
         "rss_at_start_mb": round(rss_start / 2**20, 1),
         "by_user_copy_s": round(cluster_s, 2),
         "open_loop_200rps": loop,
+        "events_reflected": check,
         "cache_miss_rate": round(cache["misses"] / lookups, 3) if lookups else None,
     }
 
@@ -229,7 +309,7 @@ def main() -> None:
                 cmd, out_path = stage_cmd(stage, n, work)
                 result = run(cmd, work / f"{stage}.log")
                 result["output_mb"] = round(size_of(out_path) / 1e6, 1)
-                if stage in ("evaluate", "batch", "ann_recall"):
+                if stage in ("train_sasrec", "evaluate", "batch", "ann_recall"):
                     result["stdout"] = json.loads((work / f"{stage}.log").read_text())
             result.update(
                 {"events": n, "stage": stage, "machine": platform.platform(),
@@ -268,11 +348,25 @@ def write_table(console: Console, results: Path = RESULTS) -> None:
                     f"{loop['p99_ms']:.1f} ms at 200 req/s ({loop['requests']:,} requests); "
                     f"{loop['errors']} errors; "
                     f"cache miss rate {r['cache_miss_rate']}")  # fmt: skip
+            if "events_reflected" in r:
+                c = r["events_reflected"]
+                note += (f"; events posted during the loop reflected in the next top-10: "
+                         f"{c['reflected']}/{c['checks']} ({c['errors']} errors)")  # fmt: skip
         elif r["stage"] == "evaluate":
             models = r["stdout"].get("models", [])
             note = "; ".join(
                 f"{m['model']} ndcg@10 {m['metrics']['ndcg@10']['mean']:.4f}" for m in models
             )
+        elif r["stage"] == "train_sasrec":
+            models = r["stdout"].get("models", [])
+            note = "; ".join(
+                f"{m['model']} HR@10 {m['metrics']['hr@10']['mean']:.4f}, NDCG@10 "
+                f"{m['metrics']['ndcg@10']['mean']:.4f}"
+                for m in models
+            )
+            fit = {m["model"]: m["fit_seconds"] for m in models}.get("sasrec", 0.0)
+            note += (f" (leave_last:1, {models[0]['n_users']:,} sampled users; SASRec sampled "
+                     f"softmax, trained {fit / 60:.1f} min)")  # fmt: skip
         elif r["stage"] == "ann_recall":
             o = r["stdout"]
             note = (f"recall@100 {o['recall_at_100']:.4f} on {o['users']:,} users; exact "
