@@ -89,8 +89,11 @@ WEIGHTS = [
 ]
 
 
+@pytest.mark.parametrize("batch_rows", [None, 7])
 @pytest.mark.parametrize("weights", WEIGHTS)
-def test_weighted_matrix_equals_summing_the_events(store_path, weights):
+def test_weighted_matrix_equals_summing_the_events(store_path, weights, batch_rows, monkeypatch):
+    if batch_rows:  # the pairs arrive in many small batches, as at 100M events
+        monkeypatch.setattr("recsight.data.store._FETCH_ROWS", batch_rows)
     with Store(store_path, read_only=True) as store:
         got = store.weighted_matrix(weights)
         expected = store.interactions().to_csr(weights)
@@ -212,3 +215,13 @@ def test_event_counts_match_the_arrays(store_path):
     assert (n, users, items) == (len(data), np.unique(data.user_idx).size,
                                  np.unique(data.item_idx).size)  # fmt: skip
     assert last == np.nanmax(data.timestamp)
+
+
+def test_default_memory_limit_scales_with_ram(monkeypatch):
+    from recsight.data.store import default_memory_limit
+
+    monkeypatch.setenv("RECSIGHT_MEMORY_LIMIT", "3GB")
+    assert default_memory_limit() == "3GB"
+    monkeypatch.delenv("RECSIGHT_MEMORY_LIMIT")
+    total = __import__("psutil").virtual_memory().total
+    assert default_memory_limit() == f"{max(1536, total // 5 // 2**20)}MB"
