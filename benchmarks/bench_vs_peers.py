@@ -143,6 +143,7 @@ def sections(tasks: list[str], quick: bool, sequential: bool = True) -> list[Sec
     ranking_ours = [
         Candidate("recsight popular", "popular"),
         Candidate("recsight itemknn", "itemknn", grid={"neighbors": [50, 200]}),
+        Candidate("recsight userknn", "userknn", grid={"neighbors": [50, 200]}),
         Candidate("recsight als (wraps implicit ALS)", "als",
                   grid={"reg": [0.1, 1.0], "alpha": [1.0, 10.0]}),
         Candidate("recsight bpr (wraps implicit BPR)", "bpr"),
@@ -165,6 +166,8 @@ def sections(tasks: list[str], quick: bool, sequential: bool = True) -> list[Sec
                   members=["recsight dlae", als, knn]),
         Candidate("recsight blend (edlae + als + itemknn)", "blend", params={"grid": 10},
                   members=["recsight edlae", als, knn]),
+        Candidate("recsight blend (dlae + als + userknn)", "blend", params={"grid": 10},
+                  members=["recsight dlae", als, "recsight userknn"]),
     ]  # fmt: skip
     ranking_peers = [
         Candidate("Cornac MostPop", "mostpop", "cornac"),
