@@ -105,8 +105,13 @@ def recsight(*args: str) -> list[str]:
     return [sys.executable, "-m", "recsight", *args]
 
 
-def stage_cmd(stage: str, n: int, work: Path) -> tuple[list[str], Path] | None:
-    """The command of a stage and the path whose size is its output."""
+def stage_cmd(
+    stage: str, n: int, work: Path, budget: str | None = None
+) -> tuple[list[str], Path] | None:
+    """The command of a stage and the path whose size is its output; `budget` is the
+    evaluations' memory budget for score chunks (None: the evaluator's default for
+    evaluate, 2 GB for train_sasrec)."""
+    budgeted = {} if budget is None else {"memory_budget": budget}
     users = max(300, round(n / AVG_EVENTS_PER_USER))
     items = max(100, n // EVENTS_PER_ITEM)
     db, shop = work / "shop.duckdb", work / "shop"
@@ -138,6 +143,7 @@ def stage_cmd(stage: str, n: int, work: Path) -> tuple[list[str], Path] | None:
             "metrics": ["ndcg", "recall", "hr"],
             "bootstrap": 200,
             "max_test_users": 100_000,
+            **budgeted,
             "output": str(work / "eval"),
         }
         path = work / "experiment.yaml"
@@ -160,7 +166,8 @@ def stage_cmd(stage: str, n: int, work: Path) -> tuple[list[str], Path] | None:
             "metrics": ["hr", "ndcg"],
             "bootstrap": 200,
             "max_test_users": SASREC_USERS,
-            "memory_budget": "2GB",  # score chunks; 10K users x 1M items is 40 GB of scores
+            # score chunks (10K users x 1M items is 40 GB of scores): 2 GB unless told
+            "memory_budget": budget or "2GB",
             "output": str(work / "eval_sasrec"),
         }
         path = work / "experiment_sasrec.yaml"
@@ -288,6 +295,10 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/recsight-scale"))
     ap.add_argument("--results", type=Path, default=RESULTS,
                     help="stage results go under DIR/<size>/, the table to DIR.md")  # fmt: skip
+    ap.add_argument("--memory-budget", default=None,
+                    help="evaluate/train_sasrec: memory budget for score chunks, e.g. 2GB "
+                         "(default: evaluate the evaluator's, a quarter of RAM; "
+                         "train_sasrec 2GB)")  # fmt: skip
     ap.add_argument("--serve-seconds", type=float, default=30.0, help="open-loop duration")
     args = ap.parse_args()
     console = Console()
@@ -306,11 +317,15 @@ def main() -> None:
                 result = serve_stage(work, args.serve_seconds)
                 out_path = None
             else:
-                cmd, out_path = stage_cmd(stage, n, work)
+                cmd, out_path = stage_cmd(stage, n, work, args.memory_budget)
                 result = run(cmd, work / f"{stage}.log")
                 result["output_mb"] = round(size_of(out_path) / 1e6, 1)
                 if stage in ("train_sasrec", "evaluate", "batch", "ann_recall"):
                     result["stdout"] = json.loads((work / f"{stage}.log").read_text())
+                if stage == "evaluate":
+                    result["memory_budget"] = args.memory_budget
+                elif stage == "train_sasrec":
+                    result["memory_budget"] = args.memory_budget or "2GB"
             result.update(
                 {"events": n, "stage": stage, "machine": platform.platform(),
                  "cpus": os.cpu_count(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ",
@@ -356,7 +371,7 @@ def write_table(console: Console, results: Path = RESULTS) -> None:
             models = r["stdout"].get("models", [])
             note = "; ".join(
                 f"{m['model']} ndcg@10 {m['metrics']['ndcg@10']['mean']:.4f}" for m in models
-            )
+            ) + (f" (memory budget {r['memory_budget']})" if r.get("memory_budget") else "")
         elif r["stage"] == "train_sasrec":
             models = r["stdout"].get("models", [])
             note = "; ".join(
@@ -366,7 +381,9 @@ def write_table(console: Console, results: Path = RESULTS) -> None:
             )
             fit = {m["model"]: m["fit_seconds"] for m in models}.get("sasrec", 0.0)
             note += (f" (leave_last:1, {models[0]['n_users']:,} sampled users; SASRec sampled "
-                     f"softmax, trained {fit / 60:.1f} min)")  # fmt: skip
+                     f"softmax, trained {fit / 60:.1f} min"
+                     + (f"; memory budget {r['memory_budget']}" if r.get("memory_budget") else "")
+                     + ")")  # fmt: skip
         elif r["stage"] == "ann_recall":
             o = r["stdout"]
             note = (f"recall@100 {o['recall_at_100']:.4f} on {o['users']:,} users; exact "
