@@ -151,9 +151,9 @@ def stage_cmd(
         return recsight("evaluate", str(path), "--json"), work / "eval"
     if stage == "train_sasrec":
         # both models under one protocol: each user's last event held out (leave_last:1),
-        # fitted on the rest, full ranking over the catalog for the same sampled test users
-        # sampled softmax over popularity-drawn negatives with the logQ correction (uniform
-        # negatives on a Zipf catalog are mostly items nobody sees: easy, little to learn)
+        # fitted on the rest, full ranking over the catalog for the same sampled test users.
+        # SASRec: sampled softmax with popularity-drawn negatives and the logQ correction
+        # (uniform negatives over a Zipf catalog are mostly rarely seen items)
         sasrec = {"loss": "sampled", "proposal": "popularity", "epochs": 10_000,
                   "max_minutes": sasrec_minutes(n), "early_stopping": False,
                   "threads": os.cpu_count() or 1}  # fmt: skip
