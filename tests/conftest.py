@@ -44,3 +44,16 @@ def need(path: Path) -> Path:
             pytest.fail(f"{path} is missing under CI=true")
         pytest.skip(f"{path} not found")
     return path
+
+
+@pytest.fixture(scope="session")
+def ml100k_ingested(data_dir, tmp_path_factory):
+    """ML-100K ingested into a store, read back as `Interactions` (with item features):
+    100,000 ratings, 943 users, 1,682 items, in the store's id space."""
+    from recsight.data.ingest import ingest
+    from recsight.data.store import Store
+
+    need(data_dir / "ml-100k" / "u.data")
+    with Store(tmp_path_factory.mktemp("ml100k") / "s.duckdb") as s:
+        ingest(s, data_dir / "ml-100k")
+        return s.interactions()

@@ -6,11 +6,8 @@ import numpy as np
 import pytest
 
 from recsight.data.dataset import IdIndex, Interactions
-from recsight.data.ingest import ingest
 from recsight.data.splits import SplitSpec, filter_kcore, filter_min_rating, split
-from recsight.data.store import Store
 from recsight.errors import InputError, NeedsTimestampsError
-from tests.conftest import need
 
 
 def make(users, items, ts=None, values=None, types=None) -> Interactions:
@@ -31,14 +28,6 @@ def make(users, items, ts=None, values=None, types=None) -> Interactions:
     )
 
 
-@pytest.fixture(scope="module")
-def ml100k(data_dir, tmp_path_factory):
-    need(data_dir / "ml-100k" / "u.data")
-    with Store(tmp_path_factory.mktemp("ml") / "s.duckdb") as s:
-        ingest(s, data_dir / "ml-100k")
-        return s.interactions()
-
-
 def keys(d: Interactions) -> set:
     return set(zip(d.seq.tolist(), strict=True))
 
@@ -54,22 +43,23 @@ def keys(d: Interactions) -> set:
         "leave_last:1",
     ],
 )
-def test_disjoint_covering_reproducible(ml100k, spec):
-    s1, s2 = split(ml100k, spec, seed=3), split(ml100k, spec, seed=3)
+def test_disjoint_covering_reproducible(ml100k_ingested, spec):
+    s1, s2 = split(ml100k_ingested, spec, seed=3), split(ml100k_ingested, spec, seed=3)
     parts = [s1.train, s1.test] + ([s1.valid] if s1.valid is not None else [])
     seqs = [set(p.seq.tolist()) for p in parts]
-    assert sum(len(s) for s in seqs) == len(ml100k)  # covering
-    assert set().union(*seqs) == set(ml100k.seq.tolist())
+    assert sum(len(s) for s in seqs) == len(ml100k_ingested)  # covering
+    assert set().union(*seqs) == set(ml100k_ingested.seq.tolist())
     for a in range(len(seqs)):
         for b in range(a + 1, len(seqs)):
             assert not seqs[a] & seqs[b]  # disjoint
     assert np.array_equal(s1.test.seq, s2.test.seq)  # same seed, same split
-    assert s1.train.users == ml100k.users and s1.test.items == ml100k.items  # one id space
+    data = ml100k_ingested
+    assert s1.train.users == data.users and s1.test.items == data.items  # one id space
 
 
-def test_random_split_ratio_and_seed(ml100k):
-    a, b = split(ml100k, "random:0.8", seed=1), split(ml100k, "random:0.8", seed=2)
-    assert abs(a.report.n_test / len(ml100k) - 0.2) < 0.01
+def test_random_split_ratio_and_seed(ml100k_ingested):
+    a, b = (split(ml100k_ingested, "random:0.8", seed=seed) for seed in (1, 2))
+    assert abs(a.report.n_test / len(ml100k_ingested) - 0.2) < 0.01
     assert not np.array_equal(a.test.seq, b.test.seq)
 
 
@@ -81,17 +71,17 @@ def test_random_split_keeps_pairs_together():
     assert not train_pairs & test_pairs
 
 
-def test_user_random_split_per_user(ml100k):
-    s = split(ml100k, "user_random:0.8", seed=42)
-    n_user = np.bincount(ml100k.user_idx, minlength=ml100k.n_users)
-    n_test = np.bincount(s.test.user_idx, minlength=ml100k.n_users)
+def test_user_random_split_per_user(ml100k_ingested):
+    s = split(ml100k_ingested, "user_random:0.8", seed=42)
+    n_user = np.bincount(ml100k_ingested.user_idx, minlength=ml100k_ingested.n_users)
+    n_test = np.bincount(s.test.user_idx, minlength=ml100k_ingested.n_users)
     active = n_user > 0
     assert np.all(np.abs(n_test[active] - np.round(0.2 * n_user[active])) <= 1)
     assert s.report.cold_test_users == 0
 
 
-def test_temporal_split_no_future_in_train(ml100k):
-    s = split(ml100k, "temporal:0.8")
+def test_temporal_split_no_future_in_train(ml100k_ingested):
+    s = split(ml100k_ingested, "temporal:0.8")
     assert s.train.timestamp.max() <= s.test.timestamp.min()
     assert s.report.cold_test_users > 0  # users who only appear late are reported
 
@@ -108,11 +98,11 @@ def test_leave_last_out_ties_broken_by_ingest_order():
     assert 1 not in s.valid.user_idx.tolist()
 
 
-def test_leave_last_out_on_real_data(ml100k):
-    s = split(ml100k, "leave_last:1")
+def test_leave_last_out_on_real_data(ml100k_ingested):
+    s = split(ml100k_ingested, "leave_last:1")
     assert s.report.n_test == 943 and s.report.n_valid == 943
     # every test event is its user's latest
-    last = np.full(ml100k.n_users, -np.inf)
+    last = np.full(ml100k_ingested.n_users, -np.inf)
     np.maximum.at(last, s.train.user_idx, s.train.timestamp)
     np.maximum.at(last, s.valid.user_idx, s.valid.timestamp)
     assert np.all(s.test.timestamp >= last[s.test.user_idx])
@@ -174,11 +164,12 @@ def test_sequences_time_ordered():
     assert items[indptr[1] : indptr[2]].tolist() == [3]
 
 
-def test_store_interactions_view(ml100k):
-    assert len(ml100k) == 100_000 and ml100k.n_users == 943 and ml100k.n_items == 1682
-    m = ml100k.to_csr(aggregate="last")
+def test_store_interactions_view(ml100k_ingested):
+    data = ml100k_ingested
+    assert len(data) == 100_000 and data.n_users == 943 and data.n_items == 1682
+    m = data.to_csr(aggregate="last")
     assert m.nnz == 100_000 and m.max() == 5
-    toy_story = ml100k.items.index_of("1")[0]
-    assert ml100k.item_features.loc[toy_story, "title"] == "Toy Story (1995)"
-    assert ml100k.item_features.loc[0, "title"] == "Kolya (1996)"  # item 242 comes first
-    assert ml100k.users.ids_of([0])[0] == "196"  # first user in u.data
+    toy_story = data.items.index_of("1")[0]
+    assert data.item_features.loc[toy_story, "title"] == "Toy Story (1995)"
+    assert data.item_features.loc[0, "title"] == "Kolya (1996)"  # item 242 comes first
+    assert data.users.ids_of([0])[0] == "196"  # first user in u.data

@@ -7,23 +7,12 @@ import pandas as pd
 import pytest
 
 from recsight.data.dataset import IdIndex, Interactions
-from recsight.data.ingest import ingest
 from recsight.data.splits import split
-from recsight.data.store import Store
 from recsight.evaluation.protocol import evaluate_ranking
 from recsight.evaluation.significance import paired_pvalue
 from recsight.models import ALS, load_model
 from recsight.serving.pipeline import History, Pipeline
 from recsight.spark.als import SparkALS, mllib_reg_param
-from tests.conftest import need
-
-
-@pytest.fixture(scope="module")
-def ml100k(data_dir, tmp_path_factory):
-    need(data_dir / "ml-100k" / "u.data")
-    with Store(tmp_path_factory.mktemp("ml") / "s.duckdb") as s:
-        ingest(s, data_dir / "ml-100k")
-        return s.interactions()
 
 
 def test_reg_param_mapping_matches_total_regularisation():
@@ -34,8 +23,8 @@ def test_reg_param_mapping_matches_total_regularisation():
     assert lam * nnz * 2 == pytest.approx(reg * (n_users + n_items))
 
 
-def test_spark_als_ndcg_not_different_from_implicit_and_serves(spark, ml100k, tmp_path):
-    parts = split(ml100k, "user_random:0.8", seed=42)
+def test_spark_als_ndcg_not_different_from_implicit_and_serves(spark, ml100k_ingested, tmp_path):
+    parts = split(ml100k_ingested, "user_random:0.8", seed=42)
     # MLlib needs about as many sweeps as implicit to converge: at 5 it is still behind
     params = {"factors": 64, "reg": 1.0, "alpha": 10.0, "iterations": 15, "seed": 7}
     local = ALS(**params).fit(parts.train)
