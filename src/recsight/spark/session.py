@@ -78,8 +78,8 @@ def require_pyspark(connect: bool = False) -> None:
             import zstandard  # noqa: F401
         except ImportError:
             raise EngineError(
-                "a Spark Connect (sc://) master needs the Spark Connect client: "
-                "pip install 'pyspark[connect]==4.3.0'"
+                "a Spark Connect (sc://) master needs the Spark Connect client, which the "
+                f"spark extra installs: {_INSTALL_EXTRA}"
             ) from None
 
 
