@@ -176,7 +176,7 @@ def funnel(src: AnalysisSource, stages: list[str] | None = None) -> Funnel:
     ec = merge_small(src, src.events_with_category(e), "category", "funnel.by_category")
     rc = reach(ec, stages, ["user_idx", "category"], ordered)
     cats = large_groups(src, _counts(rc, n, rc.category), "u0", "funnel.by_category")
-    dc = src.df(cats.order_by(ibis.desc("u0")).limit(TOP_CATEGORIES))
+    dc = src.df(cats.order_by(ibis.desc("u0"), "g").limit(TOP_CATEGORIES))
     by_week = []
     if ordered:
         wk = src.local_time(r.t0).truncate("W").date()
@@ -285,9 +285,9 @@ def ctr(
     low = (p + z2 / (2 * nv) - Z95 * (p * (1 - p) / nv + z2 / (4 * nv * nv)).sqrt()) / (1 + z2 / nv)
     ranked = per_item.filter(per_item.views > 0).mutate(low=low)
     ranked = large_groups(src, ranked, "users", "ctr.top_items")
-    top = src.df(ranked.order_by(ibis.desc("low")).limit(top_k))
+    top = src.df(ranked.order_by(ibis.desc("low"), "item_idx").limit(top_k))
     cats = large_groups(src, ec.group_by("category").aggregate(**agg), "users", "ctr.by_category")
-    cats = src.df(cats.order_by(ibis.desc("views")))
+    cats = src.df(cats.order_by(ibis.desc("views"), "category"))
     return CTR(
         impressions_type=impressions,
         clicks_type=clicks,

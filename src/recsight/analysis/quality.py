@@ -173,8 +173,12 @@ def data_quality(src: AnalysisSource, now: dt.datetime | None = None) -> DataQua
     if src.has_timestamps:
         now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
         ts = e.timestamp
-        times["future"] = _issue(src, e.filter(ts > now).order_by(ibis.desc("timestamp")), show)
-        times["too_early"] = _issue(src, e.filter(ts < EARLIEST_PLAUSIBLE).order_by(ts), show)
+        times["future"] = _issue(
+            src, e.filter(ts > now).order_by(ibis.desc("timestamp"), "seq"), show
+        )
+        times["too_early"] = _issue(
+            src, e.filter(ts < EARLIEST_PLAUSIBLE).order_by(ts, "seq"), show
+        )
         times["outside_bulk"] = _outside_bulk(src, show)
         times["bursts"] = _bursts(src)
         bots = suspected_bots(src)
@@ -207,7 +211,7 @@ def _outside_bulk(src: AnalysisSource, show: list[str]) -> Issue:
     lo = pd.Timestamp(int(q_lo - pad), unit="s").to_pydatetime()
     hi = pd.Timestamp(int(q_hi + pad) + 1, unit="s").to_pydatetime()
     return _issue(
-        src, e.filter((e.timestamp < lo) | (e.timestamp > hi)).order_by("timestamp"), show
+        src, e.filter((e.timestamp < lo) | (e.timestamp > hi)).order_by("timestamp", "seq"), show
     )
 
 
@@ -223,5 +227,5 @@ def _bursts(src: AnalysisSource) -> Issue:
     mad = float(src.scalar(per_min.aggregate(m=dev.median()).m))
     limit = float(stats.med) + BURST_Z * max(1.4826 * mad, 1.0)
     b = per_min.filter(c > limit)
-    shown = large_groups(src, b, "users", "quality.bursts").order_by(ibis.desc("events"))
+    shown = large_groups(src, b, "users", "quality.bursts").order_by(ibis.desc("events"), "minute")
     return Issue(count=int(src.scalar(b.count())), examples=_examples(src, shown, where=None))

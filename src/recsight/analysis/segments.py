@@ -99,7 +99,7 @@ def user_features(src: AnalysisSource) -> tuple[pd.DataFrame, list[str], list[st
         top = src.df(
             prof.group_by("category")
             .aggregate(w=prof.weight.sum())
-            .order_by(ibis.desc("w"))
+            .order_by(ibis.desc("w"), "category")
             .limit(INTEREST_CATEGORIES)
         ).category.tolist()
         shares = {f"cat:{c}": ibis.ifelse(prof.category == c, prof.share, 0.0).sum() for c in top}

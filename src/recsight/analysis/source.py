@@ -87,7 +87,11 @@ class AnalysisSource:
     def event_type_counts(self) -> dict[str, int]:
         if "types" not in self._cache:
             e = self.events
-            d = self.df(e.group_by("event_type").aggregate(n=e.count()).order_by(ibis.desc("n")))
+            d = self.df(
+                e.group_by("event_type")
+                .aggregate(n=e.count())
+                .order_by(ibis.desc("n"), "event_type")
+            )
             self._cache["types"] = dict(zip(d.event_type, d.n.astype(int), strict=True))
         return self._cache["types"]
 
