@@ -11,10 +11,11 @@ import typer
 from typer.testing import CliRunner
 
 from recsight.cli.models import register
+from recsight.data.generate import generate_shop
 from recsight.data.ingest import ingest
 from recsight.data.layout import export_store, open_store
 from recsight.data.store import Store
-from recsight.models import ALS, load_model
+from recsight.models import ALS, load_model, model_class
 from recsight.spark.layout import read_layout
 from recsight.spark.train import collect_interactions
 from tests.conftest import need
@@ -108,3 +109,43 @@ def test_train_als_on_spark_then_all_users_on_both_engines(app, spark, ml100k_la
     on_local = pd.read_parquet(tmp_path / "local")
     assert on_spark.user_id.nunique() == 943 and len(on_spark) == 9430
     pd.testing.assert_frame_equal(on_spark, on_local)
+
+
+@pytest.fixture(scope="module")
+def tiny_shop_layout(tmp_path_factory):
+    """A small generated shop as a dataset layout (a few thousand events)."""
+    base = tmp_path_factory.mktemp("shop")
+    generate_shop(base / "gen", n_users=80, n_items=30, n_days=5, seed=2)
+    with Store(base / "s.duckdb") as store:
+        ingest(store, base / "gen")
+        export_store(store, base / "layout")
+    return base / "layout"
+
+
+@pytest.mark.slow
+def test_train_sasrec_on_spark_with_two_processes_then_recommend(app, spark, tiny_shop_layout,
+                                                                 tmp_path):  # fmt: skip
+    # DDP over 2 processes launched by TorchDistributor; rank 0 writes the model
+    model_dir = tmp_path / "sasrec"
+    code, out = run(app, "train", "sasrec", "--engine", "spark", "--events", tiny_shop_layout,
+                    "--out", model_dir, "--param", "num_processes=2", "--param", "epochs=2",
+                    "--param", "dim=16", "--param", "layers=1", "--param", "heads=1",
+                    "--param", "max_len=10", "--param", "batch_size=32", "--json")  # fmt: skip
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["engine"] == "spark" and report["num_processes"] == 2
+    assert len(report["history"]["epochs"]) == 2
+    model = load_model(model_dir)
+    assert type(model) is model_class("sasrec") and model.get_params()["dim"] == 16
+    # trained in the id space the local engine reads from the same folder
+    with open_store(tiny_shop_layout) as store:
+        local = store.interactions(with_features=False)
+    assert model.users_ == local.users and model.items_ == local.items
+    # the saved folder serves: a known user's top-10, unseen items of the catalog
+    user = str(local.users.ids[0])
+    code, out = run(app, "recommend", "--model", model_dir, "--user", user, "--json")
+    assert code == 0, out
+    recs = [r["item_id"] for r in json.loads(out)["recommendations"]]
+    seen = set(local.items.ids_of(local.to_csr()[0].indices))
+    assert len(recs) == 10 and len(set(recs)) == 10
+    assert set(recs) <= set(local.items.ids) - seen
