@@ -28,20 +28,27 @@ SPARK_TEST_CONF = {
 }
 
 
-def _missing() -> str | None:
+def spark_missing(connect: bool = False) -> str | None:
+    """Why Spark (with `connect`: also Spark Connect's client) cannot run here, or None."""
     try:
         import pyspark  # noqa: F401
     except ImportError:
         return "pyspark is not installed (pip install 'recsight[spark]')"
     if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
         return "Java is not installed (apt-get install openjdk-17-jre-headless)"
+    if connect:
+        try:
+            import grpc  # noqa: F401
+            import zstandard  # noqa: F401
+        except ImportError:
+            return "the Spark Connect client is not installed (pip install 'recsight[spark]')"
     return None
 
 
 @pytest.fixture(scope="session")
 def spark():
     """The session-scoped local SparkSession (started through recsight's own session code)."""
-    why = _missing()
+    why = spark_missing()
     if why:
         if os.environ.get("CI") == "true":
             pytest.fail(f"Spark tests cannot run under CI=true: {why}")

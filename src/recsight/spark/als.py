@@ -36,6 +36,7 @@ import scipy.sparse as sp
 from recsight.data.dataset import DEFAULT_WEIGHTS, IdIndex, Interactions
 from recsight.errors import InputError
 from recsight.models.als import ALS
+from recsight.spark.session import default_parallelism
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -188,8 +189,9 @@ class SparkALS(ALS):
             raise InputError("events: every event weighs 0 under the model's weights")
         params = self.mllib_params()
         # one block per core/executor slot: MLlib's default of 10 only adds tasks on a small
-        # cluster or in local mode
-        blocks = max(1, pairs.sparkSession.sparkContext.defaultParallelism)
+        # cluster or in local mode (kept over Spark Connect, which does not expose the slots)
+        slots = default_parallelism(pairs.sparkSession)
+        blocks = {} if slots is None else {"numUserBlocks": slots, "numItemBlocks": slots}
         if not math.isfinite(params["regParam"]) or params["regParam"] < 0:
             raise InputError(f"reg: expected a non-negative number, not {self.reg}")
         als = MLlibALS(
@@ -198,8 +200,7 @@ class SparkALS(ALS):
             itemCol="i",
             ratingCol="w",
             nonnegative=False,
-            numUserBlocks=blocks,
-            numItemBlocks=blocks,
+            **blocks,
             **params,
         )
         fitted = als.fit(pairs)

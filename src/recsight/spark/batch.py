@@ -1,8 +1,11 @@
 """Every user's top-k on Spark: `recsight recommend --all-users --engine spark`.
 
-The serving pipeline is broadcast once to the executors as its saved files (model, fallbacks,
-manifest) plus the item metadata, and loaded there once per Python worker, so executors need
-recsight installed but no access to the driver's disk.
+The serving pipeline travels to the executors inside the scoring function, as its saved files
+(model, fallbacks, manifest) plus the item metadata, and is loaded there once per Python
+worker, so executors need recsight installed but no access to the driver's disk. (PySpark
+broadcasts a function this large by itself; over Spark Connect, which has no broadcast
+variables, it travels in the query plan, so the saved pipeline must fit the server's
+``spark.connect.grpc.maxInboundMessageSize``, 128 MiB by default.)
 Events are hash-partitioned by user and sorted within each partition, so every user's events
 sit together; ``mapInPandas`` then streams each partition through
 `recsight.serving.batch.recommend_chunk`, the same function the single-node command runs,
@@ -20,13 +23,14 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from recsight.errors import InputError
 from recsight.serving.batch import recommend_chunk
 from recsight.serving.pipeline import Pipeline
+from recsight.spark.session import default_parallelism
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -34,7 +38,7 @@ if TYPE_CHECKING:
 #: Complete users' events handed to `recommend_chunk` at once on an executor.
 CHUNK_EVENTS = 200_000
 
-#: Pipelines loaded in this (executor) process, by the token broadcast with them.
+#: Pipelines loaded in this (executor) process, by the token shipped with them.
 _LOADED: dict[str, Pipeline] = {}
 
 
@@ -45,9 +49,9 @@ def _folder_files(folder: Path) -> dict[str, bytes]:
     }
 
 
-def _pipeline(bc: Any) -> Pipeline:
-    """The broadcast pipeline, loaded once per worker process from its saved files."""
-    token, files, items = bc.value
+def _pipeline(payload: tuple[str, dict[str, bytes], pd.DataFrame | None]) -> Pipeline:
+    """The shipped pipeline, loaded once per worker process from its saved files."""
+    token, files, items = payload
     if token not in _LOADED:
         with tempfile.TemporaryDirectory(prefix="recsight-pipeline-") as tmp:
             for rel, data in files.items():
@@ -64,14 +68,16 @@ def output_schema(explain: bool) -> str:
     return cols + (", explanation string" if explain else "")
 
 
-def _partition_fn(pipeline_bc, k: int, explain: bool):
+def _partition_fn(
+    payload: tuple[str, dict[str, bytes], pd.DataFrame | None], k: int, explain: bool
+):
     """The ``mapInPandas`` function: batches of one partition (sorted by user, so a user's
     rows may only be split across consecutive batches) -> top-k rows of complete users."""
 
     def score(rows: pd.DataFrame) -> pd.DataFrame:
         cold = rows["item_id"].isna()  # users without events (the left join's empty side)
         return recommend_chunk(
-            _pipeline(pipeline_bc),
+            _pipeline(payload),
             rows[~cold],
             k=k,
             explain=explain,
@@ -111,7 +117,7 @@ def recommend_all_users_spark(
     out: str,
     k: int = 10,
     explain: bool = False,
-    mode: str = "errorifexists",
+    mode: str = "error",
 ) -> DataFrame:
     """Write every user's top-k to the Parquet folder `out` (see the module docstring).
 
@@ -119,7 +125,9 @@ def recommend_all_users_spark(
     item metadata (titles and categories for explanations and filters), or None.
     `events`: Spark rows ``user_id, item_id, event_type, value`` (the layout's `events`
     view); `users`: a ``user_id`` column listing every user to answer (users without events
-    go down the fallback chain). Returns the written rows as a DataFrame over `out`."""
+    go down the fallback chain). `mode`: Spark's save mode when `out` exists (error,
+    overwrite, append, ignore; Spark Connect takes no other spelling, e.g. errorifexists).
+    Returns the written rows as a DataFrame over `out`."""
     from pyspark.sql import functions as F
 
     if k < 1:
@@ -135,18 +143,17 @@ def recommend_all_users_spark(
     )
     everyone = users.select(F.col("user_id").cast("string").alias("user_id")).distinct()
     rows = everyone.join(ev, "user_id", "left")
-    n = max(1, spark.sparkContext.defaultParallelism)
-    rows = rows.repartition(n, "user_id").sortWithinPartitions("user_id")
-    bc = spark.sparkContext.broadcast((uuid.uuid4().hex, _folder_files(folder), items))
+    # one partition per task slot; over Spark Connect (slots unknown) the session's shuffle
+    # partitions, which adaptive execution coalesces
+    slots = default_parallelism(spark)
+    rows = rows.repartition(*([slots] if slots else []), "user_id").sortWithinPartitions("user_id")
+    payload = (uuid.uuid4().hex, _folder_files(folder), items)
+    recs = rows.mapInPandas(_partition_fn(payload, k, explain), output_schema(explain))
+    # kept: the global sort samples its input before shuffling it, which would score every
+    # user twice
+    recs = recs.persist()
     try:
-        recs = rows.mapInPandas(_partition_fn(bc, k, explain), output_schema(explain))
-        # kept: the global sort samples its input before shuffling it, which would score
-        # every user twice
-        recs = recs.persist()
-        try:
-            recs.orderBy("user_id", "rank").write.mode(mode).parquet(out)
-        finally:
-            recs.unpersist()
+        recs.orderBy("user_id", "rank").write.mode(mode).parquet(out)
     finally:
-        bc.unpersist()
+        recs.unpersist()
     return spark.read.parquet(out)

@@ -159,6 +159,25 @@ def check_reachable(master: str, timeout: float = CONNECT_TIMEOUT) -> None:
         )
 
 
+def is_connect(spark: SparkSession) -> bool:
+    """True for a Spark Connect session (`sc://` master): it has no SparkContext, RDDs or
+    broadcast variables; DataFrames, SQL, pandas UDFs and MLlib work through it."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def default_parallelism(spark: SparkSession) -> int | None:
+    """The cluster's task slots (`SparkContext.defaultParallelism`), or None over Spark
+    Connect, which does not expose them (callers then leave the choice to Spark)."""
+    return None if is_connect(spark) else max(1, spark.sparkContext.defaultParallelism)
+
+
+def spark_master(spark: SparkSession) -> str:
+    """The master the session's driver runs with (over Spark Connect: the server's)."""
+    if is_connect(spark):
+        return spark.conf.get("spark.master", "")
+    return spark.sparkContext.master
+
+
 def parse_conf(pairs: list[str] | None) -> dict[str, str]:
     """`--spark-conf key=value` options as a dict (a malformed one named in the error)."""
     out: dict[str, str] = {}
@@ -185,7 +204,8 @@ def spark_session(
 
     if url:
         check_reachable(url)  # before anything waits on it
-    settings = {**BASE_CONF, **(conf or {})}
+    conf = dict(conf or {})
+    settings = {**BASE_CONF, **conf}
     active = None if connect else SparkSession.getActiveSession()
     if active is not None:
         for key, value in settings.items():
@@ -196,6 +216,8 @@ def spark_session(
     builder = SparkSession.builder.appName(app_name)
     if connect:
         builder = builder.remote(url)
+        # a Connect session can only change SQL settings; the rest are the server's
+        settings = {k: v for k, v in settings.items() if k.startswith("spark.sql.") or k in conf}
     else:
         require_java()
         # executors in local mode run Python workers: the interpreter that has recsight

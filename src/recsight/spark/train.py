@@ -20,6 +20,7 @@ from recsight.data.dataset import IdIndex, Interactions
 from recsight.errors import EngineError
 from recsight.models import Recommender, create_model, model_class
 from recsight.models.neural.base import TorchRecommender
+from recsight.spark.session import spark_master
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -115,7 +116,7 @@ def train_on_spark(
 
     data = collect_interactions(spark, fill)
     n = DEFAULT_PROCESSES if processes is None else processes
-    local = spark.sparkContext.master.startswith("local")
+    local = spark_master(spark).startswith("local")
     model, history = fit_distributed(create_model(name, **params), data, out, n, local_mode=local)
     facts.update(n_train_events=len(data), num_processes=n, history=history)
     return model, facts
