@@ -137,10 +137,13 @@ def ingest(
     rating_scale: tuple[float, float] | None = None,
     progress: Callable[[str], None] | None = None,
     pseudonym_key: bytes | None = None,
+    chunk_rows: int | None = None,
 ) -> IngestReport:
     """Read `events` (file or folder, format detected unless `fmt`), clean it and append it,
     with the item and user files found beside it or given explicitly. With `pseudonym_key`,
-    user ids (and session ids) are stored as keyed hashes (`recsight.data.pseudonyms`)."""
+    user ids (and session ids) are stored as keyed hashes (`recsight.data.pseudonyms`).
+    Rows are checked `chunk_rows` at a time (default: from DuckDB's memory limit, see
+    `_default_chunk_rows`); the result does not depend on it."""
     from recsight.data import pseudonyms as keys
 
     t0 = time.perf_counter()
@@ -167,23 +170,28 @@ def ingest(
     users_name = str(users) if users else (str(src.users_path) if src.users_path else None)
 
     con.execute(f"SET TimeZone = {_sql_str(tz)}")
+    raw = None
     try:
-        rejects = _stage(con, src, rules)
-        if pseudonym_key is not None:
-            for column, purpose in (("user_id", "pseudonym"), ("session_id", "session")):
-                keys.pseudonymize_column(con, "_stage", column, pseudonym_key, purpose)
-            if users_df is not None:
-                users_df = keys.pseudonymize_frame(users_df, "user_id", pseudonym_key)
+        raw = _open_raw(con, src, rules)
         step("checking")
-        _mark_duplicates(con, src, dedupe, store_has_events=store.count("event_log") > 0)
-        report = _summarise(con, src, rejects, tz)
-        scale = _scale_to_record(con, declared, known, report)
+        state = _check(
+            con,
+            raw,
+            dedupe,
+            pseudonym_key,
+            chunk_rows or _default_chunk_rows(con),
+            store_has_events=store.count("event_log") > 0,
+        )
+        if pseudonym_key is not None and users_df is not None:
+            users_df = keys.pseudonymize_frame(users_df, "user_id", pseudonym_key)
+        report = _summarise(src, raw.rejects, state, tz)
+        scale = _scale_to_record(state, declared, known, report)
         if fill_rating != "none":
-            _note_fill(con, store, fill_rating, report)
+            _note_fill(state, store, fill_rating, report)
         step("writing")
         con.execute("BEGIN TRANSACTION")
         try:
-            report.new_users, report.new_items = _write_events(con, src, report)
+            report.new_users, report.new_items = _write_events(con, raw, state, report)
             if items_df is not None:
                 report.items = _merge_side(con, "item", items_df, items_name or "items")
             if users_df is not None:
@@ -206,7 +214,10 @@ def ingest(
             con.execute("ROLLBACK")
             raise
     finally:
-        con.execute("DROP TABLE IF EXISTS _stage")
+        for table in _SCRATCH:
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+        if raw is not None:
+            con.execute(f"DROP {raw.kind} IF EXISTS _raw")
         con.execute("SET TimeZone = 'UTC'")
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
@@ -250,15 +261,83 @@ _DEDUPE_KEY = ", ".join(
     ["event_id"] + [f"CASE WHEN event_id IS NULL THEN {f} END" for f in _DEDUPE_FIELDS]
 )
 #: A hash that is equal whenever `_DEDUPE_KEY` is (one column to hash in the usual case).
+#: A staged row's position and dedupe fields.
+_KEY_COLUMNS = ", ".join(["_pos", "event_id", *_DEDUPE_FIELDS])
 _DEDUPE_HASH = (
     f"CASE WHEN event_id IS NOT NULL THEN hash(event_id) ELSE hash({', '.join(_DEDUPE_FIELDS)}) END"
 )
 
 
-def _stage(con: duckdb.DuckDBPyConnection, src: Source, rules: EventRules) -> dict:
-    """Create the temp table `_stage`: one row per data row read, typed, with `_reason` set
-    for rows to drop by the event contract (`recsight.data.validation`). Returns the
-    malformed lines DuckDB's reader rejected."""
+#: Temp tables of one ingest, dropped at its end whatever happens.
+_SCRATCH = (
+    "_stage",
+    "_dupe_hashes",
+    "_firsts",
+    "_ranked",
+    "_dupes",
+    "_first_user",
+    "_first_item",
+    "_catn",
+    "_cats",
+    "_pn_new",
+    "_pn_user_id",
+    "_pn_session_id",
+)
+
+#: Bytes of DuckDB's memory limit per row of a chunk. A staged row takes about 180 bytes
+#: (string ids, parsed fields, position, hash, reason), so a chunk fills under a quarter of
+#: the limit and its passes (hash tables included) run in memory instead of spilling.
+_LIMIT_BYTES_PER_CHUNK_ROW = 800
+_MIN_CHUNK_ROWS = 1 << 16
+#: DuckDB prints its memory limit in binary units ("1.4 GiB").
+_UNITS = {u: 1 << (10 * k) for k, u in enumerate(("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"))}
+
+
+def _default_chunk_rows(con: duckdb.DuckDBPyConnection) -> int:
+    """Rows checked at a time: from DuckDB's memory limit (e.g. 1.5 GB: about 2M rows)."""
+    setting = str(con.execute("SELECT current_setting('memory_limit')").fetchone()[0])
+    number, _, unit = setting.partition(" ")
+    limit = float(number) * _UNITS[unit]
+    return max(_MIN_CHUNK_ROWS, int(limit / _LIMIT_BYTES_PER_CHUNK_ROW))
+
+
+@dataclass
+class _Raw:
+    """The events as SQL: `rows(lo, hi)` selects, parsed and checked, the rows at positions
+    lo..hi (all rows without bounds); `_reason` names the event-contract rule a row breaks."""
+
+    src: Source
+    kind: str  # the temp object `_raw` is: VIEW (Parquet) or TABLE (text formats)
+    typed: str  # SELECT list of the parsed fields over `_raw`
+    reason: str  # SQL over the parsed fields: the first broken rule, NULL when none
+    pos_column: str  # column of `_raw` a position range filters on
+    pos_offset: int  # its value at position 0
+    n: int
+    first: int  # positions span first..last
+    last: int
+    rejects: dict
+
+    def rows(self, lo: int | None = None, hi: int | None = None) -> str:
+        where = ""
+        if lo is not None:
+            a, b = lo + self.pos_offset, hi + self.pos_offset
+            where = f"WHERE {self.pos_column} BETWEEN {a} AND {b}"
+        return f"""
+            WITH typed AS (SELECT {self.typed} FROM _raw {where})
+            SELECT * EXCLUDE (_ts_present, _value_present),
+                   {self.reason} AS _reason, {_DEDUPE_HASH} AS _h
+            FROM typed"""
+
+    def chunks(self, size: int) -> list[tuple[int, int]]:
+        """Position ranges of about `size` rows each, in order (positions may have gaps)."""
+        span = self.last - self.first + 1
+        width = max(1, -(-size * span // self.n))
+        return [(a, min(a + width - 1, self.last)) for a in range(self.first, self.last + 1, width)]
+
+
+def _open_raw(con: duckdb.DuckDBPyConnection, src: Source, rules: EventRules) -> _Raw:
+    """Create the temp `_raw` (the source's columns, renamed) and the SQL that parses and
+    checks its rows by the event contract (`recsight.data.validation`)."""
     con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans")
     cols = src.columns
     picks = [f"{_q(c)} AS {_q('r_' + canon)}" for canon, c in cols.items()]
@@ -266,23 +345,38 @@ def _stage(con: duckdb.DuckDBPyConnection, src: Source, rules: EventRules) -> di
         picks.append(f"{_q(src.event_type_fallback)} AS r_event_type_fallback")
     if src.row_number_column:
         picks.append(f"{src.row_number_column} AS _rownum")
-    # Parquet carries row numbers, so it is read once, straight into `_stage`, through a
-    # view; text formats are materialised first because their row positions are row ids.
+    # Parquet carries row numbers, so it is scanned through a view, by row range; text
+    # formats are materialised because their row positions are row ids.
     kind = "VIEW" if src.row_number_column else "TABLE"
     try:
         con.execute(
             f"CREATE OR REPLACE TEMP {kind} _raw AS SELECT {', '.join(picks)} FROM {src.scan_sql}"
         )
-        if kind == "VIEW":  # surface unreadable files here, not halfway through staging
+        if kind == "VIEW":  # surface unreadable files here, not halfway through checking
             con.execute("SELECT count(*) FROM _raw").fetchone()
     except duckdb.Error as exc:
         if src.format not in ("parquet", "jsonl"):
             check_line_endings(src.path)  # a mix of line ends: named with its line
         raise InputError(f"{src.path}: cannot read as {src.format} ({_first_line(exc)})") from None
-    rejects = _rejects(con, src)
+    try:
+        rejects = _rejects(con, src)
+    except InputError:
+        con.execute(f"DROP {kind} _raw")
+        raise
     types = _types(con, "_raw")
-    n_raw = int(con.execute("SELECT count(*) FROM _raw").fetchone()[0])
-    if n_raw == 0:
+    if src.row_number_column == "file_row_number":  # one file: rows 0..n-1
+        n = int(con.execute("SELECT count(*) FROM _raw").fetchone()[0])
+        pos_column, offset, first, last = "_rownum", 0, 0, n - 1
+    else:
+        pos_column = "_rownum" if src.row_number_column else "rowid"
+        n, lo, hi = con.execute(
+            f"SELECT count(*), min({pos_column}), max({pos_column}) FROM _raw"
+        ).fetchone()
+        n = int(n)
+        # text rows are numbered from 0 by row id; a layout's rows keep their `seq`
+        offset = int(lo or 0) if pos_column == "rowid" else 0
+        first, last = int(lo or 0) - offset, int(hi or 0) - offset
+    if n == 0:
         con.execute(f"DROP {kind} _raw")
         if rejects["lines"]:
             raise InputError(
@@ -323,13 +417,10 @@ def _stage(con: duckdb.DuckDBPyConnection, src: Source, rules: EventRules) -> di
         c: (_text(r(c), types["r_" + c]) if c in cols else "NULL::VARCHAR")
         for c in ("event_id", "session_id", "request_id", "category")
     }
-    pos = "_rownum" if src.row_number_column else "rowid - (SELECT min(rowid) FROM _raw)"
+    pos = f"{pos_column} - {offset}" if offset else pos_column
     padded = [_padded(r(c)) for c in ("user_id", "item_id") if types["r_" + c] == "VARCHAR"]
     trimmed = " OR ".join(padded) or "false"
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _stage AS
-        WITH typed AS (
-            SELECT CAST({pos} AS BIGINT) AS _pos,
+    typed = f"""CAST({pos} AS BIGINT) AS _pos,
                    {user} AS user_id, {item} AS item_id,
                    {ts_present} AS _ts_present, {ts} AS ts,
                    {raw_type} AS raw_event_type, {etype} AS event_type,
@@ -337,16 +428,10 @@ def _stage(con: duckdb.DuckDBPyConnection, src: Source, rules: EventRules) -> di
                    {opt["event_id"]} AS event_id, {opt["session_id"]} AS session_id,
                    {opt["request_id"]} AS request_id,
                    {opt["category"]} AS category,
-                   coalesce({trimmed}, false) AS _fix_trim
-            FROM _raw
-        )
-        SELECT * EXCLUDE (_ts_present, _value_present),
-               {reason_sql(rules, has_ts)} AS _reason,
-               {_DEDUPE_HASH} AS _h
-        FROM typed
-    """)
-    con.execute(f"DROP {kind} _raw")
-    return rejects
+                   coalesce({trimmed}, false) AS _fix_trim"""
+    return _Raw(
+        src, kind, typed, reason_sql(rules, has_ts), pos_column, offset, n, first, last, rejects
+    )
 
 
 def _q(name: str) -> str:
@@ -383,35 +468,130 @@ def _rejects(con: duckdb.DuckDBPyConnection, src: Source) -> dict:
     }
 
 
-def _mark_duplicates(
-    con: duckdb.DuckDBPyConnection, src: Source, dedupe: str, store_has_events: bool
-) -> None:
-    if dedupe == "none":
-        return
-    # The key's hash `_h` (computed while staging) answers the usual case, no duplicates at
-    # all, with one count(DISTINCT) (about half the cost of a GROUP BY ... HAVING over 10M
-    # rows); otherwise the candidate groups are found by hash and only their rows get the
-    # exact window comparison.
-    key = _DEDUPE_KEY
+# -- checking: chunk by chunk, so memory and spill stay bounded at any input size ----------
+
+
+@dataclass
+class _Tally:
+    """What checking found, summed over the chunks. The rows themselves stay in the source:
+    only dropped duplicates' positions (`_dupes`), each new id's first position
+    (`_first_user`, `_first_item`), item categories (`_catn`) and, with a pseudonym key, the
+    id -> pseudonym pairs (`_pn_*`) are kept, all bounded by distinct ids, not rows."""
+
+    rows: int = 0
+    kept: int = 0
+    trimmed: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[int]] = field(default_factory=dict)  # positions, first five
+    rating_min: float | None = None
+    rating_max: float | None = None
+    ratings_without_value: int = 0
+    n_dupes: int = 0
+    pseudonymized: bool = False
+
+
+def _check(
+    con: duckdb.DuckDBPyConnection,
+    raw: _Raw,
+    dedupe: str,
+    pseudonym_key: bytes | None,
+    chunk_rows: int,
+    store_has_events: bool,
+) -> _Tally:
+    """Stage the rows a chunk at a time (the temp `_stage`, replaced per chunk outside any
+    transaction, so DuckDB frees it) and tally them. Each chunk sees what earlier chunks
+    left (first positions, duplicate keys), so the outcome is the one-shot one."""
+    tally = _Tally(pseudonymized=pseudonym_key is not None)
+    candidates = dedupe == "exact" and _duplicate_hashes(con, raw)
+    con.execute("CREATE OR REPLACE TEMP TABLE _dupes (_pos BIGINT)")
+    for kind in ("user", "item"):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _first_{kind} ({kind}_id VARCHAR, first BIGINT)")
+    has_category = "category" in raw.src.columns
+    if has_category:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _catn "
+            "(item_id VARCHAR, category VARCHAR, n BIGINT, first BIGINT)"
+        )
+    if pseudonym_key is not None:
+        for column in ("user_id", "session_id"):
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _pn_{column} (_id VARCHAR, _p VARCHAR)")
+    for lo, hi in raw.chunks(chunk_rows):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _stage AS {raw.rows(lo, hi)}")
+        if pseudonym_key is not None:
+            _pseudonymize_stage(con, pseudonym_key)
+        if candidates:
+            _mark_duplicates(con)
+        if store_has_events and dedupe != "none":
+            _mark_stored_duplicates(con)
+        _tally_chunk(con, tally, has_category)
+    return tally
+
+
+def _duplicate_hashes(con: duckdb.DuckDBPyConnection, raw: _Raw) -> bool:
+    """Find the dedupe-key hashes held by more than one row (the temp `_dupe_hashes`); False
+    when there are none, the usual case, which one count(DISTINCT) answers (about half the
+    cost of the GROUP BY). Invalid rows count too: a superset of candidates, checked exactly
+    (and only among valid rows) chunk by chunk."""
     n, n_distinct = con.execute(
-        "SELECT count(*), count(DISTINCT _h) FROM _stage WHERE _reason IS NULL"
+        f"SELECT count(*), count(DISTINCT _h) FROM ({raw.rows()})"
     ).fetchone()
-    if n_distinct < n:
-        con.execute("""
-            CREATE OR REPLACE TEMP TABLE _dupe_hashes AS
-            SELECT _h AS h FROM _stage WHERE _reason IS NULL GROUP BY _h HAVING count(*) > 1
-        """)
+    if n_distinct == n:
+        return False
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _dupe_hashes AS
+        SELECT _h AS h FROM ({raw.rows()}) GROUP BY _h HAVING count(*) > 1
+    """)
+    con.execute("DROP TABLE IF EXISTS _firsts")  # created from the first chunk's shape
+    return True
+
+
+def _pseudonymize_stage(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
+    """Replace user and session ids in `_stage` by keyed hashes, remembering each pair so the
+    write can hash the same rows the same way without staging them again."""
+    from recsight.data import pseudonyms as keys
+
+    for column, purpose in (("user_id", "pseudonym"), ("session_id", "session")):
+        pairs = f"_pn_{column}"
         con.execute(f"""
-            UPDATE _stage SET _reason = 'duplicate' WHERE _pos IN (
-                SELECT _pos FROM (
-                    SELECT _pos, row_number() OVER (PARTITION BY {key} ORDER BY _pos) AS rn
-                    FROM _stage SEMI JOIN _dupe_hashes d ON _stage._h = d.h
-                    WHERE _reason IS NULL)
-                WHERE rn > 1)
+            CREATE OR REPLACE TEMP TABLE _pn_new AS
+            SELECT DISTINCT s.{column} AS _id, s.{column} AS _p FROM _stage s
+            ANTI JOIN {pairs} p ON s.{column} = p._id WHERE s.{column} IS NOT NULL
         """)
-        con.execute("DROP TABLE _dupe_hashes")
-    if not store_has_events:
-        return
+        keys.pseudonymize_column(con, "_pn_new", "_p", key, purpose)
+        con.execute(f"INSERT INTO {pairs} SELECT _id, _p FROM _pn_new")
+        con.execute(
+            f"UPDATE _stage SET {column} = p._p FROM {pairs} p WHERE _stage.{column} = p._id"
+        )
+
+
+def _mark_duplicates(con: duckdb.DuckDBPyConnection) -> None:
+    """Mark rows of this chunk whose dedupe key an earlier valid row holds, in this chunk or
+    an earlier one (`_firsts` keeps the first row of each candidate key seen so far). Only
+    rows whose key hash is a candidate are compared, exactly, by a window over their keys."""
+    con.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS _firsts AS SELECT {_KEY_COLUMNS} FROM _stage LIMIT 0"
+    )
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _ranked AS
+        SELECT _pos, _new, row_number() OVER (PARTITION BY {_DEDUPE_KEY} ORDER BY _pos) AS rn
+        FROM (SELECT false AS _new, {_KEY_COLUMNS} FROM _firsts
+              UNION ALL
+              SELECT true, {_KEY_COLUMNS} FROM _stage SEMI JOIN _dupe_hashes d ON _stage._h = d.h
+              WHERE _reason IS NULL)
+    """)
+    con.execute(f"""
+        INSERT INTO _firsts SELECT {_KEY_COLUMNS} FROM _stage
+        WHERE _pos IN (SELECT _pos FROM _ranked WHERE _new AND rn = 1)
+    """)
+    con.execute(
+        "UPDATE _stage SET _reason = 'duplicate' "
+        "WHERE _pos IN (SELECT _pos FROM _ranked WHERE rn > 1)"
+    )
+
+
+def _mark_stored_duplicates(con: duckdb.DuckDBPyConnection) -> None:
+    """Mark rows of this chunk already in the store (nothing is written while checking, so
+    `events` holds exactly the stored events)."""
     same = " AND ".join(
         f"s.{f} IS NOT DISTINCT FROM e.{'timestamp' if f == 'ts' else f}" for f in _DEDUPE_FIELDS
     )
@@ -426,8 +606,56 @@ def _mark_duplicates(
     """)
 
 
+def _tally_chunk(con: duckdb.DuckDBPyConnection, tally: _Tally, has_category: bool) -> None:
+    rows, kept, trimmed, lo, hi, unvalued = con.execute("""
+        SELECT count(*), count(*) FILTER (_reason IS NULL),
+               count(*) FILTER (_reason IS NULL AND _fix_trim),
+               min(value) FILTER (_rating AND value IS NOT NULL),
+               max(value) FILTER (_rating AND value IS NOT NULL),
+               count(*) FILTER (_rating AND value IS NULL)
+        FROM (SELECT *, _reason IS NULL AND event_type = 'rating' AS _rating FROM _stage)
+    """).fetchone()
+    tally.rows += int(rows)
+    tally.kept += int(kept)
+    tally.trimmed += int(trimmed)
+    tally.ratings_without_value += int(unvalued)
+    if lo is not None:
+        tally.rating_min = lo if tally.rating_min is None else min(tally.rating_min, lo)
+        tally.rating_max = hi if tally.rating_max is None else max(tally.rating_max, hi)
+    reasons = con.execute(
+        f"SELECT _reason, count(*), list(_pos ORDER BY _pos)[1:{MAX_EXAMPLES}] FROM _stage "
+        "WHERE _reason IS NOT NULL GROUP BY 1"
+    ).fetchall()
+    for reason, count, positions in reasons:
+        tally.dropped[reason] = tally.dropped.get(reason, 0) + int(count)
+        # chunks come in position order: the earliest examples are the first ones seen
+        tally.examples[reason] = (tally.examples.get(reason, []) + positions)[:MAX_EXAMPLES]
+        if reason in ("duplicate", "duplicate_of_stored"):
+            tally.n_dupes += int(count)
+            con.execute(f"INSERT INTO _dupes SELECT _pos FROM _stage WHERE _reason = '{reason}'")
+    for kind in ("user", "item"):
+        # an id first seen in an earlier chunk keeps that chunk's (earlier) position
+        con.execute(f"""
+            INSERT INTO _first_{kind}
+            SELECT n.{kind}_id, n.first FROM (
+                SELECT {kind}_id, min(_pos) AS first FROM _stage WHERE _reason IS NULL
+                GROUP BY {kind}_id) n
+            ANTI JOIN _first_{kind} f ON n.{kind}_id = f.{kind}_id
+        """)
+    if has_category:
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE _catn AS
+            SELECT item_id, category, CAST(sum(n) AS BIGINT) AS n, min(first) AS first
+            FROM (SELECT * FROM _catn
+                  UNION ALL
+                  SELECT item_id, category, count(*), min(_pos) FROM _stage
+                  WHERE _reason IS NULL AND category IS NOT NULL GROUP BY 1, 2)
+            GROUP BY 1, 2
+        """)
+
+
 def _scale_to_record(
-    con: duckdb.DuckDBPyConnection,
+    tally: _Tally,
     declared: tuple[float, float] | None,
     known: tuple[float, float] | None,
     report: IngestReport,
@@ -444,10 +672,7 @@ def _scale_to_record(
         return declared
     if known is not None:
         return None
-    lo, hi = con.execute(
-        "SELECT min(value), max(value) FROM _stage "
-        "WHERE _reason IS NULL AND event_type = 'rating' AND value IS NOT NULL"
-    ).fetchone()
+    lo, hi = tally.rating_min, tally.rating_max
     if lo is None:
         return None
     report.notes.append(
@@ -457,17 +682,12 @@ def _scale_to_record(
     return float(lo), float(hi)
 
 
-def _note_fill(
-    con: duckdb.DuckDBPyConnection, store: Store, policy: str, report: IngestReport
-) -> None:
+def _note_fill(tally: _Tally, store: Store, policy: str, report: IngestReport) -> None:
     """Count the kept ratings without a value. They stay NULL in the store: the fill is a
     statistic of ratings, so it is computed when a model is fitted, from its training rows
     only (`Interactions.fill_rating`), never from test rows (and rating metrics only ever
     see real ratings)."""
-    n = con.execute(
-        "SELECT count(*) FROM _stage WHERE _reason IS NULL AND event_type = 'rating' "
-        "AND value IS NULL"
-    ).fetchone()[0]
+    n = tally.ratings_without_value
     if n:
         report.notes.append(
             f"{n:,} ratings without a value are kept empty; models fill them with the "
@@ -478,34 +698,26 @@ def _note_fill(
         report.notes.append(f"--fill-rating: the store's policy changes from {before} to {policy}")
 
 
-def _summarise(con: duckdb.DuckDBPyConnection, src: Source, rejects: dict, tz: str) -> IngestReport:
-    n_rows, kept, fix_trim = con.execute(
-        "SELECT count(*), count(*) FILTER (_reason IS NULL), "
-        "count(*) FILTER (_reason IS NULL AND _fix_trim) FROM _stage"
-    ).fetchone()
-    rows = con.execute(
-        "SELECT _reason, count(*), list(_pos ORDER BY _pos)[1:5] FROM _stage "
-        "WHERE _reason IS NOT NULL GROUP BY 1"
-    ).fetchall()
+def _summarise(src: Source, rejects: dict, tally: _Tally, tz: str) -> IngestReport:
     dropped: dict[str, int] = {}
     examples: dict[str, list[int]] = {}
     reject_lines = rejects["lines"]
     for reason, lines in rejects["by_reason"].items():
         dropped[reason] = len(lines)
         examples[reason] = lines[:MAX_EXAMPLES]
-    order = list(DROP_REASONS)
-    for reason, count, positions in sorted(rows, key=lambda r: order.index(r[0])):
-        dropped[reason] = int(count)
-        examples[reason] = [_line_of(src, int(p), reject_lines) for p in positions]
+    for reason in DROP_REASONS:
+        if reason in tally.dropped:
+            dropped[reason] = tally.dropped[reason]
+            examples[reason] = [_line_of(src, int(p), reject_lines) for p in tally.examples[reason]]
     fixed: dict[str, int] = {}
-    if fix_trim:  # the one repair made to kept rows
-        fixed = {"id_whitespace_trimmed": int(fix_trim), "rows": int(fix_trim)}
+    if tally.trimmed:  # the one repair made to kept rows
+        fixed = {"id_whitespace_trimmed": tally.trimmed, "rows": tally.trimmed}
     return IngestReport(
         source=str(src.path),
         format=src.format,
         timezone=tz,
-        rows_read=int(n_rows) + len(reject_lines),
-        kept=int(kept),
+        rows_read=tally.rows + len(reject_lines),
+        kept=tally.kept,
         fixed=fixed,
         dropped=dropped,
         examples=examples,
@@ -534,30 +746,37 @@ def _line_of(src: Source, pos: int, reject_lines: list[int]) -> int:
 # -- writing --------------------------------------------------------------------------------
 
 
-def _write_events(con: duckdb.DuckDBPyConnection, src: Source, report: IngestReport) -> tuple:
-    new_users = add_ids(
-        con,
-        "user",
-        "SELECT user_id, min(_pos) AS first FROM _stage WHERE _reason IS NULL GROUP BY user_id",
-    )
-    new_items = add_ids(
-        con,
-        "item",
-        "SELECT item_id, min(_pos) AS first FROM _stage WHERE _reason IS NULL GROUP BY item_id",
-    )
+def _write_events(
+    con: duckdb.DuckDBPyConnection, raw: _Raw, tally: _Tally, report: IngestReport
+) -> tuple:
+    """Map the new ids (in order of first appearance) and append the kept rows, parsed again
+    from the source in one streaming INSERT: no staged copy of the rows is ever held, so
+    memory does not grow with the input (and the transaction keeps no dropped chunks)."""
+    new_users = add_ids(con, "user", "SELECT user_id, first FROM _first_user")
+    new_items = add_ids(con, "item", "SELECT item_id, first FROM _first_item")
+    user, session, joins = "s.user_id", "s.session_id", ""
+    if tally.pseudonymized:
+        user, session = "pu._p", "ps._p"
+        joins = (
+            "JOIN _pn_user_id pu ON s.user_id = pu._id "
+            "LEFT JOIN _pn_session_id ps ON s.session_id = ps._id "
+        )
+    if tally.n_dupes:
+        joins += "ANTI JOIN _dupes d ON s._pos = d._pos "
     # seq carries the order, so the rows may be written in any order: let DuckDB parallelise
     con.execute("SET preserve_insertion_order = false")
     con.execute(f"""
         INSERT INTO event_log ({", ".join(_q(c) for c in STORED_EVENT_COLUMNS)})
         SELECT (SELECT coalesce(max(seq), -1) FROM event_log) + 1 + s._pos,
                um.user_idx, im.item_idx, s.ts, s.event_type, s.raw_event_type, s.value,
-               s.event_id, s.session_id, s.request_id
-        FROM _stage s JOIN user_map um ON s.user_id = um.user_id
-                      JOIN item_map im ON s.item_id = im.item_id
+               s.event_id, {session}, s.request_id
+        FROM ({raw.rows()}) s {joins}
+             JOIN user_map um ON {user} = um.user_id
+             JOIN item_map im ON s.item_id = im.item_id
         WHERE s._reason IS NULL
     """)
     con.execute("SET preserve_insertion_order = true")
-    if "category" in src.columns:
+    if "category" in raw.src.columns:
         _categories_from_events(con, report)
     return new_users, new_items
 
@@ -569,9 +788,7 @@ def _categories_from_events(con: duckdb.DuckDBPyConnection, report: IngestReport
         CREATE OR REPLACE TEMP TABLE _cats AS
         SELECT item_id, arg_max(category, n * 1e12 - first) AS category,
                count(*) AS n_categories
-        FROM (SELECT item_id, category, count(*) AS n, min(_pos) AS first FROM _stage
-              WHERE _reason IS NULL AND category IS NOT NULL GROUP BY 1, 2)
-        GROUP BY item_id
+        FROM _catn GROUP BY item_id
     """)
     n_conflict, example = con.execute(
         "SELECT count(*) FILTER (n_categories > 1), min(item_id) FILTER (n_categories > 1) "
@@ -592,7 +809,6 @@ def _categories_from_events(con: duckdb.DuckDBPyConnection, report: IngestReport
         JOIN item_map m ON c.item_id = m.item_id
         ANTI JOIN items i ON c.item_id = i.item_id
     """)
-    con.execute("DROP TABLE _cats")
 
 
 def _normalise_side(df: pd.DataFrame, kind: str, name: str) -> tuple[pd.DataFrame, TableReport]:
