@@ -204,6 +204,12 @@ class Service:
 
             self._threads.enter_context(fixed_torch_threads(self.config.torch_threads))
             self._threads_fixed = True
+        for model in (pipeline.main, *pipeline.fallbacks):
+            # sequence models score through a traced network: less CPU per pass, the same
+            # scores (`SequenceRecommender.trace_scoring` checks them)
+            trace = getattr(model, "trace_scoring", None)
+            if trace is not None and not trace():
+                log.warning("%s: scoring stays eager (the trace did not match)", model.name)
         return pipeline
 
     def close(self) -> None:

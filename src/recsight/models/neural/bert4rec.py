@@ -76,7 +76,7 @@ class BERT4Rec(TransformerRecommender):
 
     def _scores_from(self, net: nn.Module, padded: torch.Tensor) -> torch.Tensor:
         # the last max_len - 1 events, then [MASK]: its prediction is the next item
-        mask = torch.full((len(padded), 1), self._mask_token(), device=padded.device)
+        mask = torch.full((padded.shape[0], 1), self._mask_token(), device=padded.device)
         tokens = torch.cat([padded[:, 1:], mask], dim=1)
         return self._logits(net, net(tokens)[:, -1])
 
