@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from recsight.data.ingest import _Raw, ingest
+from recsight.data.layout import export_store
 from recsight.data.store import Store
 
 ONE_SHOT = 10**9
@@ -129,6 +130,17 @@ def test_chunked_parquet_ratings_equal_one_shot(tmp_path):
     valued = [v for v in ratings if v is not None]
     assert f"rating scale taken as {min(valued):g} to {max(valued):g} " in report["notes"][0]
     assert report["notes"][1].startswith(f"{len(ratings) - len(valued)} ratings without a value")
+
+
+def test_chunked_layout_and_pseudonymized_ingest_equal_one_shot(tmp_path):
+    """An exported layout (positions are `seq`, with gaps where rows were dropped) and a
+    pseudonymized ingest (ids hashed chunk by chunk, then again while writing)."""
+    src = write_csv(tmp_path / "src.csv", messy_rows(3, 60))
+    with Store(tmp_path / "src.duckdb") as store:
+        ingest(store, src)
+        export_store(store, tmp_path / "layout")
+    assert_same_as_one_shot(tmp_path, "layout", [tmp_path / "layout"], sizes=(3, 16))
+    assert_same_as_one_shot(tmp_path, "pseudo", [src], sizes=(3, 16), pseudonym_key=b"k" * 32)
 
 
 @pytest.mark.parametrize(("first", "last", "n", "size"), [(0, 9, 10, 3), (5, 104, 10, 4)])
