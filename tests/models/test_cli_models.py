@@ -212,6 +212,7 @@ def test_expected_failures_end_in_one_clear_line(app, db, tmp_path, monkeypatch)
 
     class Tiny:
         available = 10_000  # 10 kB free: 30 items need 28 kB
+        total = 8 * 2**30  # the store sizes DuckDB's memory limit from it
 
     monkeypatch.setattr(ease_module.psutil, "virtual_memory", lambda: Tiny())
     res = run("ease")
