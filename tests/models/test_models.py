@@ -224,3 +224,29 @@ def test_ease_refuses_a_catalog_that_cannot_fit(monkeypatch):
     check_memory(10_000)  # 4 x 10k^2 x 8 B = 3.2 GB fits in 8 GB
     with pytest.raises(InputError, match=r"EASE needs about 90\.9 GB for 55,233 items"):
         check_memory(55_233)
+
+
+def test_recommend_chunks_bound_scores_held_and_change_nothing(blocks, monkeypatch):
+    import recsight.models.base as base
+
+    assert base.recommend_chunk_rows(1_000_000) == 67  # 2^26 scores: 256 MB of float32
+    assert base.recommend_chunk_rows(100) == base.RECOMMEND_MAX_ROWS
+    assert base.recommend_chunk_rows(10**9) == 1
+    m = fitted("ease", blocks)
+    users = [f"u{u}" for u in range(40)]
+    whole = m.recommend(users, k=5)
+    pairs = m.score(users, ["i0"] * 40)
+    held = []
+    score_all = m.score_all
+
+    def spy(idx):
+        held.append(len(idx))
+        return score_all(idx)
+
+    monkeypatch.setattr(base, "RECOMMEND_SCORES", 7 * len(m.items_))
+    monkeypatch.setattr(m, "score_all", spy)
+    chunked = m.recommend(users, k=5)
+    assert max(held) == 7 and sum(held) == 40
+    np.testing.assert_array_equal(chunked[0], whole[0])
+    np.testing.assert_array_equal(chunked[1], whole[1])
+    np.testing.assert_array_equal(m.score(users, ["i0"] * 40), pairs)

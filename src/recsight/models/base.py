@@ -27,8 +27,15 @@ from recsight.models.topk import id_keys, top_k
 #: Bumped whenever the saved layout of any model changes; loading another version fails.
 FORMAT_VERSION = 1
 
-#: Rows scored at once by `recommend` (bounds memory at chunk x n_items float32).
-RECOMMEND_CHUNK = 1024
+#: Scores held at once by `recommend` and `score` (float32: 256 MB, plus the ranking's
+#: temporaries); a 1M-item catalog is scored 67 users at a time, a small one 1,024.
+RECOMMEND_SCORES = 2**26
+RECOMMEND_MAX_ROWS = 1024
+
+
+def recommend_chunk_rows(n_items: int) -> int:
+    """Users scored at once over a catalog of `n_items` (at least one)."""
+    return max(1, min(RECOMMEND_MAX_ROWS, RECOMMEND_SCORES // max(n_items, 1)))
 
 
 class Recommender:
@@ -302,8 +309,9 @@ class Recommender:
         uidx = self._user_idx(users)
         allowed = self._candidate_mask(candidates)
         ids, scores = [], []
-        for start in range(0, max(len(uidx), 1), RECOMMEND_CHUNK):
-            chunk = uidx[start : start + RECOMMEND_CHUNK]
+        rows = recommend_chunk_rows(len(self.items_))
+        for start in range(0, max(len(uidx), 1), rows):
+            chunk = uidx[start : start + rows]
             s = np.array(self.score_all(chunk), dtype=np.float32)
             keys = id_keys(self.users_.ids[chunk])
             i, v = self._rank(s, self.seen_[chunk], k, exclude_seen, allowed, keys)
@@ -365,9 +373,10 @@ class Recommender:
     def _score_pairs(self, user_idx: np.ndarray, item_idx: np.ndarray) -> np.ndarray:
         out = np.empty(len(user_idx), dtype=np.float32)
         uniq, inverse = np.unique(user_idx, return_inverse=True)
-        for start in range(0, len(uniq), RECOMMEND_CHUNK):
-            sel = np.flatnonzero((inverse >= start) & (inverse < start + RECOMMEND_CHUNK))
-            block = self.score_all(uniq[start : start + RECOMMEND_CHUNK])
+        rows = recommend_chunk_rows(len(self.items_))
+        for start in range(0, len(uniq), rows):
+            sel = np.flatnonzero((inverse >= start) & (inverse < start + rows))
+            block = self.score_all(uniq[start : start + rows])
             out[sel] = block[inverse[sel] - start, item_idx[sel]]
         return out
 
