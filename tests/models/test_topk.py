@@ -43,6 +43,48 @@ def test_top_k_matches_full_sort_with_many_ties():
     np.testing.assert_array_equal(vals, np.take_along_axis(scores, ref, axis=1))
 
 
+def test_prefiltered_top_k_of_a_large_catalog_equals_the_full_sort(monkeypatch):
+    """Catalogs from 32,768 columns take the threshold prefilter; the lists must be the
+    full sort's, with ties, masks, NaN, rows with fewer than k finite scores, a row where
+    everything ties (too many candidates: the full path) and per-row item keys."""
+    from recsight.models import topk
+
+    monkeypatch.setattr(topk, "_MAX_CANDIDATES", 20_000)
+    rng = np.random.default_rng(3)
+    n, m, k = 12, topk.PREFILTER_MIN_COLUMNS + 5, 10
+    scores = rng.integers(0, 50_000, size=(n, m)).astype(np.float32)
+    scores[0] = rng.integers(0, 3, size=m)  # huge ties at the threshold
+    scores[1] = 7.0  # everything tied: more candidates than the prefilter takes
+    scores[2, :] = -np.inf
+    scores[2, [5, 900, 30_000]] = [1.0, 2.0, 2.0]  # fewer than k finite scores
+    scores[3, rng.random(m) < 0.5] = -np.inf
+    scores[4, rng.random(m) < 0.01] = np.nan
+    scores[5, : m // 2] = -np.inf  # the best items all outside the first half
+    scores[6, ::16] = 0.0  # the strided sample sees only low scores
+    stride = m // topk._SAMPLE_COLUMNS
+    scores[7, ::stride] += 1e6  # the whole top k lies in the sample: threshold = k-th best
+    scores[8] = 0.0  # the k-th best is tied with unsampled columns
+    scores[8, 1:300] = 5.0
+    scores[8, ::stride][:9] = 10.0
+    scores[8, ::stride][9:40] = 5.0
+    ukeys = id_keys([f"u{i}" for i in range(n)])
+    ikeys = id_keys([f"i{j}" for j in range(m)])
+    cols, vals = top_k(scores, k, ukeys, ikeys)
+    clean = np.where(np.isnan(scores), -np.inf, scores)
+    ref = _full_sort(clean, ukeys, ikeys)[:, :k]
+    ref_vals = np.take_along_axis(clean, ref, axis=1)
+    finite = np.isfinite(ref_vals)
+    np.testing.assert_array_equal(cols[finite], ref[finite])
+    np.testing.assert_array_equal(vals[finite], ref_vals[finite])
+    assert (cols[~finite] == -1).all() and np.isnan(vals[~finite]).all()
+    assert finite[2].sum() == 3
+    # the same rows through the full path, and with per-row item keys
+    full = topk._top_k_rows(clean, k, k, ukeys, ikeys, topk.TIE_SEED)
+    np.testing.assert_array_equal(cols, full[0])
+    per_row = np.broadcast_to(ikeys, (n, m))
+    np.testing.assert_array_equal(top_k(scores, k, ukeys, per_row)[0], cols)
+
+
 def test_ties_do_not_follow_item_index_order():
     scores = np.zeros((200, 30), dtype=np.float32)  # everything tied
     cols, _ = top_k(scores, 1, id_keys(range(200)), id_keys(range(30)))

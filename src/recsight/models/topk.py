@@ -105,6 +105,61 @@ def top_k(
     if ikeys.shape[-1] != m:
         raise ValueError(f"item_keys: expected {m} keys (one per column), got {ikeys.shape[-1]}")
     width = min(k, m)
+    if m >= PREFILTER_MIN_COLUMNS and width * 8 <= _SAMPLE_COLUMNS:
+        return _top_k_prefiltered(s, k, width, ukeys, ikeys, seed)
+    return _top_k_rows(s, k, width, ukeys, ikeys, seed)
+
+
+#: Catalogs from this many columns are ranked through a threshold prefilter (`_top_k_prefiltered`).
+PREFILTER_MIN_COLUMNS = 32_768
+_SAMPLE_COLUMNS = 2_048  # columns (evenly strided) whose k-th best value is the threshold
+_MAX_CANDIDATES = 65_536  # rows with more candidates than this take the full path
+
+
+def _top_k_prefiltered(
+    s: np.ndarray, k: int, width: int, ukeys: np.ndarray, ikeys: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_top_k_rows` over a few candidate columns per row, with the same result: the k-th
+    best score of an evenly strided subset of the columns is at most the row's k-th best,
+    so every column of the top k, every column tied with the k-th included, scores at least
+    that threshold. One comparison pass then replaces a partition of each whole row, which
+    is what ranks a million-item catalog several times faster (numpy has no row-wise
+    threshold select to call instead)."""
+    n, m = s.shape
+    sample = s[:, :: m // _SAMPLE_COLUMNS]
+    at = sample.shape[1] - width
+    threshold = np.partition(sample, at, axis=1)[:, at]
+    mask = s >= threshold[:, None]
+    counts = np.count_nonzero(mask, axis=1)
+    fast = np.isfinite(threshold) & (counts <= _MAX_CANDIDATES)
+    cols = np.empty((n, k), dtype=np.int64)
+    vals = np.empty((n, k), dtype=np.float32)
+    slow = np.flatnonzero(~fast)
+    if len(slow):  # fewer than k finite sampled scores, or a threshold with a huge tie
+        rows_ikeys = ikeys if ikeys.ndim == 1 else ikeys[slow]
+        cols[slow], vals[slow] = _top_k_rows(s[slow], k, width, ukeys[slow], rows_ikeys, seed)
+    rows = np.flatnonzero(fast)
+    if len(rows):
+        r, c = np.nonzero(mask[rows])
+        per_row = counts[rows]
+        pos = np.arange(len(r)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+        wide = int(per_row.max())
+        cand = np.zeros((len(rows), wide), dtype=np.int64)
+        cand[r, pos] = c
+        cand_s = np.full((len(rows), wide), -np.inf, dtype=np.float32)
+        cand_s[r, pos] = s[rows[r], c]  # padding stays -inf: never above a finite threshold
+        cand_ikeys = _row_item_keys(ikeys if ikeys.ndim == 1 else ikeys[rows], cand)
+        sub, sub_vals = _top_k_rows(cand_s, k, width, ukeys[rows], cand_ikeys, seed)
+        cols[rows] = np.where(sub >= 0, np.take_along_axis(cand, np.maximum(sub, 0), axis=1), -1)
+        vals[rows] = sub_vals
+    return cols, vals
+
+
+def _top_k_rows(
+    s: np.ndarray, k: int, width: int, ukeys: np.ndarray, ikeys: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`top_k` of clean scores by a partition of each whole row."""
+    n, m = s.shape
     if width < m:
         part = np.argpartition(-s, width - 1, axis=1)[:, :width]
         part_s = np.take_along_axis(s, part, axis=1)
