@@ -12,7 +12,7 @@ Sections (each point in a fresh subprocess, so its peak memory is its own):
 
     .venv/bin/python benchmarks/bench_spark.py                    # every section
     .venv/bin/python benchmarks/bench_spark.py als ddp
-    .venv/bin/python benchmarks/bench_spark.py report --sizes 1e6 1e7
+    .venv/bin/python benchmarks/bench_spark.py report --sizes 1e6 1e7 --work /scratch/spark
 
 Results accumulate in benchmarks/results/spark.json (a point already there is skipped unless
 --force), so an interrupted run resumes. Prints a table.
@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "spark.json"
 DATA = ROOT / "benchmarks" / ".spark-data"
 MASTER = "local[2]"
+#: Spark local's driver JVM heap in every section (Spark's default is 1 GB).
+DRIVER_MEMORY = "2g"
 N_ITEMS = 20_000
 N_DAYS = 60
 ALS_PARAMS = {"factors": 64, "reg": 1.0, "alpha": 10.0, "iterations": 15, "seed": 42}
@@ -110,15 +112,16 @@ def _run_cli(args: list[str]) -> dict:
     return {"seconds": round(seconds, 2), **{k: round(v, 1) for k, v in sampler.peak.items()}}
 
 
-def _layout(size: float) -> tuple[Path, dict]:
-    """The generated shop of about `size` events as a dataset layout (made once)."""
+def _layout(size: float, work: Path) -> tuple[Path, dict]:
+    """The generated shop of about `size` events as a dataset layout under `work` (made
+    once)."""
     from recsight.data.generate import AVG_EVENTS_PER_USER, generate_shop
     from recsight.data.ingest import ingest
     from recsight.data.layout import export_store, is_layout
     from recsight.data.store import Store
 
     n_users = round(size / AVG_EVENTS_PER_USER)
-    folder = DATA / f"shop-{int(size)}"
+    folder = work / f"shop-{int(size)}"
     info = {
         "generate_command": f"recsight generate --users {n_users} --items {N_ITEMS} "
         f"--days {N_DAYS} --seed 0 --out SHOP && recsight ingest SHOP && recsight export "
@@ -136,16 +139,25 @@ def _layout(size: float) -> tuple[Path, dict]:
     return folder / "layout", info
 
 
-def point_report(size: float) -> dict:
+def point_report(size: float, work: Path) -> dict:
     from recsight.data.layout import read_manifest
 
-    layout, info = _layout(size)
+    layout, info = _layout(size, work)
     rec = {"n_events": read_manifest(layout).n_events, **info}
-    work = layout.parent
-    rec["local"] = _run_cli(["analyze", "--events", str(layout), "--out", str(work / "r-local")])
+    folder = layout.parent
+    rec["local"] = _run_cli(["analyze", "--events", str(layout), "--out", str(folder / "r-local")])
+    # Spark's event log (job by job, with times) shows how far a run got if it is stopped
+    events_log = folder / "spark-events"
+    events_log.mkdir(exist_ok=True)
+    rec["spark_conf"] = {
+        "spark.driver.memory": DRIVER_MEMORY,
+        "spark.eventLog.enabled": "true",
+        "spark.eventLog.dir": str(events_log),
+    }
+    conf = [a for k, v in rec["spark_conf"].items() for a in ("--spark-conf", f"{k}={v}")]
     rec["spark"] = _run_cli(
-        ["analyze", "--engine", "spark", "--spark-master", MASTER, "--events", str(layout),
-         "--out", str(work / "r-spark")]
+        ["analyze", "--engine", "spark", "--spark-master", MASTER, *conf, "--events", str(layout),
+         "--out", str(folder / "r-spark")]
     )  # fmt: skip
     return rec
 
@@ -160,7 +172,7 @@ def _spark():
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.driver.memory", "2g")
+        .config("spark.driver.memory", DRIVER_MEMORY)
         .config("spark.sql.session.timeZone", "UTC")
         .getOrCreate()
     )
@@ -266,6 +278,12 @@ def main() -> None:
     ap.add_argument("sections", nargs="*", default=["als", "ddp", "report"])
     ap.add_argument("--sizes", nargs="*", type=float, default=[1e6, 1e7])
     ap.add_argument("--force", action="store_true", help="Rerun points already recorded.")
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=DATA,
+        help="Folder for the generated layouts and the reports (a few GB at 1e7).",
+    )
     ap.add_argument("--one", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -273,7 +291,7 @@ def main() -> None:
         rec = {
             "als": point_als,
             "ddp": lambda: point_ddp(int(rest[0])),
-            "report": lambda: point_report(float(rest[0])),
+            "report": lambda: point_report(float(rest[0]), args.work),
         }[kind]()
         print(json.dumps(rec))
         return
@@ -286,6 +304,8 @@ def main() -> None:
         todo += [(f"ddp-{n}", ["ddp", str(n)]) for n in (1, 2)]
     if "report" in args.sections:
         todo += [(f"report-{int(s)}", ["report", str(s)]) for s in args.sizes]
+    # --work travels to each point's subprocess
+    todo = [(key, [*one, "--work", str(args.work)]) for key, one in todo]
     for key, one in todo:
         if key in results["points"] and not args.force:
             continue
