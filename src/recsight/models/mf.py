@@ -31,8 +31,8 @@ class RowBlocks:
     by every solve on that pattern (each ALS sweep solves on the same two patterns).
 
     Rows of similar length share a block (padding under 2x, block under `_BLOCK_FLOATS`);
-    padded slots point at an extra all-zero feature row and an extra zero data slot, so a
-    solve needs no masking.
+    padded slots point one past the last feature row (read as zeros) and at an extra zero
+    data slot, so a solve's sums need no masking.
     """
 
     def __init__(self, m: sp.csr_matrix, d: int):
@@ -41,7 +41,7 @@ class RowBlocks:
         lengths = np.diff(m.indptr)
         order = np.argsort(lengths, kind="stable")
         sorted_len = np.maximum(lengths[order], 1)
-        indices = np.append(m.indices, m.shape[1])  # position nnz -> the zero feature row
+        indices = np.append(m.indices, m.shape[1])  # position nnz -> a zero feature row
         self.blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         start = 0
         while start < self.n_rows:
@@ -71,9 +71,8 @@ class RowBlocks:
         pattern's data (`weights` None: all 1), `feats` is ``(n_cols, d)`` and `reg` is
         ``(n_rows, d)``. Products in float32, solves in float64; returns float32.
         """
-        d = feats.shape[1]
+        n_feats, d = feats.shape
         out = np.zeros((self.n_rows, d), dtype=np.float32)
-        padded = np.vstack([feats, np.zeros((1, d), feats.dtype)]).astype(np.float32)
         t_ext = np.append(rhs, 0).astype(np.float32)
         w_ext = None if weights is None else np.append(weights, 0).astype(np.float32)
         diag = np.arange(d)
@@ -83,7 +82,11 @@ class RowBlocks:
         for block_rows, block_pos, block_cols in self.blocks:
             for s in range(0, len(block_rows), step):
                 rows, pos, cols = (x[s : s + step] for x in (block_rows, block_pos, block_cols))
-                f = padded[cols]  # (b, L, d)
+                # gathered rows only, padding zeroed after the gather: a padded copy of all
+                # of `feats` cost a served ALS fold-in 335 ms over a 1M-item catalog
+                pad = cols == n_feats
+                f = feats[np.where(pad, 0, cols)].astype(np.float32, copy=False)  # (b, L, d)
+                f[pad] = 0.0
                 ft = f.transpose(0, 2, 1)
                 a = np.matmul(ft, f if w_ext is None else f * w_ext[pos][:, :, None])
                 b = np.matmul(ft, t_ext[pos][:, :, None]).astype(np.float64)
