@@ -19,6 +19,7 @@ from recsight.models.neural.vae import (
     Rows,
     SparseInput,
     _Alternating,
+    _log_norm_pdf,
 )
 from recsight.models.registry import create_model, load_model
 
@@ -126,3 +127,51 @@ def test_sparse_input_layer_equals_the_dense_normalised_product():
     x = torch.from_numpy(m.toarray())
     x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
     torch.testing.assert_close(got, x @ layer.weight + layer.bias)
+
+
+class _PaperLossRecVAE(RecVAE):
+    """RecVAE with the loss of the paper's code: the whole negative ELBO back-propagated in
+    both phases (only the phase's optimizer steps)."""
+
+    def _loss(self, net, batch):
+        phase, x = batch
+        self._opt.phase = phase
+        mu, logvar = net.encoder(x, float(self.dropout) if phase == "enc" else 0.0)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        mll = x.log_likelihood(net.decoder(z))
+        kld = (_log_norm_pdf(z, mu, logvar) - self._prior(x, z)).sum(1)
+        return (kld * float(self.gamma) * x.counts - mll).mean()
+
+
+def _one_batch(model: RecVAE, blocks):
+    model.dims_ = np.array([blocks.n_items])
+    net = model._build_net()
+    model._optimizer(net)
+    model._epoch_batches(net, blocks.to_csr(binary=True), np.arange(4), torch.device("cpu"))
+    rows = Rows.of(blocks.to_csr(binary=True).astype(np.float32), np.arange(4), torch.device("cpu"))
+    return net, rows
+
+
+def test_recvae_computes_only_the_stepping_sides_gradient(blocks, monkeypatch):
+    model = RecVAE(**TINY)
+    net, rows = _one_batch(model, blocks)
+    model._loss(net, ("enc", rows)).backward()
+    assert all(p.grad is not None for p in net.encoder.parameters())
+    assert all(p.grad is None for p in net.decoder.parameters())
+    net.zero_grad(set_to_none=True)
+
+    def no_prior(*args):
+        raise AssertionError("the decoder phase does not need the prior")
+
+    monkeypatch.setattr(model._prior, "forward", no_prior)
+    model._loss(net, ("dec", rows)).backward()
+    assert all(p.grad is None for p in net.encoder.parameters())
+    assert all(p.grad is not None for p in net.decoder.parameters())
+
+
+def test_recvae_trains_exactly_as_the_papers_loss(blocks):
+    args = dict(epochs=3, lr=5e-3, early_stopping=False, **TINY)
+    ours, paper = RecVAE(**args).fit(blocks), _PaperLossRecVAE(**args).fit(blocks)
+    for (name, a), b in zip(ours.net.state_dict().items(), paper.net.state_dict().values(),
+                            strict=True):  # fmt: skip
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
