@@ -236,6 +236,8 @@ def serve_stage(work: Path, seconds: float = 30.0) -> dict:
     from recsight.data.store import Store
 
     db = work / "serve.duckdb"
+    # a WAL left by a killed earlier run belongs to the old copy: DuckDB refuses to replay it
+    db.with_name(db.name + ".wal").unlink(missing_ok=True)
     shutil.copyfile(work / "shop.duckdb", db)
     # the by-user copy the service otherwise builds in the background on its first start
     t0 = time.perf_counter()
