@@ -7,10 +7,10 @@ fixed successor (a seeded random permutation) with probability 0.8, else uniform
 (1 layer, 1 head, 32-d, max length 20, dropout 0.2, Adam lr 1e-3, batches of 16 windows,
 `--epochs` epochs, no early stopping) predicts each user's last event (leave-one-out, full
 ranking, NDCG@10 unmasked; random ranking gives about 4.5 / items). Variants: the full
-softmax, gBCE (t = 0.75) with per-position negatives (recsight's form), gBCE with one set of
-negatives shared by the batch (the earlier form, re-created here as the reference), each with
-its last training loss beside the loss of the constant-score optimum, ``log(beta / k)`` for
-every item, where gBCE settles when it stops ranking."""
+softmax, recsight's gBCE (t = 0.75, per-position negatives, logits shifted by the output bias
+``log(beta / k)``), and gBCE without that shift (the earlier form, re-created here as the
+reference), each with its last training loss beside the loss of the constant-score optimum
+(every item scored alike), where gBCE settles when it stops ranking."""
 
 from __future__ import annotations
 
@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from recsight.data.dataset import IdIndex, Interactions
 from recsight.data.splits import split
 from recsight.evaluation.experiment import concat
 from recsight.evaluation.protocol import evaluate_ranking
+from recsight.models.neural import sasrec
 from recsight.models.neural.sasrec import SASRec, gbce_beta, gbce_loss
 
 
@@ -52,14 +52,10 @@ def markov(n_users: int, n_items: int, length: int, p: float, seed: int = 0) -> 
     )  # fmt: skip
 
 
-def shared_negatives_loss(self, net, h, targets):
-    """The earlier gBCE: one draw of negatives for the whole batch (reference only)."""
-    n_items = int(self.dims_[0])
-    negs = torch.randint(0, n_items, (self.n_negatives,), device=h.device)
-    pos = self._pair_logits(net, h, targets)
-    neg = self._logits(net, h, negs)
-    hit = negs[None, :] == targets[:, None]
-    return gbce_loss(pos, neg, hit, gbce_beta(self.n_negatives, n_items, float(self.gbce_t)))
+def unshifted_gbce_loss(pos, neg, hit, beta):
+    """The earlier gBCE: the same loss without the ``log(beta / k)`` shift (reference only)."""
+    shift = math.log(beta / neg.shape[1])
+    return gbce_loss(pos - shift, neg - shift, hit, beta)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,20 +72,22 @@ def main(argv: list[str] | None = None) -> int:
     train = concat(parts.train, parts.valid)
     k = args.negatives
     beta = gbce_beta(k, args.items, 0.75)
-    s = math.log(beta / k)  # constant score minimising beta*softplus(-s) + k*softplus(s)
+    # the loss when every item scores alike, at the best such score (raw score 0 after the
+    # shift): beta * softplus(-s) + k * softplus(s) at s = log(beta / k)
+    s = math.log(beta / k)
     floor = (beta * math.log1p(math.exp(-s)) + k * math.log1p(math.exp(s))) / (k + 1)
-    own = SASRec._output_loss
+    own = sasrec.gbce_loss
     rows = []
     for name, loss, patch in (("full softmax", "full", None),
-                              ("gBCE, per-position negatives", "gbce", None),
-                              ("gBCE, batch-shared negatives (earlier form)", "gbce",
-                               shared_negatives_loss)):  # fmt: skip
-        SASRec._output_loss = patch or own
+                              ("gBCE, shifted by log(beta / k)", "gbce", None),
+                              ("gBCE, unshifted (earlier form)", "gbce",
+                               unshifted_gbce_loss)):  # fmt: skip
+        sasrec.gbce_loss = patch or own
         t0 = time.perf_counter()
         model = SASRec(max_len=20, dim=32, layers=1, heads=1, dropout=0.2, attn_dropout=0.2,
                        loss=loss, n_negatives=k, gbce_t=0.75, epochs=args.epochs, lr=1e-3,
                        batch_size=16, early_stopping=False, verbose=False).fit(train)  # fmt: skip
-        SASRec._output_loss = own
+        sasrec.gbce_loss = own
         res = evaluate_ranking(model, train, parts.test, ks=(10,), metrics=("ndcg",),
                                exclude_seen=False)  # fmt: skip
         rows.append({"variant": name, "ndcg@10": res.summary["ndcg@10"],

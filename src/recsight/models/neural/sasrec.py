@@ -36,6 +36,7 @@ GPU fails with a clear message); scoring uses the same device when it exists, el
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -98,9 +99,21 @@ def gbce_beta(n_negatives: int, n_items: int, t: float) -> float:
 
 
 def gbce_loss(pos: torch.Tensor, neg: torch.Tensor, hit: torch.Tensor, beta: float) -> torch.Tensor:
-    """gBCE (Petrov & Macdonald 2023) averaged like gSASRec's ``BCEWithLogits`` over the
-    ``1 + k`` entries of each row. Its positive term, BCE of ``log(1 / (sigma(s)^-beta - 1))``,
-    equals ``beta * softplus(-s)``: the closed form, stable without float64 clamps."""
+    """gBCE (Petrov & Macdonald 2023) of positive logits `pos` ``(n,)`` and negative logits
+    `neg` ``(n, k)`` (`hit`: negatives equal to the row's positive, dropped), averaged like
+    gSASRec's ``BCEWithLogits`` over the ``1 + k`` entries of each row. Its positive term,
+    BCE of ``log(1 / (sigma(s)^-beta - 1))``, equals ``beta * softplus(-s)``: the closed form,
+    stable without float64 clamps.
+
+    Every logit is first shifted by ``log(beta / k)``, the score at which the loss is lowest
+    when all items score alike: an output bias that ranking ignores (all items move together)
+    and that the tied, bias-free output layer cannot learn cheaply. Without it the ``k``
+    negatives first drag every score down to that level by giving all item embeddings, which
+    are also the inputs, one shared component that swamps what tells items apart, and
+    training stalls at the constant-score optimum with random ranking (see
+    ``benchmarks/bench_gbce_synthetic.py``)."""
+    shift = math.log(beta / neg.shape[1])
+    pos, neg = pos + shift, neg + shift
     per_row = beta * F.softplus(-pos) + F.softplus(neg).masked_fill(hit, 0.0).sum(1)
     return per_row.mean() / (1 + neg.shape[1])
 
