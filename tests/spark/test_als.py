@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from recsight.data.dataset import IdIndex, Interactions
+from recsight.data.layout import open_store
 from recsight.data.splits import split
 from recsight.evaluation.protocol import evaluate_ranking
 from recsight.evaluation.significance import paired_pvalue
@@ -23,8 +24,9 @@ def test_reg_param_mapping_matches_total_regularisation():
     assert lam * nnz * 2 == pytest.approx(reg * (n_users + n_items))
 
 
-def test_spark_als_ndcg_not_different_from_implicit_and_serves(spark, ml100k_ingested, tmp_path):
-    parts = split(ml100k_ingested, "user_random:0.8", seed=42)
+def test_spark_als_ndcg_not_different_from_implicit_and_serves(spark, ml100k_layout, tmp_path):
+    with open_store(ml100k_layout) as store:
+        parts = split(store.interactions(), "user_random:0.8", seed=42)
     # MLlib needs about as many sweeps as implicit to converge: at 5 it is still behind
     params = {"factors": 64, "reg": 1.0, "alpha": 10.0, "iterations": 15, "seed": 7}
     local = ALS(**params).fit(parts.train)

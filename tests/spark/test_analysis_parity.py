@@ -7,22 +7,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import typer
-from conftest import need
 from typer.testing import CliRunner
 
 from recsight.analysis import analyze, from_store
 from recsight.cli.analysis import register
-from recsight.data.generate import generate_shop
-from recsight.data.ingest import ingest
-from recsight.data.layout import export_store, open_store
-from recsight.data.store import Store
+from recsight.data.layout import open_store
 from recsight.spark.analysis import spark_source
 from recsight.spark.layout import read_layout
+from tests.spark.conftest import SHOP_MIN_GROUP
 
 #: Fields that describe the run, not the data.
 RUN_FIELDS = {"generated_at", "source", "seconds"}
@@ -53,21 +49,6 @@ def test_assert_same_catches_differences():
             assert_same({"x": [1, 2]}, other)
 
 
-def _layout(folder: Path, events: Path, **kw) -> Path:
-    with Store(folder / "s.duckdb") as store:
-        ingest(store, events, **kw)
-        export_store(store, folder / "layout")
-    return folder / "layout"
-
-
-@pytest.fixture(scope="module")
-def shop_layout(tmp_path_factory) -> Path:
-    """A generated shop with planted bots (every section applies), declared in Berlin time."""
-    folder = tmp_path_factory.mktemp("shop")
-    generate_shop(folder / "gen", n_users=400, n_items=120, n_days=20, seed=5)
-    return _layout(folder, folder / "gen", tz="Europe/Berlin")
-
-
 def test_spark_reads_the_layout_like_duckdb(spark, shop_layout):
     """Same ids, same integer indices, same events and catalog on both engines."""
     lay = read_layout(spark, shop_layout)
@@ -95,32 +76,31 @@ def _plain(v) -> str:
     return str(list(v)) if hasattr(v, "__len__") and not isinstance(v, str) else str(v)
 
 
-def test_cli_report_on_spark_equals_local_report(spark, shop_layout, tmp_path):
+def test_cli_report_on_spark_equals_local_report(spark, shop_layout, local_shop_report, tmp_path):
     app = typer.Typer()
     register(app)
-    runner = CliRunner()
-    base = ["analyze", "--events", str(shop_layout), "-q"]
-    res = runner.invoke(app, [*base, "--out", str(tmp_path / "local")])
+    res = CliRunner().invoke(app, ["analyze", "--events", str(shop_layout), "-q", "--out",
+                                   str(tmp_path), "--engine", "spark", "--min-group-size",
+                                   str(SHOP_MIN_GROUP)])  # fmt: skip
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, [*base, "--out", str(tmp_path / "spark"), "--engine", "spark"])
-    assert res.exit_code == 0, res.output
-    local = json.loads((tmp_path / "local/report.json").read_text())
-    remote = json.loads((tmp_path / "spark/report.json").read_text())
+    local = local_shop_report
+    remote = json.loads((tmp_path / "report.json").read_text())
     assert {k: v["status"] for k, v in local["sections"].items()} == {
         k: "ok" for k in local["sections"]
     } | {"ratings": local["sections"]["ratings"]["status"]}
+    # the minimum group size applied on both engines, to the same rows
+    assert local["privacy"]["min_group_size"] == SHOP_MIN_GROUP
+    assert local["privacy"]["suppressed_rows"] > 0
     assert_same(local, remote)
-    assert (tmp_path / "spark/report.html").stat().st_size > 10_000
+    assert (tmp_path / "report.html").stat().st_size > 10_000
     # the session was the tests' own: joined, not stopped
     assert spark.range(3).count() == 3
 
 
 @pytest.mark.slow
-def test_ml100k_report_on_spark_equals_local_report(spark, data_dir, tmp_path):
-    folder = need(data_dir / "ml-100k")
-    lay = _layout(tmp_path, folder)
-    with open_store(lay) as st:
+def test_ml100k_report_on_spark_equals_local_report(spark, ml100k_layout):
+    with open_store(ml100k_layout) as st:
         local = json.loads(analyze(from_store(st)).model_dump_json())
-    remote = json.loads(analyze(spark_source(spark, lay)).model_dump_json())
+    remote = json.loads(analyze(spark_source(spark, ml100k_layout)).model_dump_json())
     assert local["overview"]["n_events"] == 100_000
     assert_same(local, remote)

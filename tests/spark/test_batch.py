@@ -5,27 +5,23 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from recsight.data.ingest import ingest
-from recsight.data.store import Store
+from recsight.data.layout import open_store
 from recsight.errors import InputError
 from recsight.models import ALS
 from recsight.models.neural.base import holdout_last
 from recsight.serving.batch import recommend_chunk
 from recsight.serving.pipeline import Pipeline
 from recsight.spark.batch import recommend_all_users_spark
-from tests.conftest import need
 
 COLD = ["cold-a", "cold-b"]  # users with no events at all: the fallback chain answers
 
 
 @pytest.fixture(scope="module")
-def ml100k_case(data_dir, tmp_path_factory):
+def ml100k_case(ml100k_layout, tmp_path_factory):
     """ML-100K events, and a pipeline whose model trained on part of them: users with index
     % 10 == 0 are unknown to it (their histories are folded in), users % 10 == 1 have one
     event more than it saw (folded in too), the rest are ranked from the model's own rows."""
-    need(data_dir / "ml-100k" / "u.data")
-    with Store(tmp_path_factory.mktemp("ml") / "s.duckdb") as s:
-        ingest(s, data_dir / "ml-100k")
+    with open_store(ml100k_layout) as s:
         data = s.interactions()
         events = s.events_frame()[["user_id", "item_id", "event_type", "value"]]
         items = s.items_frame()

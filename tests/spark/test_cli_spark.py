@@ -14,11 +14,11 @@ from recsight.cli.models import register
 from recsight.data.generate import generate_shop
 from recsight.data.ingest import ingest
 from recsight.data.layout import export_store, open_store
+from recsight.data.pseudonyms import PSEUDONYM_KEY_ENV, pseudonym
 from recsight.data.store import Store
 from recsight.models import ALS, load_model, model_class
 from recsight.spark.layout import read_layout
 from recsight.spark.train import collect_interactions
-from tests.conftest import need
 
 runner = CliRunner()
 
@@ -28,17 +28,6 @@ def app() -> typer.Typer:
     app = typer.Typer()
     register(app)
     return app
-
-
-@pytest.fixture(scope="module")
-def ml100k_layout(data_dir, tmp_path_factory):
-    need(data_dir / "ml-100k" / "u.data")
-    base = tmp_path_factory.mktemp("ml")
-    with Store(base / "s.duckdb") as store:
-        ingest(store, data_dir / "ml-100k")
-    with Store(base / "s.duckdb", read_only=True) as store:
-        export_store(store, base / "layout")
-    return base / "layout"
 
 
 def run(app, *args: str):
@@ -111,23 +100,12 @@ def test_train_als_on_spark_then_all_users_on_both_engines(app, spark, ml100k_la
     pd.testing.assert_frame_equal(on_spark, on_local)
 
 
-@pytest.fixture(scope="module")
-def tiny_shop_layout(tmp_path_factory):
-    """A small generated shop as a dataset layout (a few thousand events)."""
-    base = tmp_path_factory.mktemp("shop")
-    generate_shop(base / "gen", n_users=80, n_items=30, n_days=5, seed=2)
-    with Store(base / "s.duckdb") as store:
-        ingest(store, base / "gen")
-        export_store(store, base / "layout")
-    return base / "layout"
-
-
 @pytest.mark.slow
-def test_train_sasrec_on_spark_with_two_processes_then_recommend(app, spark, tiny_shop_layout,
+def test_train_sasrec_on_spark_with_two_processes_then_recommend(app, spark, shop_layout,
                                                                  tmp_path):  # fmt: skip
     # DDP over 2 processes launched by TorchDistributor; rank 0 writes the model
     model_dir = tmp_path / "sasrec"
-    code, out = run(app, "train", "sasrec", "--engine", "spark", "--events", tiny_shop_layout,
+    code, out = run(app, "train", "sasrec", "--engine", "spark", "--events", shop_layout,
                     "--out", model_dir, "--param", "num_processes=2", "--param", "epochs=2",
                     "--param", "dim=16", "--param", "layers=1", "--param", "heads=1",
                     "--param", "max_len=10", "--param", "batch_size=32", "--json")  # fmt: skip
@@ -138,7 +116,7 @@ def test_train_sasrec_on_spark_with_two_processes_then_recommend(app, spark, tin
     model = load_model(model_dir)
     assert type(model) is model_class("sasrec") and model.get_params()["dim"] == 16
     # trained in the id space the local engine reads from the same folder
-    with open_store(tiny_shop_layout) as store:
+    with open_store(shop_layout) as store:
         local = store.interactions(with_features=False)
     assert model.users_ == local.users and model.items_ == local.items
     # the saved folder serves: a known user's top-10, unseen items of the catalog
@@ -149,3 +127,28 @@ def test_train_sasrec_on_spark_with_two_processes_then_recommend(app, spark, tin
     seen = set(local.items.ids_of(local.to_csr()[0].indices))
     assert len(recs) == 10 and len(set(recs)) == 10
     assert set(recs) <= set(local.items.ids) - seen
+
+
+def test_train_on_spark_from_a_pseudonymized_layout_serves_plain_ids(app, spark, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    # a pseudonymized store's export holds pseudonyms; a model trained on it on Spark must
+    # hash the ids people give, as one trained on the local engine does
+    key = "k" * 32
+    monkeypatch.setenv(PSEUDONYM_KEY_ENV, key)
+    generate_shop(tmp_path / "gen", n_users=30, n_items=20, n_days=3, seed=4)
+    with Store(tmp_path / "s.duckdb") as store:
+        ingest(store, tmp_path / "gen", pseudonym_key=key.encode())
+        export_store(store, tmp_path / "layout")
+    code, out = run(app, "train", "als", "--engine", "spark", "--events", tmp_path / "layout",
+                    "--out", tmp_path / "als", "--param", "factors=4", "--param",
+                    "iterations=2", "--json")  # fmt: skip
+    assert code == 0, out
+    model = load_model(tmp_path / "als")
+    raw = str(pd.read_parquet(tmp_path / "gen" / "events.parquet", columns=["user_id"]).user_id[0])
+    stored = pseudonym(raw, key.encode())
+    assert stored in set(model.users_.ids) and raw not in set(model.users_.ids)
+    want, _ = model.recommend([stored], k=10)
+    code, out = run(app, "recommend", "--model", tmp_path / "als", "--user", raw, "--json")
+    assert code == 0, out
+    got = json.loads(out)["recommendations"]
+    assert [r["item_id"] for r in got] == list(want[0])

@@ -238,6 +238,7 @@ def _train_spark(
     quiet: bool,
 ) -> None:
     """`train NAME --engine spark --events DIR`: ALS on MLlib, neural models on DDP."""
+    from recsight.data.pseudonyms import META_FINGERPRINT
     from recsight.models import model_class
     from recsight.models.manifest import write_manifest
     from recsight.spark.session import parse_conf, spark_session
@@ -253,12 +254,15 @@ def _train_spark(
     with spark_session(master, parse_conf(conf)) as spark, _status(f"fitting {name}", show):
         model, facts = train_on_spark(spark, name, events, out, params)
     fit_seconds = time.perf_counter() - started
+    # user ids in the model are pseudonyms of this key (None: plain ids), as `train` records
+    fingerprint = facts.pop(META_FINGERPRINT)
     write_manifest(
         out,
         ".",
         training_cutoff=None,
-        config={"model": name, "params": model.get_params(), **facts},
-    )
+        config={"model": name, "params": model.get_params(), **facts,
+                META_FINGERPRINT: fingerprint},
+    )  # fmt: skip
     report = {"model": name, "out": str(out), "params": model.get_params(), **facts,
               "fit_seconds": round(fit_seconds, 3)}  # fmt: skip
     if as_json:

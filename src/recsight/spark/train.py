@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from recsight.data.dataset import IdIndex, Interactions
+from recsight.data.pseudonyms import META_FINGERPRINT
 from recsight.errors import EngineError
 from recsight.models import Recommender, create_model, model_class
 from recsight.models.neural.base import TorchRecommender
@@ -89,7 +90,9 @@ def train_on_spark(
     spark: SparkSession, name: str, events: str | Path, out: Path, params: dict[str, Any]
 ) -> tuple[Recommender, dict[str, Any]]:
     """Fit model `name` with `params` on the layout at `events` and save it to `out`; returns
-    the model and facts for the report (events read, processes, MLlib parameters)."""
+    the model and facts for the report (events read, processes, MLlib parameters) and the
+    manifest (the layout's pseudonym key fingerprint, under `META_FINGERPRINT`, so that
+    `recommend --user` hashes the ids people give as it does for a model trained locally)."""
     from recsight.spark.layout import read_layout
 
     require_spark_trainable(name, params)
@@ -97,7 +100,11 @@ def train_on_spark(
     processes = params.pop("num_processes", None)
     layout = read_layout(spark, str(events))
     fill = getattr(layout.manifest, "fill_rating", None)
-    facts: dict[str, Any] = {"engine": "spark", "events": str(events)}
+    facts: dict[str, Any] = {
+        "engine": "spark",
+        "events": str(events),
+        META_FINGERPRINT: layout.manifest.pseudonym_key_fingerprint,
+    }
     if name == "als":
         from recsight.spark.als import SparkALS
 

@@ -1,0 +1,73 @@
+"""`--spark-master sc://HOST:PORT`: the commands run over Spark Connect against a real Connect
+server: Spark's own `SparkConnectPlugin`, which the tests' local session loads (see
+tests/spark/conftest.py), so the server costs no second JVM.
+
+The commands run in subprocesses, as a user runs them: a Python process holds either a classic
+SparkSession (the tests' `spark` fixture) or a Connect one, not both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from recsight.cli.main import app
+from recsight.data.layout import open_store
+from recsight.models import ALS, load_model
+from tests.spark.conftest import SHOP_MIN_GROUP
+from tests.spark.test_analysis_parity import assert_same
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def recsight(*args, timeout: float = 1800) -> subprocess.CompletedProcess:
+    """`python -m recsight ARGS` with this tree first on the path."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+           "PYSPARK_PYTHON": sys.executable}  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "recsight", *map(str, args)],
+        env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_commands_over_spark_connect(connect_url, shop_layout, local_shop_report, tmp_path):
+    master = ["--engine", "spark", "--spark-master", connect_url]
+    # the report over Connect equals the local engine's, section by section
+    res = recsight("analyze", "--events", shop_layout, "--out", tmp_path / "sc", "-q",
+                   "--min-group-size", SHOP_MIN_GROUP, *master)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    want = local_shop_report
+    got = json.loads((tmp_path / "sc/report.json").read_text())
+    assert all(s["status"] == "ok" for k, s in want["sections"].items() if k != "ratings")
+    assert_same(want, got)
+
+    # MLlib ALS over Connect, saved as recsight's ALS; the same matrix as the local engine's
+    res = recsight("train", "als", "--events", shop_layout, "--out", tmp_path / "als", "--json",
+                   "--param", "factors=8", "--param", "iterations=3", *master)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(res.stdout)["engine"] == "spark"
+    model = load_model(tmp_path / "als")
+    with open_store(shop_layout) as store:
+        data = store.interactions(with_features=False)
+    assert type(model) is ALS and model.users_ == data.users
+    assert (model.seen_ != data.to_csr(model.weights)).nnz == 0
+
+    # batch recommendations over Connect equal the local engine's rows
+    res = recsight("recommend", "--all-users", "--model", tmp_path / "als", "--events",
+                   shop_layout, "--out", tmp_path / "recs-sc", "--json", *master)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    local = CliRunner().invoke(app, ["recommend", "--all-users", "--model", str(tmp_path / "als"),
+                                     "--events", str(shop_layout), "--out",
+                                     str(tmp_path / "recs-local")])  # fmt: skip
+    assert local.exit_code == 0, local.output
+    got = pd.read_parquet(tmp_path / "recs-sc")
+    assert got.user_id.nunique() == data.n_users and len(got) == 10 * data.n_users
+    pd.testing.assert_frame_equal(got, pd.read_parquet(tmp_path / "recs-local"))
