@@ -232,13 +232,17 @@ def _train_spark(
     events: str | None,
     out: Path,
     params: dict[str, Any],
+    split_spec: str | None,
+    seed: int,
     master: str | None,
     conf: list[str] | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """`train NAME --engine spark --events DIR`: ALS on MLlib, neural models on DDP."""
+    """`train NAME --engine spark --events DIR`: ALS on MLlib, neural models on DDP; with
+    --split, test metrics on the events the local engine holds out too."""
     from recsight.data.pseudonyms import META_FINGERPRINT
+    from recsight.data.splits import SplitSpec
     from recsight.models import model_class
     from recsight.models.manifest import write_manifest
     from recsight.spark.session import parse_conf, spark_session
@@ -247,28 +251,36 @@ def _train_spark(
     if events is None:
         raise EngineError("train --engine spark reads a dataset layout: pass --events DIR or URL")
     require_spark_trainable(name, params)  # before starting Spark
+    if split_spec is not None:
+        SplitSpec.parse(split_spec)  # a bad spec fails before Spark starts
     show = not (quiet or as_json)
     if "verbose" in model_class(name).param_names() and not show:
         params.setdefault("verbose", False)
     started = time.perf_counter()
     with spark_session(master, parse_conf(conf)) as spark, _status(f"fitting {name}", show):
-        model, facts = train_on_spark(spark, name, events, out, params)
+        model, facts, parts = train_on_spark(spark, name, events, out, params, split_spec, seed)
     fit_seconds = time.perf_counter() - started
     # user ids in the model are pseudonyms of this key (None: plain ids), as `train` records
     fingerprint = facts.pop(META_FINGERPRINT)
-    write_manifest(
-        out,
-        ".",
-        training_cutoff=None,
-        config={"model": name, "params": model.get_params(), **facts,
-                META_FINGERPRINT: fingerprint},
-    )  # fmt: skip
-    report = {"model": name, "out": str(out), "params": model.get_params(), **facts,
-              "fit_seconds": round(fit_seconds, 3)}  # fmt: skip
+    report: dict[str, Any] = {"model": name, "out": str(out), "params": model.get_params(),
+                              **facts, "fit_seconds": round(fit_seconds, 3)}  # fmt: skip
+    config: dict[str, Any] = {"model": name, "params": model.get_params(), **facts}
+    if parts is not None:
+        used = _training_record(parts.fit_part, split_spec, seed, "train+valid")
+        with _status("evaluating on the test part", show):
+            metrics = _evaluate(model, parts.fit_part, parts.test)
+        metrics.update({"split": split_spec, "seed": seed, "fitted_on": used})
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        report.update(training=used, metrics=metrics)
+        config.update(split=split_spec, seed=seed, training=used)
+    config[META_FINGERPRINT] = fingerprint
+    write_manifest(out, ".", training_cutoff=None, config=config)
     if as_json:
         print_json(report)
     elif not quiet:
         console.print(f"[green]trained[/] {name} on Spark in {fit_seconds:.2f}s -> {out}")
+        for key, value in report.get("metrics", {}).get("metrics", {}).items():
+            console.print(f"  {key}: {value:.4f}")
 
 
 def _recommend_all_spark(
@@ -352,15 +364,14 @@ def register(app: typer.Typer) -> None:
         from recsight.models.manifest import write_manifest
 
         if check_engine(engine, "train"):
-            unsupported = [o for o, v in (("--split", split_spec), ("--refit", refit),
-                                          ("--ann", ann)) if v]  # fmt: skip
+            unsupported = [o for o, v in (("--refit", refit), ("--ann", ann)) if v]
             if unsupported:
                 raise EngineError(
                     f"train --engine spark: {unsupported[0]} runs on the local engine only; "
                     "drop it (or --engine spark)"
                 )
-            _train_spark(name, events, out, parse_params(param), spark_master, spark_conf,
-                         as_json, quiet)  # fmt: skip
+            _train_spark(name, events, out, parse_params(param), split_spec, seed,
+                         spark_master, spark_conf, as_json, quiet)  # fmt: skip
             return
         if refit and not split_spec:
             raise InputError("--refit: give --split too (refit follows a held-out test)")

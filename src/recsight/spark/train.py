@@ -5,7 +5,8 @@
   (`recsight.spark.distributed`), ``--param num_processes=N`` (default 2).
 
 Both read the dataset layout through Spark (`recsight.spark.layout`), in the id space the
-local engine gives the same folder. Other models do not run on Spark and say so.
+local engine gives the same folder; `--split` holds out the same test events as on the local
+engine. Other models do not run on Spark and say so.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 
 from recsight.data.dataset import IdIndex, Interactions
 from recsight.data.pseudonyms import META_FINGERPRINT
+from recsight.data.splits import Split, split
 from recsight.errors import EngineError
 from recsight.models import Recommender, create_model, model_class
 from recsight.models.neural.base import TorchRecommender
@@ -87,12 +89,23 @@ def collect_interactions(spark: SparkSession, fill_rating: str | None = None) ->
 
 
 def train_on_spark(
-    spark: SparkSession, name: str, events: str | Path, out: Path, params: dict[str, Any]
-) -> tuple[Recommender, dict[str, Any]]:
-    """Fit model `name` with `params` on the layout at `events` and save it to `out`; returns
-    the model and facts for the report (events read, processes, MLlib parameters) and the
+    spark: SparkSession,
+    name: str,
+    events: str | Path,
+    out: Path,
+    params: dict[str, Any],
+    split_spec: str | None = None,
+    seed: int = 42,
+) -> tuple[Recommender, dict[str, Any], Split | None]:
+    """Fit model `name` with `params` on the layout at `events` and save it to `out`.
+
+    Returns the model, facts for the report (events read, processes, MLlib parameters) and the
     manifest (the layout's pseudonym key fingerprint, under `META_FINGERPRINT`, so that
-    `recommend --user` hashes the ids people give as it does for a model trained locally)."""
+    `recommend --user` hashes the ids people give as it does for a model trained locally),
+    and the split. With `split_spec` the events are collected to the driver and split there by
+    `recsight.data.splits.split`, the single-node rules (ties in time by ingest order, `seq`),
+    so both engines hold out the same events; the model fits on the fit part (train + valid)
+    and the caller evaluates it on the test part, on the driver as on one machine."""
     from recsight.spark.layout import read_layout
 
     require_spark_trainable(name, params)
@@ -105,25 +118,33 @@ def train_on_spark(
         "events": str(events),
         META_FINGERPRINT: layout.manifest.pseudonym_key_fingerprint,
     }
+    parts = data = None
+    if split_spec is not None or name != "als":  # the neural models hold every event anyway
+        data = collect_interactions(spark, fill)
+        if split_spec is not None:
+            parts = split(data, split_spec, seed=seed)
+            data = parts.fit_part
     if name == "als":
         from recsight.spark.als import SparkALS
 
         model = SparkALS(**params)
-        model.fit_log(
-            spark.table("event_log"),
-            _ids(spark, "user_map", "user_id", "user_idx"),
-            _ids(spark, "item_map", "item_id", "item_idx"),
-            fill_rating=fill,
-        )
+        if data is not None:
+            model.fit(data)  # the fit part's (user, item) weights go back to Spark
+        else:  # weighted and summed on Spark, no per-event rows on the driver
+            model.fit_log(
+                spark.table("event_log"),
+                _ids(spark, "user_map", "user_id", "user_idx"),
+                _ids(spark, "item_map", "item_id", "item_idx"),
+                fill_rating=fill,
+            )
         model.save(out)
-        facts.update(n_train_events=int(spark.table("event_log").count()))
-        facts["mllib"] = model.mllib_params()
-        return model, facts
+        n = len(data) if data is not None else int(spark.table("event_log").count())
+        facts.update(n_train_events=n, mllib=model.mllib_params())
+        return model, facts, parts
     from recsight.spark.distributed import fit_distributed
 
-    data = collect_interactions(spark, fill)
     n = DEFAULT_PROCESSES if processes is None else processes
     local = spark_master(spark).startswith("local")
     model, history = fit_distributed(create_model(name, **params), data, out, n, local_mode=local)
     facts.update(n_train_events=len(data), num_processes=n, history=history)
-    return model, facts
+    return model, facts, parts
