@@ -142,7 +142,8 @@ def funnel(src: AnalysisSource, stages: list[str] | None = None) -> Funnel:
     if ordered:
         e = e.filter(e.timestamp.notnull())
     n = len(stages)
-    r = reach(e, stages, ["user_idx"], ordered)
+    # per-user stage times: the counts, medians, side branch and weeks all read them
+    r = src.materialize(reach(e, stages, ["user_idx"], ordered))
     row = src.df(_counts(r, n)).iloc[0]
     users = [as_int(row[f"u{i}"]) for i in range(n)]
     medians: list[float | None] = [None]
@@ -208,7 +209,7 @@ def _side_branch(src, e, r, stages, ordered) -> SideBranch:
     j = f.inner_join(first, "user_idx")
     if ordered:
         j = j.filter(j.timestamp >= j.t0)
-    favs = j.group_by("user_idx").aggregate(tf=j.timestamp.min())
+    favs = src.materialize(j.group_by("user_idx").aggregate(tf=j.timestamp.min()))
     last = e.filter(e.event_type == stages[-1])
     k = last.inner_join(favs, "user_idx")
     if ordered:
@@ -275,7 +276,8 @@ def ctr(
         "clicks": (ec.event_type == clicks).sum(),
         "users": ec.user_idx.nunique(),
     }
-    per_item = ec.group_by("item_idx", "item_id").aggregate(**agg)
+    # the total, the ranking and its privacy count read it
+    per_item = src.materialize(ec.group_by("item_idx", "item_id").aggregate(**agg))
     tot = src.df(per_item.aggregate(v=per_item.views.sum(), c=per_item.clicks.sum())).iloc[0]
     overall = _ratio(as_int(tot.c), as_int(tot.v))
     # Rank by the Wilson lower bound in the database; only the top rows come back.

@@ -82,6 +82,7 @@ def large_groups(src: AnalysisSource, agg: ir.Table, users: str, where: str) -> 
     k = src.privacy.min_group_size
     if k <= 1:
         return agg
+    agg = src.materialize(agg)  # counted and then read: computed once
     src.privacy.note(where, _count(src, agg[users] < k))
     return agg.filter(agg[users] >= k)
 
@@ -96,7 +97,7 @@ def merge_small(
     k = src.privacy.min_group_size
     if k <= 1:
         return table
-    sizes = table.group_by(key).aggregate(_group_users=table[users].nunique())
+    sizes = src.materialize(table.group_by(key).aggregate(_group_users=table[users].nunique()))
     src.privacy.note(where, _count(src, sizes._group_users < k))
     big = sizes.filter(sizes._group_users >= k).select(_big_key=sizes[key])
     j = table.left_join(big, table[key] == big._big_key)

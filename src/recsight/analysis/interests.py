@@ -130,11 +130,19 @@ def category_profiles(
     basis: str | None = None,
 ) -> ir.Table:
     """(user_idx, category, weight, share): each user's decayed category distribution (of
-    topics with `basis` ``"topic"``; by default the source's `interest_basis`)."""
-    ec = decayed(src, src.events_with_category(events, basis), half_life_days)
-    g = ec.group_by("user_idx", "category").aggregate(weight=ec.w.sum())
-    total = g.weight.sum().over(ibis.window(group_by=g.user_idx))
-    return g.mutate(share=g.weight / total)
+    topics with `basis` ``"topic"``; by default the source's `interest_basis`). Over all
+    events, it is computed once per report and shared by the interests and segments."""
+
+    def build() -> ir.Table:
+        ec = decayed(src, src.events_with_category(events, basis), half_life_days)
+        g = ec.group_by("user_idx", "category").aggregate(weight=ec.w.sum())
+        total = g.weight.sum().over(ibis.window(group_by=g.user_idx))
+        return g.mutate(share=g.weight / total)
+
+    if events is not None:
+        return build()
+    key = ("category_profiles", float(half_life_days), basis or src.interest_basis)
+    return src.shared(key, build)
 
 
 def interests(
@@ -159,7 +167,7 @@ def interests(
         topic_prof = category_profiles(src, half_life_days=half_life_days, basis="topic")
         top_topics = _global_shares(src, topic_prof, top_k, "interests.top_topics")
     ent = prof.group_by("user_idx").aggregate(h=-(prof.share * prof.share.ln()).sum())
-    ent = ent.mutate(h=ent.h.abs(), hn=ent.h.abs() / max(math.log(n_cat), 1e-12))
+    ent = src.materialize(ent.mutate(h=ent.h.abs(), hn=ent.h.abs() / max(math.log(n_cat), 1e-12)))
     n_drift, drift_q, drifters = _drift(src, top_k=5)
     pairs = _associations(src, recent_items_cap, min_support, top_k)
     labels, matrix, self_share = _transitions(src)
@@ -233,7 +241,7 @@ def _top_category(g: ir.Table, share: str, name: str) -> ir.Table:
 
 
 def _drift(src: AnalysisSource, top_k: int) -> tuple[int, Quantiles | None, list[DriftExample]]:
-    d = drift_table(src)
+    d = src.materialize(drift_table(src))
     n = int(src.scalar(d.count()))
     if not n:
         return 0, None, []
@@ -274,7 +282,7 @@ def recent_items(src: AnalysisSource, cap: int = RECENT_ITEMS_CAP) -> ir.Table:
 def _associations(src: AnalysisSource, cap: int, min_support: int, top_k: int) -> list[ItemPair]:
     """Item pairs with the highest lift n_ab * N / (n_a * n_b), counted over users' recent
     windows, among pairs seen by at least `min_support` users."""
-    r = recent_items(src, cap)
+    r = src.materialize(recent_items(src, cap))
     n_users = int(src.scalar(r.user_idx.nunique()))
     a = r.rename(ia="item_idx")
     b = r.rename(ib="item_idx")

@@ -218,8 +218,10 @@ def _outside_bulk(src: AnalysisSource, show: list[str]) -> Issue:
 def _bursts(src: AnalysisSource) -> Issue:
     """Minutes whose event count is more than `BURST_Z` robust z above the typical minute."""
     e = src.events.filter(src.events.timestamp.notnull())
-    per_min = e.group_by(minute=e.timestamp.truncate("m")).aggregate(
-        events=e.count(), users=e.user_idx.nunique()
+    per_min = src.materialize(  # its median, its MAD, the count and the examples read it
+        e.group_by(minute=e.timestamp.truncate("m")).aggregate(
+            events=e.count(), users=e.user_idx.nunique()
+        )
     )
     c = per_min.events
     stats = src.df(per_min.aggregate(med=c.median())).iloc[0]

@@ -149,22 +149,24 @@ def analyze(
         timezone=src.timezone,
         sections={},
     )
-    for name in names:
-        if progress:
-            progress(name)
-        t0 = time.perf_counter()
-        reasons = []
-        for field, fn in SECTIONS[name].items():
-            try:
-                setattr(report, field, fn(src, **options.get(field, {})))
-            except (NotAvailable, NeedsTimestampsError) as exc:
-                reasons.append(f"{field}: {exc}")
-        ok = any(getattr(report, f) is not None for f in SECTIONS[name])
-        report.sections[name] = SectionStatus(
-            status="ok" if ok else "not_available",
-            reason="; ".join(reasons) or None,
-            seconds=round(time.perf_counter() - t0, 3),
-        )
+    # intermediates that several queries read are stored once, and dropped at the end
+    with src.scope():
+        for name in names:
+            if progress:
+                progress(name)
+            t0 = time.perf_counter()
+            reasons = []
+            for field, fn in SECTIONS[name].items():
+                try:
+                    setattr(report, field, fn(src, **options.get(field, {})))
+                except (NotAvailable, NeedsTimestampsError) as exc:
+                    reasons.append(f"{field}: {exc}")
+            ok = any(getattr(report, f) is not None for f in SECTIONS[name])
+            report.sections[name] = SectionStatus(
+                status="ok" if ok else "not_available",
+                reason="; ".join(reasons) or None,
+                seconds=round(time.perf_counter() - t0, 3),
+            )
     report.privacy = group_summary(src.privacy)
     report.charts = [info for info, _ in build_charts(report)]
     return report

@@ -65,14 +65,21 @@ def sessionized(
 
 
 def session_table(src: AnalysisSource, gap_minutes: float = DEFAULT_GAP_MINUTES) -> ir.Table:
-    """One row per session: user_idx, session, n (events), items (distinct), start, seconds."""
-    s = sessionized(src, gap_minutes).filter(lambda t: t.timestamp.notnull())
-    return s.group_by("user_idx", "session").aggregate(
-        n=s.count(),
-        items=s.item_idx.nunique(),
-        start=s.timestamp.min(),
-        seconds=s.timestamp.max().epoch_seconds() - s.timestamp.min().epoch_seconds(),
-    )
+    """One row per session: user_idx, session, n (events), items (distinct), start, seconds.
+
+    Within a report it is computed once (a window over all events) and shared by the sessions
+    section and the bot rule of the quality section."""
+
+    def build() -> ir.Table:
+        s = sessionized(src, gap_minutes).filter(lambda t: t.timestamp.notnull())
+        return s.group_by("user_idx", "session").aggregate(
+            n=s.count(),
+            items=s.item_idx.nunique(),
+            start=s.timestamp.min(),
+            seconds=s.timestamp.max().epoch_seconds() - s.timestamp.min().epoch_seconds(),
+        )
+
+    return src.shared(("session_table", float(gap_minutes)), build)
 
 
 def sessions(src: AnalysisSource, gap_minutes: float = DEFAULT_GAP_MINUTES) -> Sessions:
@@ -80,7 +87,9 @@ def sessions(src: AnalysisSource, gap_minutes: float = DEFAULT_GAP_MINUTES) -> S
     st = session_table(src, gap_minutes)
     per_user = st.group_by("user_idx").aggregate(n=st.count())
     bucket = ibis.ifelse(st.n >= 10, "10+", st.n.cast("string"))
-    buckets = st.group_by(b=bucket).aggregate(c=st.count(), users=st.user_idx.nunique())
+    buckets = src.materialize(
+        st.group_by(b=bucket).aggregate(c=st.count(), users=st.user_idx.nunique())
+    )
     h = src.df(buckets)
     hist = dict(zip(h.b, h.c.astype(int), strict=True))
     n_sessions = sum(hist.values())

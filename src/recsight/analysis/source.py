@@ -6,13 +6,23 @@ tables are *unbound* Ibis tables named like the store's tables, so the analytics
 on DuckDB: `from_store` compiles them to DuckDB SQL and runs them on the store's own connection
 (ibis 12's DuckDB backend cannot drive duckdb 2.0, whose cursors dropped `fetch_arrow_table`);
 a Spark or other Ibis backend runs the same expressions through its `to_pandas`.
+
+Each `execute` is one query, so an intermediate that several queries use (per-user funnel
+times, the session table, interest profiles) would be computed from all events each time.
+Inside `AnalysisSource.scope()` (the report opens one), `materialize` stores such an
+intermediate once on the engine (a DuckDB temporary table, a cached Spark view) and returns an
+unbound table of the same schema in its place; leaving the scope drops them. Outside a scope,
+or on an engine without `keep`, `materialize` returns the expression unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import itertools
+import uuid
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 
 import ibis
@@ -40,6 +50,8 @@ class AnalysisSource:
         timezone: the declared zone for hour-of-day and day-of-week figures.
         name: a label for reports (the store path).
         privacy: the minimum group size (`recsight.analysis.groups`) and what it suppressed.
+        keep: stores a table expression's rows on the engine under a name and returns the
+            function that drops them (None: the engine cannot; `materialize` is then a no-op).
     """
 
     events: ir.Table
@@ -53,7 +65,46 @@ class AnalysisSource:
     name: str = ""
     #: the minimum group size the sections apply (off by default; `recsight analyze` sets 5)
     privacy: GroupPolicy = field(default_factory=GroupPolicy)
+    keep: Callable[[str, ir.Table], Callable[[], None]] | None = None
     _cache: dict = field(default_factory=dict, repr=False)
+    #: the drop functions of the tables materialized in the open scope (None: no scope open)
+    _kept: list[Callable[[], None]] | None = field(default=None, repr=False)
+    #: materialized tables shared between sections, by key; cleared with the scope
+    _shared: dict = field(default_factory=dict, repr=False)
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[AnalysisSource]:
+        """Within it, `materialize` stores intermediates on the engine; on leaving, they are
+        dropped. Nested scopes share the outermost one."""
+        if self._kept is not None:
+            yield self
+            return
+        self._kept = []
+        try:
+            yield self
+        finally:
+            kept, self._kept = self._kept, None
+            self._shared.clear()
+            for drop in reversed(kept):
+                drop()
+
+    def materialize(self, expr: ir.Table) -> ir.Table:
+        """`expr` computed once, as an unbound table with its schema that later queries read
+        instead of recomputing it (the expression itself outside a scope)."""
+        if self._kept is None or self.keep is None:
+            return expr
+        name = f"_recsight_{uuid.uuid4().hex[:8]}_{next(_counter)}"
+        self._kept.append(self.keep(name, expr))
+        return ibis.table(expr.schema(), name=name)
+
+    def shared(self, key: Hashable, build: Callable[[], ir.Table]) -> ir.Table:
+        """`build()` materialized once per scope under `key`, for intermediates that several
+        sections use (e.g. the session table: sessions and the bot rule)."""
+        if self._kept is None or self.keep is None:
+            return build()
+        if key not in self._shared:
+            self._shared[key] = self.materialize(build())
+        return self._shared[key]
 
     def df(self, expr: ir.Expr) -> pd.DataFrame:
         """Run `expr` and return a frame (scalars become a one-row frame)."""
@@ -182,6 +233,9 @@ def utc_offset_changes(
     return out
 
 
+_counter = itertools.count()
+
+
 def _table(store: Store, name: str) -> ir.Table:
     rows = store.con.execute(f"DESCRIBE {name}").fetchall()
     mapper = ibis.backends.sql.datatypes.DuckDBType
@@ -196,6 +250,12 @@ def from_store(store: Store) -> AnalysisSource:
     def execute(expr: ir.Expr) -> pd.DataFrame:
         return con.execute(ibis.to_sql(expr, dialect="duckdb")).df()
 
+    def keep(name: str, expr: ir.Table) -> Callable[[], None]:
+        # a temporary table lives in this connection only (and also in a read-only store);
+        # under the memory limit DuckDB spills it to its temp directory
+        con.execute(f'CREATE TEMP TABLE "{name}" AS {ibis.to_sql(expr, dialect="duckdb")}')
+        return lambda: con.execute(f'DROP TABLE IF EXISTS temp."{name}"')
+
     tables = {r[0] for r in store.con.execute("SHOW TABLES").fetchall()}
     return AnalysisSource(
         events=_table(store, "events"),
@@ -204,6 +264,7 @@ def from_store(store: Store) -> AnalysisSource:
         exposures=_table(store, "exposures") if "exposures" in tables else None,
         topics=_table(store, TOPICS_TABLE) if TOPICS_TABLE in tables else None,
         execute=execute,
+        keep=keep,
         timezone=store.timezone,
         name=str(store.path),
     )
