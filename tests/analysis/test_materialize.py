@@ -21,7 +21,7 @@ def db(tmp_path_factory):
     """A generated shop (with planted bots, a fav side branch, clicks and categories) whose
     local time zone has a daylight-saving change."""
     folder = tmp_path_factory.mktemp("mat")
-    generate_shop(folder / "data", n_users=600, n_items=200, n_days=20, seed=3)
+    generate_shop(folder / "data", n_users=200, n_items=100, n_days=10, seed=3)
     path = folder / "shop.duckdb"
     with Store(path) as store:
         ingest(store, folder / "data", tz="Europe/Berlin")

@@ -93,7 +93,7 @@ class AnalysisSource:
         instead of recomputing it (the expression itself outside a scope)."""
         if self._kept is None or self.keep is None:
             return expr
-        name = f"_recsight_{uuid.uuid4().hex[:8]}_{next(_counter)}"
+        name = f"recsight_tmp_{uuid.uuid4().hex[:8]}_{next(_counter)}"
         self._kept.append(self.keep(name, expr))
         return ibis.table(expr.schema(), name=name)
 
