@@ -14,6 +14,7 @@ from recsight.analysis.sessions import session_table
 from recsight.data.generate import generate_shop
 from recsight.data.ingest import ingest
 from recsight.data.store import Store
+from tests.analysis.compare import assert_same
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +35,7 @@ def _temp_tables(store: Store) -> list[str]:
 
 
 def _report(src) -> dict:
-    rep = json.loads(analyze(src).model_dump_json())
-    rep.pop("generated_at")
-    for s in rep["sections"].values():
-        s.pop("seconds")
-    return rep
+    return json.loads(analyze(src).model_dump_json())
 
 
 @pytest.mark.parametrize("k", [1, 5])
@@ -61,7 +58,8 @@ def test_report_equals_the_report_that_recomputes_everything(db, k):
         lazy_src.keep = None  # every query computes its intermediates again
         lazy_src.privacy = GroupPolicy(min_group_size=k)
         lazy = _report(lazy_src)
-        assert stored == lazy
+        # floats within 1e-9: the mean drift, a sum of doubles, differed in its last bit
+        assert_same(stored, lazy)
         assert stored["sections"]["funnel"]["status"] == "ok"
         assert stored["sessions"]["n_sessions"] > 0
         # reach, side branch, CTR per item, sessions, profiles, drift, recent items, ...

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 
 import pandas as pd
 import pytest
@@ -18,28 +17,8 @@ from recsight.cli.analysis import register
 from recsight.data.layout import open_store
 from recsight.spark.analysis import spark_source
 from recsight.spark.layout import read_layout
+from tests.analysis.compare import assert_same
 from tests.spark.conftest import SHOP_MIN_GROUP
-
-#: Fields that describe the run, not the data.
-RUN_FIELDS = {"generated_at", "source", "seconds"}
-
-
-def assert_same(a, b, where: str = "report") -> None:
-    """Recursive equality: floats within 1e-9 relative, everything else exact."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        assert a.keys() == b.keys(), f"{where}: keys {sorted(a.keys() ^ b.keys())}"
-        for k in a:
-            if k not in RUN_FIELDS:
-                assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, list) and isinstance(b, list):
-        assert len(a) == len(b), f"{where}: {len(a)} vs {len(b)} entries"
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, float) or isinstance(b, float):
-        assert isinstance(a, int | float) and isinstance(b, int | float), f"{where}: {a!r} {b!r}"
-        assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), f"{where}: {a!r} != {b!r}"
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def test_assert_same_catches_differences():
