@@ -26,9 +26,11 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 
 import ibis
+import ibis.expr.operations as ops
 import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
+from ibis.common.graph import Graph
 
 from recsight.analysis.groups import GroupPolicy
 from recsight.data.store import TOPICS_TABLE, Store
@@ -243,22 +245,124 @@ def _table(store: Store, name: str) -> ir.Table:
     return ibis.table(schema, name=name)
 
 
+def without_id_maps(
+    expr: ir.Expr, events: ir.Table, log: ir.Table, maps: dict[str, ir.Table]
+) -> ir.Expr:
+    """`expr` reading `log` (the events without their external ids) in place of `events`,
+    joined only to the id maps (`maps`: id column -> its map table, e.g. ``"user_id"`` ->
+    `user_map`) whose id its result depends on; `expr` itself when it needs both ids.
+
+    The store's `events` view joins every event to the user and item maps (3M and 1M rows at
+    100M events), and DuckDB keeps those joins even when no column of the maps is read; most
+    report queries need only the integer ids. The maps are total (ingest gives every event's
+    ids an index), so the join drops no event and the rows are the same. In the rewritten
+    expression an id that is not joined is a NULL column that nothing reads (pruned)."""
+    ev = events.op()
+    live = _live_columns(expr.op())
+    if ev not in live:
+        return expr
+    ids = [c for c in maps if c in live[ev]]
+    if len(ids) == len(maps):
+        return expr
+    t = log
+    for c in ids:
+        m = maps[c]
+        key = next(k for k in m.columns if k != c)  # user_idx for user_map
+        t = t.inner_join(m.select(key, c), key)
+    cols = {
+        c: (t[c] if c in log.columns or c in ids else ibis.null(dtype))
+        for c, dtype in events.schema().items()
+    }
+    return expr.op().replace({ev: t.select(**cols).op()}).to_expr()
+
+
+def _live_columns(root: ops.Node) -> dict[ops.Relation, set[str]]:
+    """The relations `root`'s result depends on, each with the columns of it that are read
+    (an empty set: only its rows count). Column pruning on the Ibis graph: a relation's
+    consumers (after it in topological order) are visited first and say what they read;
+    a column kept by a projection that nothing downstream reads does not count. Operations
+    not named here count as reading every column of their inputs."""
+    need: dict[ops.Relation, set[str]] = {}
+
+    def read(value: ops.Node) -> None:
+        # the fields and relations a live value refers to, not descending into relations
+        for n in value.find(ops.Node, filter=lambda n: not isinstance(n, ops.Relation)):
+            if isinstance(n, ops.Relation):
+                continue
+            if isinstance(n, ops.Field):
+                need.setdefault(n.rel, set()).add(n.name)
+                continue
+            for child in n.__children__:
+                if isinstance(child, ops.Relation):  # a subquery, a count of rows, ...
+                    cols = set() if isinstance(n, ops.CountStar) else set(child.schema.names)
+                    need.setdefault(child, set()).update(cols)
+
+    if isinstance(root, ops.Relation):
+        need[root] = set(root.schema.names)
+    else:
+        read(root)
+    graph, _ = Graph.from_bfs(root).toposort()
+    for node in reversed(list(graph)):
+        if not isinstance(node, ops.Relation) or node not in need:
+            continue
+        cols = need[node]
+        if isinstance(node, ops.Project):
+            for c in cols:
+                read(node.values[c])
+            need.setdefault(node.parent, set())
+        elif isinstance(node, ops.Aggregate):  # every group key decides the rows
+            metrics = [node.metrics[c] for c in cols & node.metrics.keys()]
+            for v in [*node.groups.values(), *metrics]:
+                read(v)
+            need.setdefault(node.parent, set())
+        elif isinstance(node, ops.JoinChain):  # every join decides the rows
+            for c in cols:
+                read(node.values[c])
+            for link in node.rest:
+                for p in link.predicates:
+                    read(p)
+            for t in node.tables:
+                need.setdefault(t, set())
+        elif isinstance(
+            node, ops.Filter | ops.Sort | ops.Limit | ops.JoinReference | ops.DropColumns
+        ):  # the parent's columns pass through; predicates and sort keys are read
+            for child in node.__children__:
+                if isinstance(child, ops.Relation):
+                    need.setdefault(child, set()).update(cols)
+                else:
+                    read(child)
+        else:  # distinct rows, set operations, ...: everything they touch
+            for child in node.__children__:
+                if isinstance(child, ops.Relation):
+                    need.setdefault(child, set()).update(child.schema.names)
+                else:
+                    read(child)
+    return need
+
+
 def from_store(store: Store) -> AnalysisSource:
-    """An `AnalysisSource` over a recsight store, run by its DuckDB connection."""
+    """An `AnalysisSource` over a recsight store, run by its DuckDB connection (queries that
+    need no external id read `event_log`: `without_id_maps`)."""
     con = store.con
+    events = _table(store, "events")
+    log = _table(store, "event_log")
+    maps = {"user_id": _table(store, "user_map"), "item_id": _table(store, "item_map")}
+
+    def sql(expr: ir.Expr) -> str:
+        return ibis.to_sql(without_id_maps(expr, events, log, maps), dialect="duckdb")
 
     def execute(expr: ir.Expr) -> pd.DataFrame:
-        return con.execute(ibis.to_sql(expr, dialect="duckdb")).df()
+        return con.execute(sql(expr)).df()
 
     def keep(name: str, expr: ir.Table) -> Callable[[], None]:
         # a temporary table lives in this connection only (and also in a read-only store);
         # under the memory limit DuckDB spills it to its temp directory
-        con.execute(f'CREATE TEMP TABLE "{name}" AS {ibis.to_sql(expr, dialect="duckdb")}')
+        con.execute(f'CREATE TEMP TABLE "{name}" AS {sql(expr)}')
         return lambda: con.execute(f'DROP TABLE IF EXISTS temp."{name}"')
 
     tables = {r[0] for r in store.con.execute("SHOW TABLES").fetchall()}
     return AnalysisSource(
-        events=_table(store, "events"),
+        events=events,
         items=_table(store, "items"),
         users=_table(store, "users"),
         exposures=_table(store, "exposures") if "exposures" in tables else None,
