@@ -8,7 +8,6 @@ expression to Spark SQL, so `recsight.analysis.analyze` runs unchanged.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import ibis.expr.types as ir
@@ -35,23 +34,12 @@ def layout_source(layout: SparkLayout) -> AnalysisSource:
     def execute(expr: ir.Expr) -> pd.DataFrame:
         return spark.sql(to_spark_sql(expr)).toPandas()
 
-    def keep(name: str, expr: ir.Table) -> Callable[[], None]:
-        # computed now and cached (memory, spilling to disk), like the layout's events
-        spark.sql(f"CACHE TABLE {name} AS {to_spark_sql(expr)}")
-
-        def drop() -> None:
-            spark.sql(f"UNCACHE TABLE IF EXISTS {name}")
-            spark.catalog.dropTempView(name)
-
-        return drop
-
     t = layout.tables
     return AnalysisSource(
         events=t["events"],
         items=t["items"],
         users=t["users"],
         execute=execute,
-        keep=keep,
         timezone=layout.manifest.timezone,
         name=layout.path,
     )
