@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from recsight.data.store import Store
+from recsight.llm.explain import Catalog, explain_recommendation
 from recsight.models.base import history_user_keys
 from recsight.models.registry import load_model
 from recsight.models.topk import top_k
@@ -70,6 +71,29 @@ def test_lru_gives_the_eager_caches_recommendations(shop_model, store_copy, clus
         assert len(cache) == 7
         assert cache.misses == len(users) + len(users[::-3]) - cache.hits
         assert cache.get("nobody").items == []
+
+
+def test_by_user_reads_agree_with_a_scan_whatever_the_watermark(store_copy):
+    """Reads by user = the by-user copy up to its watermark + the event log past it: equal to
+    a scan of the log with the copy fresh, stale (events appended after it), and extending
+    past the watermark read (a rebuild that commits between the two statements of a read)."""
+    users = ["u1", "u3", "u5", "new-user"]
+    with Store(store_copy) as store:
+        scan = {u: store.recent_events(u, 40) for u in users}  # no copy yet: a scan
+        store.cluster_by_user()
+        assert {u: store.recent_events(u, 40) for u in users} == scan
+        added = [{"user_id": u, "item_id": f"i{j}", "event_type": "cart"} for j in range(3)
+                 for u in users]  # fmt: skip
+        store.append_events(added)  # past the copy: read from the log's tail
+        upto = int(store.meta("by_user_upto"))
+        store.con.execute("DELETE FROM meta WHERE key = 'by_user_upto'")
+        scan = {u: store.recent_events(u, 40) for u in users}
+        assert all(r[0] > upto for r in scan["new-user"]) and len(scan["new-user"]) == 3
+        store.set_meta("by_user_upto", str(upto))
+        assert {u: store.recent_events(u, 40) for u in users} == scan
+        store.cluster_by_user()  # the copy now holds the appended events too...
+        store.set_meta("by_user_upto", str(upto))  # ...beyond the watermark a read saw
+        assert {u: store.recent_events(u, 40) for u in users} == scan
 
 
 def test_evicted_user_reloads_with_events_added_meanwhile(store_copy):
@@ -246,3 +270,23 @@ def test_posted_event_reflected_for_a_user_loaded_on_demand(client):
     assert target not in {r["item_id"] for r in after}
     health = client.get("/health").json()["history_cache"]
     assert health["misses"] >= 1 and health["hits"] >= 1
+
+
+def test_explanation_names_are_built_on_first_explanation(shop_model):
+    """Start-up leaves the explanations' catalog (10 CPU s at 1M items) for the first request
+    that asks for explanations; those equal the ones from a catalog built up front."""
+    base, model = shop_model
+    with Store(base, read_only=True) as store:
+        items = store.items_frame()
+        history = HistoryCache(store.recent_events, max_events=30).get("u1")
+    pipe = Pipeline.load(model, items)
+    assert pipe._catalog is None
+    recs = pipe.recommend(history, k=4, explain=True)
+    assert pipe._catalog is not None and pipe.catalog is pipe.catalog
+    eager = Catalog.from_items(items)
+    for r in recs.items:
+        exp = explain_recommendation(
+            pipe.main, history.items, r.item_id, eager, top=2, weights=history.weights()
+        )
+        assert r.explanation == (exp.text if exp.grounded else "popular with users like you")
+    assert any(r.evidence for r in recs.items)

@@ -403,26 +403,35 @@ class Store:
         """One user's last `limit` events as (seq, item_id, event_type, value), oldest first
         (by timestamp, then ingest order); empty for an unknown user. Reads the by-user copy
         plus the newer tail of `event_log` when the copy exists, else scans `event_log`."""
-        rows = "event_log"
-        if self.meta("by_user_upto") is not None:
-            # the watermark is read in the same statement, so a rebuild committing meanwhile
-            # cannot make the two parts overlap or leave a gap
-            rows = f"""(SELECT user_idx, seq, item_idx, "timestamp", event_type, value
-                        FROM {BY_USER_TABLE}
-                        UNION ALL
-                        SELECT user_idx, seq, item_idx, "timestamp", event_type, value
-                        FROM event_log WHERE seq > (SELECT CAST(value AS BIGINT) FROM meta
-                                                    WHERE key = 'by_user_upto'))"""
+        found = self.con.execute(
+            "SELECT user_idx, (SELECT value FROM meta WHERE key = 'by_user_upto') "
+            "FROM user_map WHERE user_id = ?",
+            [str(user_id)],
+        ).fetchall()
+        if not found:
+            return []
+        user, upto = found[0]
+        cols = 'seq, item_idx, event_type, value, "timestamp"'
+        # the user and the watermark go in as constants: DuckDB skips row groups by their
+        # min/max only for constant filters, not for a subquery's result (at 100M events a
+        # miss cost 13 CPU ms with subqueries, 9.5 with constants)
+        if upto is None:
+            rows, params = f"SELECT {cols} FROM event_log WHERE user_idx = $user", {}
+        else:
+            # a rebuild committing after the watermark was read only extends the copy, so
+            # the copy up to the watermark and the log past it never overlap nor leave a gap
+            rows = f"""SELECT {cols} FROM {BY_USER_TABLE} WHERE user_idx = $user AND seq <= $upto
+                       UNION ALL
+                       SELECT {cols} FROM event_log WHERE seq > $upto AND user_idx = $user"""
+            params = {"upto": int(upto)}
         return self.con.execute(
             f"""
             SELECT e.seq, i.item_id, e.event_type, e.value
-            FROM (SELECT seq, item_idx, event_type, value, "timestamp" FROM {rows}
-                  WHERE user_idx = (SELECT user_idx FROM user_map WHERE user_id = ?)
-                  ORDER BY "timestamp" DESC NULLS LAST, seq DESC LIMIT ?) e
+            FROM ({rows} ORDER BY "timestamp" DESC NULLS LAST, seq DESC LIMIT $limit) e
             JOIN item_map i ON e.item_idx = i.item_idx
             ORDER BY e."timestamp" NULLS FIRST, e.seq
             """,
-            [str(user_id), int(limit)],
+            {"user": int(user), "limit": int(limit), **params},
         ).fetchall()
 
     # -- views for models -----------------------------------------------------------------

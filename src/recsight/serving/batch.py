@@ -201,7 +201,7 @@ def _explain(pipeline: Pipeline, user_or_history: str | list[str], item: object)
     if item is None:
         return ""
     exp = explain_recommendation(
-        pipeline.main, user_or_history, str(item), pipeline._catalog, llm=pipeline.llm
+        pipeline.main, user_or_history, str(item), pipeline.catalog, llm=pipeline.llm
     )
     return exp.text if exp.grounded else UNGROUNDED
 
