@@ -13,7 +13,9 @@ from recsight.serving.schemas import ErrorOut
 from recsight.serving.service import API_KEY_ENV, Service
 
 
-def get_service(request: Request) -> Service:
+# async, like every dependency here: FastAPI runs a plain `def` dependency in its thread pool,
+# a thread hop (and its wake-ups) on every request for what is an attribute read
+async def get_service(request: Request) -> Service:
     """The service the app's lifespan started."""
     return request.app.state.service
 
@@ -21,7 +23,7 @@ def get_service(request: Request) -> Service:
 ServiceDep = Annotated[Service, Depends(get_service)]
 
 
-def require_key(request: Request, svc: ServiceDep) -> None:
+async def require_key(request: Request, svc: ServiceDep) -> None:
     """Refuse (401) a request without the service's API key, sent as
     ``Authorization: Bearer <key>`` or ``X-API-Key``; every write and admin route has it."""
     expected = svc.config.api_key
@@ -50,7 +52,7 @@ class KeyFirstRoute(APIRoute):
             return handler
 
         async def key_first(request: Request) -> Response:
-            require_key(request, get_service(request))
+            await require_key(request, request.app.state.service)
             return await handler(request)
 
         return key_first

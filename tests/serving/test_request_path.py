@@ -1,0 +1,42 @@
+"""What one recommendation request costs the service beyond the model: no thread hop for a
+cached user, and the HTTP layer on C parsers (httptools, uvloop) rather than pure Python."""
+
+from __future__ import annotations
+
+import anyio.to_thread
+import uvicorn
+
+
+def test_cached_user_request_takes_no_thread_pool_hop(client, monkeypatch):
+    # a plain `def` dependency runs in FastAPI's thread pool: a hop (and its wake-ups) on
+    # every request; a cached user's request needs none (the model runs on the batcher)
+    user = str(client.app.state.service.pipeline.main.users_.ids[0])
+    first = client.get(f"/recommendations/{user}")  # loads the history: a hop allowed
+    assert first.status_code == 200 and first.json()["source"] == "main"
+    hops = []
+    real = anyio.to_thread.run_sync
+
+    async def counted(func, *args, **kwargs):
+        hops.append(getattr(func, "__name__", repr(func)))
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    again = client.get(f"/recommendations/{user}")
+    assert again.status_code == 200
+    assert again.json()["recommendations"] == first.json()["recommendations"]
+    assert hops == []
+
+
+def test_serve_picks_the_c_http_parser_and_uvloop():
+    # `recsight serve` leaves uvicorn's choice on "auto": with the `serve` extra installed
+    # that is httptools and uvloop, not the pure-Python h11 parser and asyncio's own loop
+    import uvloop
+
+    config = uvicorn.Config(app=None, http="auto", loop="auto")
+    config.load()
+    assert config.http_protocol_class.__name__ == "HttpToolsProtocol"
+    loop = config.get_loop_factory()()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
