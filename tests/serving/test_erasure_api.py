@@ -79,11 +79,22 @@ def test_pending_retrain_on_health(shop_model, store_copy, tmp_path):
 
 
 def test_exposure_buffer_drops_an_erased_users_rows():
-    from recsight.serving.writes import ExposureLog
+    from datetime import datetime
 
-    written: list[tuple] = []
-    log = ExposureLog(written.extend)
-    log.add([("r1", "gone", "i1", 0, "m", None), ("r2", "kept", "i1", 0, "m", None)])
+    from recsight.serving.writes import EXPOSURE_COLUMNS, ExposureLog
+
+    written = []
+    log = ExposureLog(written.append)
+    now = datetime(2026, 1, 2, 3, 4, 5)
+    log.add("r1", "gone", ["i1", "i2"], "m", now)
+    log.add("r2", "kept", ["i3", "i1"], "m", now)
     log.discard_user("gone")
     log.flush()
-    assert [r[1] for r in written] == ["kept"]
+    log.flush()  # nothing buffered: nothing written
+    assert len(written) == 1 and written[0].column_names == EXPOSURE_COLUMNS
+    assert written[0].to_pylist() == [
+        {"request_id": "r2", "user_id": "kept", "item_id": "i3", "position": 0,
+         "model_version": "m", "ts": now},
+        {"request_id": "r2", "user_id": "kept", "item_id": "i1", "position": 1,
+         "model_version": "m", "ts": now},
+    ]

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from recsight.data.pseudonyms import UserIds
 from recsight.data.schema import canonical_event_type
@@ -42,7 +43,6 @@ log = logging.getLogger("recsight.serving")
 T = TypeVar("T")
 
 API_KEY_ENV = "RECSIGHT_API_KEY"
-EXPOSURE_COLUMNS = ["request_id", "user_id", "item_id", "position", "model_version", "ts"]
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB: a batch of ~5,000 events
 CLUSTER_MIN_LAG = 100_000  # events past the by-user copy before it is rebuilt
 
@@ -183,16 +183,15 @@ class Service:
                 self._rewriting -= 1
                 self._gate.notify_all()
 
-    def _write_exposures(self, rows: list[tuple]) -> None:
+    def _write_exposures(self, table: pa.Table) -> None:
         # one columnar insert: DuckDB's executemany runs row by row and would hold the
         # write lock (and so every POST /events) for seconds after a busy interval
-        frame = pd.DataFrame(rows, columns=EXPOSURE_COLUMNS)
         with self.write_lock:
-            self.store.con.register("_exposures_df", frame)
+            self.store.con.register("_exposures_batch", table)
             try:
-                self.store.con.execute("INSERT INTO exposures SELECT * FROM _exposures_df")
+                self.store.con.execute("INSERT INTO exposures SELECT * FROM _exposures_batch")
             finally:
-                self.store.con.unregister("_exposures_df")
+                self.store.con.unregister("_exposures_batch")
 
     def _load(self, folder: Path, items: pd.DataFrame) -> Pipeline:
         """Load a pipeline; the first time a torch model is loaded, fix torch's thread count
@@ -289,12 +288,7 @@ class Service:
         request_id = uuid.uuid4().hex
         version = self.pipeline.version
         now = datetime.now(UTC).replace(tzinfo=None)
-        self.exposures.add(
-            [
-                (request_id, user_id, r.item_id, pos, version, now)
-                for pos, r in enumerate(recs.items)
-            ]
-        )
+        self.exposures.add(request_id, user_id, [r.item_id for r in recs.items], version, now)
         self.telemetry.recommendations.labels(recs.source).inc()
         return RecommendationsOut(
             request_id=request_id,

@@ -7,8 +7,24 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from datetime import datetime
+
+import pyarrow as pa
 
 log = logging.getLogger("recsight.serving")
+
+#: The exposures table: one row per recommended item per served list.
+EXPOSURE_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("position", pa.int32()),
+        ("model_version", pa.string()),
+        ("ts", pa.timestamp("us")),
+    ]
+)
+EXPOSURE_COLUMNS = EXPOSURE_SCHEMA.names
 
 
 class ExposureLog:
@@ -16,11 +32,14 @@ class ExposureLog:
 
     Exposures are telemetry, not acknowledged data: flushing every `interval` seconds keeps
     the request path free of disk writes; a crash can lose the last interval's exposures.
+    Rows are buffered by column and written as one Arrow table: building a pandas frame from
+    row tuples and a commit every half second took about a third of the service's CPU at
+    200 requests/s.
     """
 
-    def __init__(self, write: Callable[[list[tuple]], None], interval: float = 0.5):
+    def __init__(self, write: Callable[[pa.Table], None], interval: float = 2.0):
         self._write = write
-        self._rows: list[tuple] = []
+        self._cols: dict[str, list] = {c: [] for c in EXPOSURE_COLUMNS}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, args=(interval,))
@@ -28,20 +47,36 @@ class ExposureLog:
     def start(self) -> None:
         self._thread.start()
 
-    def add(self, rows: list[tuple]) -> None:
+    def add(
+        self,
+        request_id: str,
+        user_id: str | None,
+        item_ids: list[str],
+        model_version: str,
+        ts: datetime,
+    ) -> None:
+        """Buffer one served list: `item_ids` in the order shown (position 0 first)."""
+        k = len(item_ids)
         with self._lock:
-            self._rows.extend(rows)
+            c = self._cols
+            c["request_id"].extend([request_id] * k)
+            c["user_id"].extend([user_id] * k)
+            c["item_id"].extend(item_ids)
+            c["position"].extend(range(k))
+            c["model_version"].extend([model_version] * k)
+            c["ts"].extend([ts] * k)
 
     def discard_user(self, user_id: str) -> None:
         """Drop the buffered exposures of one user (an erasure is under way)."""
         with self._lock:
-            self._rows = [r for r in self._rows if r[1] != user_id]
+            keep = [i for i, u in enumerate(self._cols["user_id"]) if u != user_id]
+            self._cols = {name: [col[i] for i in keep] for name, col in self._cols.items()}
 
     def flush(self) -> None:
         with self._lock:
-            rows, self._rows = self._rows, []
-        if rows:
-            self._write(rows)
+            cols, self._cols = self._cols, {c: [] for c in EXPOSURE_COLUMNS}
+        if cols["request_id"]:
+            self._write(pa.table(cols, schema=EXPOSURE_SCHEMA))
 
     def _run(self, interval: float) -> None:
         while not self._stop.wait(interval):
