@@ -93,8 +93,20 @@ def test_exposure_buffer_drops_an_erased_users_rows():
     log.flush()  # nothing buffered: nothing written
     assert len(written) == 1 and written[0].column_names == EXPOSURE_COLUMNS
     assert written[0].to_pylist() == [
-        {"request_id": "r2", "user_id": "kept", "item_id": "i3", "position": 0,
-         "model_version": "m", "ts": now},
-        {"request_id": "r2", "user_id": "kept", "item_id": "i1", "position": 1,
-         "model_version": "m", "ts": now},
+        {
+            "request_id": "r2",
+            "user_id": "kept",
+            "item_id": "i3",
+            "position": 0,
+            "model_version": "m",
+            "ts": now,
+        },
+        {
+            "request_id": "r2",
+            "user_id": "kept",
+            "item_id": "i1",
+            "position": 1,
+            "model_version": "m",
+            "ts": now,
+        },
     ]
