@@ -250,3 +250,26 @@ def test_recommend_chunks_bound_scores_held_and_change_nothing(blocks, monkeypat
     np.testing.assert_array_equal(chunked[0], whole[0])
     np.testing.assert_array_equal(chunked[1], whole[1])
     np.testing.assert_array_equal(m.score(users, ["i0"] * 40), pairs)
+
+
+def test_histories_matrix_is_one_row_per_history(blocks):
+    """Batched histories: unknown ids dropped, repeats summed, empty histories empty rows;
+    equal to the rows built one by one, and the batch scores equal single scores."""
+    m = fitted("als", blocks)
+    histories = [["i1", "i2", "i1", "nope"], [], ["nope"], ["i20"], ["i3"]]
+    weights = [[1.0, 2.0, 0.5, 9.0], [], [1.0], None, [3.0]]
+    h = m._histories_matrix(histories, weights)
+    assert h.shape == (5, m.n_items) and h.has_canonical_format
+    i1, i2, i3, i20 = m.items_.index_of(["i1", "i2", "i3", "i20"])
+    expected = sp.lil_matrix((5, m.n_items), dtype=np.float32)
+    expected[0, i1], expected[0, i2], expected[4, i3] = 1.5, 2.0, 3.0
+    expected[3, i20] = m._history_default_weight()
+    np.testing.assert_array_equal(h.toarray(), expected.toarray())
+    singles = sp.vstack([m._history_matrix(i, w) for i, w in zip(histories, weights)])
+    np.testing.assert_array_equal(h.toarray(), singles.toarray())
+    scores, seen = m.score_histories(histories, weights)
+    for row, (items, w) in enumerate(zip(histories, weights)):
+        one, _ = m.score_histories([items], [w])
+        np.testing.assert_allclose(scores[row], one[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="weights: expected 2 values"):
+        m._histories_matrix([["i1", "i2"]], [[1.0]])

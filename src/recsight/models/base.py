@@ -224,18 +224,41 @@ class Recommender:
         self, items: Sequence[str], weights: Sequence[float] | None = None
     ) -> sp.csr_matrix:
         """One history as a 1 x n_items CSR; unknown ids are dropped, repeats summed."""
-        items = [items] if isinstance(items, str) else list(items)
-        if weights is None:
-            w = np.full(len(items), self._history_default_weight(), np.float32)
-        else:
-            w = np.asarray(weights, np.float32)
-        if len(w) != len(items):
-            raise InputError(f"weights: expected {len(items)} values (one per item), got {len(w)}")
-        idx = self.items_.index_of(items, missing="ignore") if items else np.zeros(0, np.int64)
-        keep = idx >= 0
+        return self._histories_matrix([items], [weights])
+
+    def _histories_matrix(
+        self,
+        histories: Sequence[Sequence[str]],
+        weights: Sequence[Sequence[float] | None],
+    ) -> sp.csr_matrix:
+        """Histories as a len(histories) x n_items CSR, one row each; unknown ids are
+        dropped, repeats summed. One scipy constructor for the batch: a constructor costs
+        ~50 us, more than the rest of a request's history handling."""
+        cols: list[np.ndarray] = []
+        vals: list[np.ndarray] = []
+        indptr = np.zeros(len(histories) + 1, np.int64)
+        for r, (items, wts) in enumerate(zip(histories, weights, strict=True)):
+            items = [items] if isinstance(items, str) else list(items)
+            if wts is None:
+                w = np.full(len(items), self._history_default_weight(), np.float32)
+            else:
+                w = np.asarray(wts, np.float32)
+            if len(w) != len(items):
+                raise InputError(
+                    f"weights: expected {len(items)} values (one per item), got {len(w)}"
+                )
+            idx = self.items_.index_of(items, missing="ignore") if items else np.zeros(0, np.int64)
+            keep = idx >= 0
+            cols.append(idx[keep])
+            vals.append(w[keep])
+            indptr[r + 1] = indptr[r] + len(cols[-1])
         m = sp.csr_matrix(
-            (w[keep], (np.zeros(keep.sum(), np.int64), idx[keep])),
-            shape=(1, self.n_items),
+            (
+                np.concatenate(vals) if vals else np.zeros(0, np.float32),
+                np.concatenate(cols) if cols else np.zeros(0, np.int64),
+                indptr,
+            ),
+            shape=(len(histories), self.n_items),
             dtype=np.float32,
         )
         m.sum_duplicates()
@@ -351,10 +374,7 @@ class Recommender:
         self._check_fitted()
         if weights is None:
             weights = [None] * len(histories)
-        h = sp.vstack(
-            [self._history_matrix(i, w) for i, w in zip(histories, weights, strict=True)],
-            format="csr",
-        )
+        h = self._histories_matrix(histories, weights)
         return self._score_history_matrix(histories, h), h
 
     def _score_history_matrix(
