@@ -265,10 +265,10 @@ def test_histories_matrix_is_one_row_per_history(blocks):
     expected[0, i1], expected[0, i2], expected[4, i3] = 1.5, 2.0, 3.0
     expected[3, i20] = m._history_default_weight()
     np.testing.assert_array_equal(h.toarray(), expected.toarray())
-    singles = sp.vstack([m._history_matrix(i, w) for i, w in zip(histories, weights)])
+    singles = sp.vstack([m._history_matrix(i, w) for i, w in zip(histories, weights, strict=True)])
     np.testing.assert_array_equal(h.toarray(), singles.toarray())
     scores, seen = m.score_histories(histories, weights)
-    for row, (items, w) in enumerate(zip(histories, weights)):
+    for row, (items, w) in enumerate(zip(histories, weights, strict=True)):
         one, _ = m.score_histories([items], [w])
         np.testing.assert_allclose(scores[row], one[0], rtol=1e-5, atol=1e-6)
     with pytest.raises(InputError, match="weights: expected 2 values"):
