@@ -30,7 +30,7 @@ from recsight.models.ann import AnnIndex, ann_top_k, supports_ann
 from recsight.models.base import Recommender, history_user_keys, read_config
 from recsight.models.manifest import MANIFEST
 from recsight.models.registry import load_model
-from recsight.models.topk import top_k
+from recsight.models.topk import id_keys, top_k
 
 EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "cart": 3.0, "fav": 3.0, "purchase": 5.0}
 
@@ -317,13 +317,30 @@ class Pipeline:
         if batch:
             model = self.main
             scores, seen = model.score_histories([b[1] for b in batch], [b[2] for b in batch])
-            for row, (n, items, weights, allowed) in enumerate(batch):
+            # requests of the same shape (k, exclusion, filter) are ranked in one call: the
+            # per-call overhead of masking and top-k is most of ranking one ALS row
+            shapes: dict[tuple, list[int]] = {}
+            for row, (n, _, _, allowed) in enumerate(batch):
                 req = requests[n]
-                keys = history_user_keys(req.history.user_id)
-                ids, vals = model._rank(
-                    scores[row : row + 1], seen[row], req.k, req.exclude_seen, allowed, keys
+                shapes.setdefault((req.k, req.exclude_seen, id(allowed)), []).append(row)
+            for rows in shapes.values():
+                reqs = [requests[batch[r][0]] for r in rows]
+                keys = id_keys(
+                    ["" if q.history.user_id is None else q.history.user_id for q in reqs]
                 )
-                out[n] = self._answer(model, "main", req, items, weights, ids[0], vals[0])
+                ids, vals = model._rank(
+                    scores[rows],
+                    seen[rows],
+                    reqs[0].k,
+                    reqs[0].exclude_seen,
+                    batch[rows[0]][3],
+                    keys,
+                )
+                for j, row in enumerate(rows):
+                    n, items, weights, _ = batch[row]
+                    out[n] = self._answer(
+                        model, "main", requests[n], items, weights, ids[j], vals[j]
+                    )
         return out  # type: ignore[return-value]
 
     @property
