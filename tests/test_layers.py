@@ -99,6 +99,8 @@ def test_models_never_import_llm():
         ("import recsight.cli.main", ("torch", "numpy", "pandas", "ibis", "sklearn", "fastapi")),
         # what `recsight info` needs: the store, without pandas or scipy
         ("import recsight.data.store", ("pandas", "scipy", "recsight.data.dataset")),
+        # the service's start-up: sklearn's import took ~4 s of it at 100M events under load
+        ("import recsight.serving.app", ("torch", "sklearn")),
     ],
 )
 def test_light_imports(statement, absent):

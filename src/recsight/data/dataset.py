@@ -38,12 +38,21 @@ SMALL_LOOKUP = 256
 class IdIndex:
     """A bijection between external string ids and contiguous integer indices 0..n-1."""
 
-    def __init__(self, ids: Iterable[str]):
+    def __init__(self, ids: Iterable[str], *, known_unique: bool = False):
+        """`known_unique` skips the uniqueness check (ids read back from a saved model,
+        checked when it was fitted): hashing 3M user ids took ~3 CPU s of every service
+        start, and the service never looks users up by id."""
         self.ids = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=object)
-        self._index = pd.Index(self.ids)
-        if not self._index.is_unique:
+        self._pd_index: pd.Index | None = None
+        if not known_unique and not self._index.is_unique:
             raise ValueError("IdIndex ids must be unique")
         self._dict: dict[str, int] | None = None
+
+    @property
+    def _index(self) -> pd.Index:
+        if self._pd_index is None:  # built on first use
+            self._pd_index = pd.Index(self.ids)
+        return self._pd_index
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -61,7 +61,6 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.utils.extmath import randomized_svd
 
 from recsight.data.dataset import Interactions
 from recsight.data.splits import concat, random_item_ranks
@@ -288,6 +287,9 @@ class HybridRecommender(ContentRecommender):
                 f"factors: the training data ({x.shape[0]} users x {int(warm.sum())} items with "
                 "events) is too small for a factor model"
             )
+        # imported here: sklearn's import costs seconds, and serving imports this module
+        from sklearn.utils.extmath import randomized_svd
+
         _, _, vt = randomized_svd(x, k, random_state=int(self.seed))
         factors = vt.T.astype(np.float32)
         text = self.item_embeddings_

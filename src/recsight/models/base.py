@@ -441,8 +441,8 @@ class Recommender:
         model = cls(**config["params"])
         with np.load(Path(path) / "arrays.npz", allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-        model.users_ = IdIndex(arrays["user_ids"].astype(object))
-        model.items_ = IdIndex(arrays["item_ids"].astype(object))
+        model.users_ = IdIndex(arrays["user_ids"].astype(object), known_unique=True)
+        model.items_ = IdIndex(arrays["item_ids"].astype(object), known_unique=True)
         model.seen_ = _get_sparse(arrays, "seen_")
         for key in cls._state:
             if key not in arrays and f"{key}__indptr" not in arrays and hasattr(cls, key):
