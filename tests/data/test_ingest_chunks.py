@@ -151,3 +151,64 @@ def test_chunks_cover_every_position_once_in_order(first, last, n, size):
     assert covered == list(range(first, last + 1))
     # about `size` rows a chunk when positions have gaps (here 10 rows over 100 positions)
     assert len(chunks) == -(-n // size)
+
+
+def unique_rows(seed: int, n: int) -> list[dict]:
+    """`messy_rows` with no two rows of the same dedupe key (each has its own event id, or
+    its own timestamp where the id is empty), so nothing in the file is a duplicate."""
+    rows = messy_rows(seed, n)
+    for k, row in enumerate(rows):
+        row["event_id"] = f"x{k}" if k % 4 else ""
+        if not row["event_id"] and row["timestamp"] != "soon":
+            row["timestamp"] = str(1700000000 + k)
+    return rows
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_unstaged_check_equals_the_chunked_one(tmp_path, monkeypatch, fmt):
+    """A file in which no row can be a duplicate is checked by aggregating the source, with
+    nothing staged; the tables and the report equal those of the staged chunks (forced by
+    declaring every file unstreamable), drops, fixes, ratings and categories included."""
+    from recsight.data import ingest as ingest_module
+
+    rows = unique_rows(5, 80)
+    if fmt == "csv":
+        path = write_csv(tmp_path / "events.csv", rows, malformed_every=9)
+    else:
+        frame = pd.DataFrame(rows)
+        frame["value"] = pd.to_numeric(frame["value"])
+        path = tmp_path / "events.parquet"
+        frame.to_parquet(path)
+    calls = []
+    streaming = ingest_module._tally_streaming
+    monkeypatch.setattr(
+        ingest_module, "_tally_streaming", lambda *a: calls.append(1) or streaming(*a)
+    )
+    got_tables, got_report = run(tmp_path, "streamed", [path], 16, fill_rating="item-mean")
+    assert calls, "the file has no duplicates: checked without staging"
+    monkeypatch.setattr(ingest_module, "_streamable", lambda *a: False)
+    want_tables, want_report = run(tmp_path, "staged", [path], 16, fill_rating="item-mean")
+    assert got_report == want_report
+    assert got_tables == want_tables
+    for reason in ("missing_user_id", "bad_timestamp"):
+        assert got_report["dropped"].get(reason, 0) > 0, got_report["dropped"]
+    assert "duplicate" not in got_report["dropped"]
+    assert got_report["fixed"]["id_whitespace_trimmed"] > 0
+    assert any("more than one category" in note for note in got_report["notes"])
+    assert any("rating scale taken as" in note for note in got_report["notes"])
+
+
+def test_a_file_with_duplicates_or_a_store_with_events_is_staged(tmp_path, monkeypatch):
+    """Rows that may repeat another row (same key hash) or a stored event need the staged
+    chunks: the unstaged check is not used for them."""
+    from recsight.data import ingest as ingest_module
+
+    calls = []
+    monkeypatch.setattr(ingest_module, "_tally_streaming", lambda *a: calls.append(1))
+    dupes = write_csv(tmp_path / "dupes.csv", messy_rows(0, 40))
+    unique = write_csv(tmp_path / "unique.csv", unique_rows(1, 40))
+    with Store(tmp_path / "s.duckdb") as store:
+        report = ingest(store, dupes)
+        assert report.dropped["duplicate"] > 0
+        ingest(store, unique)  # the store holds events now
+    assert calls == []
