@@ -835,6 +835,9 @@ def _write_events(
         )
     if tally.n_dupes:
         joins += "ANTI JOIN _dupes d ON s._pos = d._pos "
+    # the contract (1.8 CPU s per 10M rows) is not evaluated again when it dropped no row
+    marked = ("duplicate", "duplicate_of_stored")
+    where = "WHERE s._reason IS NULL" if set(tally.dropped) - set(marked) else ""
     # seq carries the order, so the rows may be written in any order: let DuckDB parallelise
     con.execute("SET preserve_insertion_order = false")
     con.execute(f"""
@@ -845,7 +848,7 @@ def _write_events(
         FROM ({raw.rows()}) s {joins}
              JOIN user_map um ON {user} = um.user_id
              JOIN item_map im ON s.item_id = im.item_id
-        WHERE s._reason IS NULL
+        {where}
     """)
     con.execute("SET preserve_insertion_order = true")
     if "category" in raw.src.columns:
