@@ -142,8 +142,9 @@ def ingest(
     """Read `events` (file or folder, format detected unless `fmt`), clean it and append it,
     with the item and user files found beside it or given explicitly. With `pseudonym_key`,
     user ids (and session ids) are stored as keyed hashes (`recsight.data.pseudonyms`).
-    Rows are checked `chunk_rows` at a time (default: from DuckDB's memory limit, see
-    `_default_chunk_rows`); the result does not depend on it."""
+    Rows that may be duplicates are staged and checked `chunk_rows` at a time (default: from
+    DuckDB's memory limit, see `_default_chunk_rows`), others in one aggregating scan; the
+    result does not depend on it."""
     from recsight.data import pseudonyms as keys
 
     t0 = time.perf_counter()
