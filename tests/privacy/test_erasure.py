@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from recsight.cli.main import app
 from recsight.data.generate import generate_shop
+from recsight.data.histories import META_KEY, snapshot_root, write_history_snapshot
 from recsight.data.ingest import ingest
 from recsight.data.store import Store
 from recsight.models.registry import create_model, load_model
@@ -59,6 +60,7 @@ def build_store(root: Path) -> Path:
         s.con.execute("INSERT INTO exposures VALUES ('r1', ?, 'i4', 0, 'm', now()), "
                       "('r2', 'u1', 'i4', 0, 'm', now())", [WHO])  # fmt: skip
         s.cluster_by_user()  # the service's by-user copy of the events
+        write_history_snapshot(s)  # and its memory-mapped histories
         s.con.execute("CHECKPOINT")
     return db
 
@@ -82,6 +84,7 @@ def test_forget_leaves_no_trace(world):
     db, folders, root = world
     # the search can find the id where it is: the store file, the export, every model folder
     assert files_holding([db], WHO) and files_holding([root / "early"], WHO)
+    assert files_holding([snapshot_root(db)], WHO)
     assert all(files_holding([f], WHO) for f in folders)
     with Store(db, read_only=True) as s:
         before = s.interactions()
@@ -113,6 +116,7 @@ def test_forget_leaves_no_trace(world):
     # nothing left: no table, no byte of the store file, no model file, no later export
     with Store(db, read_only=True) as s:
         assert tables_holding(s.con, WHO) == []
+        assert s.meta(META_KEY) is None  # the snapshot is withdrawn, its files deleted
         log = s.con.execute("SELECT user_hash, events, exposures FROM erasure_log").fetchall()
         # the by-user copy lost the same rows and follows the renumbered users
         a, b = "SELECT user_idx, seq FROM event_log_by_user", "SELECT user_idx, seq FROM event_log"
@@ -121,6 +125,7 @@ def test_forget_leaves_no_trace(world):
         after = s.interactions()
     assert len(log) == 1 and log[0][1:] == (6, 1) and len(log[0][0]) == 64
     assert files_holding([db, db.with_name(db.name + ".wal")], WHO) == []
+    assert not snapshot_root(db).exists()
     assert files_holding(folders, WHO) == []
     late = CliRunner().invoke(app, ["export", "--db", str(db), "--out", str(root / "late")])
     assert late.exit_code == 0 and files_holding([root / "late"], WHO) == []

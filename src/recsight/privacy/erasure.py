@@ -5,6 +5,8 @@ contiguous, records each erasure in `erasure_log` as a keyed hash of the id (nev
 and rewrites the database file (`Store.compact`) so no free block still holds the deleted
 bytes. Parquet exports and snapshots are files outside the store: each one written is recorded
 next to the store (`<db>.exports`), and an erasure lists those that still contain the users.
+The service's memory-mapped history snapshot (`recsight.data.histories`) is derived data the
+store vouches for: the erasure's transaction withdraws it and its files are deleted.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 import duckdb
 
 from recsight.data.exports import stale_exports
+from recsight.data.histories import META_KEY as HISTORY_SNAPSHOT_KEY
+from recsight.data.histories import delete_history_snapshots
 from recsight.data.pseudonyms import UserIds, keyed_hash
 from recsight.data.store import Store
 
@@ -138,6 +142,9 @@ def erase_users(store: Store, stored_ids: Sequence[str], compact: bool = True) -
                 f'DELETE FROM "{table}" WHERE user_idx IN (SELECT user_idx FROM _erase_idx)'
             )
         _renumber_users(con, idx_tables)
+        # the service's memory-mapped history snapshot holds the users' events: no longer
+        # valid from this commit on, its files deleted after it
+        con.execute("DELETE FROM meta WHERE key = ?", [HISTORY_SNAPSHOT_KEY])
         con.executemany(
             "INSERT INTO erasure_log VALUES (?, ?, ?, ?, ?, ?)",
             [[e.user_hash, now, e.events, e.exposures, e.profile_rows, e.other_rows]
@@ -149,6 +156,7 @@ def erase_users(store: Store, stored_ids: Sequence[str], compact: bool = True) -
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    delete_history_snapshots(store.path)
     if compact:
         store.compact()
     erased_at = now.isoformat() + "Z"

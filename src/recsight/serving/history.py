@@ -10,6 +10,11 @@ Reads race with writes: an event can be committed while its user is being loaded
 `add` can arrive before or after the load's query saw it. Each cached event keeps its store
 `seq`, and events added while a user is loading are merged into the loaded history unless the
 query already returned them, so an event is never lost nor counted twice.
+
+`StoredHistories` is the loader the service gives the cache: a read from the store's
+memory-mapped history snapshot (`recsight.data.histories`) plus the events stored after it,
+kept in memory, with no query (~9.5 CPU ms per miss at 100M events through DuckDB); without
+a snapshot it reads through DuckDB.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from recsight.data.histories import HistorySnapshot, TimedEvent
 from recsight.serving.pipeline import History
 
 #: One stored event as the cache keeps it: (seq, item_id, event_type, value).
@@ -132,6 +138,67 @@ class HistoryCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._users)
+
+
+class StoredHistories:
+    """Users' recent events (a `Loader`) from a history snapshot plus the events stored
+    after its watermark, or through `fallback` (a store query) while there is no snapshot.
+
+    The events past the snapshot are kept in memory by user: those already stored when the
+    snapshot is installed (`install`), then each one the service commits (`record`), so a
+    read never queries the store. The service is the store's only writer while it runs, so
+    nothing else adds events behind its back.
+    """
+
+    def __init__(self, fallback: Loader):
+        self._fallback = fallback
+        self._lock = threading.Lock()
+        self._snapshot: HistorySnapshot | None = None
+        self._tail: dict[str, list[TimedEvent]] = {}
+        self._tail_events = 0
+
+    @property
+    def snapshot(self) -> HistorySnapshot | None:
+        return self._snapshot
+
+    @property
+    def tail_events(self) -> int:
+        """Events kept in memory past the snapshot's watermark."""
+        return self._tail_events
+
+    def install(self, snapshot: HistorySnapshot, after: list[tuple[str, TimedEvent]]) -> None:
+        """Read from `snapshot` from now on, with `after`, the events stored past its
+        watermark (in seq order). The caller holds the store's write lock, so that no event
+        is committed between reading `after` and this call."""
+        tail: dict[str, list[TimedEvent]] = {}
+        for user_id, event in after:
+            tail.setdefault(user_id, []).append(event)
+        with self._lock:
+            self._snapshot, self._tail, self._tail_events = snapshot, tail, len(after)
+
+    def record(self, user_id: str, event: TimedEvent) -> None:
+        """An event just committed to the store (called under the store's write lock, in
+        commit order)."""
+        with self._lock:
+            if self._snapshot is not None and event[0] > self._snapshot.upto:
+                self._tail.setdefault(user_id, []).append(event)
+                self._tail_events += 1
+
+    def drop(self) -> None:
+        """Forget the snapshot and the events past it (they may hold erased users): reads
+        go through `fallback` until the next `install`."""
+        with self._lock:
+            self._snapshot, self._tail, self._tail_events = None, {}, 0
+
+    def __call__(self, user_id: str, limit: int) -> list[Event]:
+        with self._lock:
+            snapshot, after = self._snapshot, list(self._tail.get(user_id, ()))
+        if snapshot is None:
+            return self._fallback(user_id, limit)
+        events = snapshot.events(user_id, limit)
+        if after:  # the store's order: timestamp (none first), then seq
+            events = sorted(events + after, key=lambda e: (e[4], e[0]))[-limit:]
+        return [e[:4] for e in events]
 
 
 def _history(user_id: str, events: list[Event]) -> History:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
@@ -18,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from recsight.data.histories import HistorySnapshot, events_after, write_history_snapshot
 from recsight.data.pseudonyms import UserIds
 from recsight.data.schema import canonical_event_type
 from recsight.data.store import Store
@@ -33,7 +35,7 @@ from recsight.data.validation import EventRules, check_event, stored_scale
 from recsight.privacy import DEFAULT_MIN_GROUP_SIZE
 from recsight.privacy.unlearn import pending_retrain
 from recsight.serving.batching import MicroBatcher
-from recsight.serving.history import HistoryCache
+from recsight.serving.history import HistoryCache, StoredHistories
 from recsight.serving.pipeline import Pipeline, RecommendationList, RecommendRequest
 from recsight.serving.schemas import EventIn, EventsAck, RecommendationsOut
 from recsight.serving.telemetry import Telemetry
@@ -45,6 +47,17 @@ T = TypeVar("T")
 API_KEY_ENV = "RECSIGHT_API_KEY"
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB: a batch of ~5,000 events
 CLUSTER_MIN_LAG = 100_000  # events past the by-user copy before it is rebuilt
+#: events past the history snapshot before it is rebuilt, at least (else 1% of the events):
+#: those are read into memory at start-up (~1M at 100M events: ~2 s, ~200 MB)
+SNAPSHOT_MIN_LAG = 100_000
+
+
+_EPOCH, _MICROSECOND = datetime(1970, 1, 1), timedelta(microseconds=1)
+
+
+def snapshot_max_lag(n_events: int) -> int:
+    """Events past the history snapshot beyond which it is rebuilt (and not used at start)."""
+    return max(SNAPSHOT_MIN_LAG, n_events // 100)
 
 
 @dataclass
@@ -96,23 +109,25 @@ class Service:
         self._active_reads = 0
         self._rewriting = 0
         self._generation = 0
+        # misses read the store's history snapshot (no query), else query the store
+        self.stored_histories = StoredHistories(
+            lambda user, n: self.read(lambda store: store.recent_events(user, n))
+        )
+        self._install_snapshot(HistorySnapshot.current(self.store), self.store, self._generation)
         self.histories = HistoryCache(
-            lambda user, n: self.read(lambda store: store.recent_events(user, n)),
+            self.stored_histories,
             max_events=config.history_events,
             max_users=config.history_users,
         )
-        self._clusterer = threading.Thread(
-            target=self._cluster_by_user, daemon=True, name="cluster-by-user"
-        )
         self._clusterer_store: Store | None = None
-        self._clusterer.start()
+        self._clusterer = self._start_clusterer()
         # the model is long-lived millions of objects: move them out of the garbage
         # collector's reach, or every full collection pauses requests for 100s of ms
         gc.collect()
         gc.freeze()
         self.telemetry = Telemetry()
         self.exposures = ExposureLog(self._write_exposures)
-        self.commits = GroupCommit(self.store.append_events, self.write_lock)
+        self.commits = GroupCommit(self._append_events, self.write_lock)
         self.batcher: MicroBatcher[RecommendRequest, RecommendationList] = MicroBatcher(
             lambda requests: self.pipeline.recommend_many(requests),
             window=config.batch_window_ms / 1000,
@@ -120,21 +135,82 @@ class Service:
         )
         self.started = time.time()
 
+    def _start_clusterer(self) -> threading.Thread:
+        thread = threading.Thread(target=self._cluster_by_user, daemon=True, name="cluster-by-user")
+        thread.start()
+        return thread
+
     def _cluster_by_user(self) -> None:
-        """Keep the store's by-user copy fresh (see `Store.cluster_by_user`): rebuilt in the
-        background when missing or when a tenth of the events came after it, so start-up
-        never waits for it; until it is ready, history loads scan the event table."""
+        """Keep the store's by-user copy (see `Store.cluster_by_user`) and history snapshot
+        (`recsight.data.histories`) fresh: rebuilt in the background when missing or when
+        too many events came after them (a tenth for the copy, `snapshot_max_lag` for the
+        snapshot), so start-up never waits for them; until they are ready, history loads
+        query the store (the copy, else a scan of the event table)."""
+        generation = self._generation
         store = self._clusterer_store = self.store.reader()
         try:
+            n_events = store.count("event_log")
+            # the snapshot first: it serves the misses, the copy only when there is none
+            current = self.stored_histories.snapshot
+            if current is None or self.stored_histories.tail_events > snapshot_max_lag(n_events):
+                t0 = time.perf_counter()
+                snapshot = write_history_snapshot(store, current=False)
+                if self._install_snapshot(snapshot, store, generation):
+                    log.info("history snapshot of %d events written in %.1f s",
+                             snapshot.n_events, time.perf_counter() - t0)  # fmt: skip
             lag = store.by_user_lag()
-            if lag is None or lag > max(CLUSTER_MIN_LAG, store.count("event_log") // 10):
+            if lag is None or lag > max(CLUSTER_MIN_LAG, n_events // 10):
                 t0 = time.perf_counter()
                 n = store.cluster_by_user()
                 log.info("by-user copy of %d events built in %.1f s", n, time.perf_counter() - t0)
-        except duckdb.Error:  # interrupted at shutdown, or the store is busy: next start
-            log.warning("by-user copy not built; history loads scan the events", exc_info=True)
+        except (duckdb.Error, OSError):  # interrupted at shutdown or by an erasure: next time
+            log.warning("by-user copy or history snapshot not built; history loads query "
+                        "the store", exc_info=True)  # fmt: skip
         finally:
             store.close()
+
+    def _install_snapshot(
+        self, snapshot: HistorySnapshot | None, store: Store, generation: int
+    ) -> bool:
+        """Serve history misses from `snapshot` plus the events stored after it, unless
+        too many came after it, or an erasure happened since it was read (`generation`
+        moved on: it may hold erased users; its files are deleted). Under the write lock,
+        so that no event is committed between reading the later events and installing."""
+        if snapshot is None:
+            return False
+        with self.write_lock:
+            if generation != self._generation:
+                shutil.rmtree(snapshot.path, ignore_errors=True)
+                return False
+            lag = int(store.con.execute(
+                "SELECT count(*) FROM event_log WHERE seq > ?", [snapshot.upto]
+            ).fetchall()[0][0])  # fmt: skip
+            if lag > snapshot_max_lag(snapshot.n_events + lag):
+                return False
+            snapshot.make_current(store)
+            self.stored_histories.install(snapshot, events_after(store, snapshot.upto))
+        return True
+
+    def _append_events(self, records: list[dict]) -> list[dict[str, Any]]:
+        """Store a batch of events (under the write lock) and hand the stored ones to the
+        history snapshot's in-memory tail, exactly as stored (the store checks them by the
+        same rules, at the same `now`); past `snapshot_max_lag` a rebuild starts."""
+        rules = EventRules(rating_scale=self.rating_scale)
+        results = self.store.append_events(records, rules)
+        histories = self.stored_histories
+        snapshot = histories.snapshot
+        if snapshot is None:
+            return results
+        for i, (rec, res) in enumerate(zip(records, results, strict=True)):
+            if res["status"] == "stored":
+                row = check_event(i, rec, rules)
+                ts = (row["timestamp"] - _EPOCH) // _MICROSECOND
+                event = (res["seq"], row["item_id"], row["event_type"], row["value"], ts)
+                histories.record(row["user_id"], event)
+        lag = histories.tail_events
+        if lag > snapshot_max_lag(snapshot.n_events + lag) and not self._clusterer.is_alive():
+            self._clusterer = self._start_clusterer()
+        return results
 
     def reader(self) -> Store:
         """This thread's read connection to the store: reads on it never take the write
@@ -252,7 +328,8 @@ class Service:
         self.exposures.flush()  # buffered exposures of the user are written, then deleted
         with self._exclusive(), self.write_lock:
             self.exposures.discard_user(user_id)  # any served since the flush
-            erased = erase_users(self.store, [user_id])
+            erased = erase_users(self.store, [user_id])  # deletes the history snapshot too
+            self.stored_histories.drop()  # misses query the store until a new one is built
             self.histories.evict(user_id)
             pipeline = self.pipeline
             loaded = [pipeline.main, *pipeline.fallbacks]
@@ -263,6 +340,8 @@ class Service:
                 for m in forget_in_folder(self.config.model, [user_id], models=loaded)
             ]
             self.pipeline = self._load(self.config.model, self.store.items_frame())
+        if not self._clusterer.is_alive():  # a snapshot without the erased user
+            self._clusterer = self._start_clusterer()
         user = erased.users[0]
         return {
             "removed": {
