@@ -5,7 +5,7 @@ contiguous, records each erasure in `erasure_log` as a keyed hash of the id (nev
 and rewrites the database file (`Store.compact`) so no free block still holds the deleted
 bytes. Parquet exports and snapshots are files outside the store: each one written is recorded
 next to the store (`<db>.exports`), and an erasure lists those that still contain the users.
-The service's memory-mapped history snapshot (`recsight.data.histories`) is derived data the
+The service's history snapshot (`recsight.data.histories`) is derived data the
 store vouches for: the erasure's transaction withdraws it and its files are deleted.
 """
 
@@ -142,7 +142,7 @@ def erase_users(store: Store, stored_ids: Sequence[str], compact: bool = True) -
                 f'DELETE FROM "{table}" WHERE user_idx IN (SELECT user_idx FROM _erase_idx)'
             )
         _renumber_users(con, idx_tables)
-        # the service's memory-mapped history snapshot holds the users' events: no longer
+        # the service's history snapshot holds the users' events: no longer
         # valid from this commit on, its files deleted after it
         con.execute("DELETE FROM meta WHERE key = ?", [HISTORY_SNAPSHOT_KEY])
         con.executemany(

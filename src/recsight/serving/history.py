@@ -12,7 +12,7 @@ Reads race with writes: an event can be committed while its user is being loaded
 query already returned them, so an event is never lost nor counted twice.
 
 `StoredHistories` is the loader the service gives the cache: a read from the store's
-memory-mapped history snapshot (`recsight.data.histories`) plus the events stored after it,
+history snapshot (`recsight.data.histories`) plus the events stored after it,
 kept in memory, with no query (~9.5 CPU ms per miss at 100M events through DuckDB); without
 a snapshot it reads through DuckDB.
 """
