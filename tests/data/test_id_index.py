@@ -27,3 +27,14 @@ def test_a_loaded_model_does_not_hash_its_user_ids(tmp_path):
     loaded = Recommender.load(tmp_path / "m")
     assert loaded.users_._pd_index is None and loaded.users_ == data.users
     assert loaded.recommend(["u1"], k=2)[0].tolist() == [["i0", "i2"]]
+
+
+def test_a_loaded_pipeline_has_built_its_item_lookup(tmp_path):
+    from recsight.models import create_model
+    from recsight.serving.pipeline import Pipeline
+    from tests.models.conftest import make_interactions
+
+    data = make_interactions(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]))
+    create_model("popular").fit(data).save(tmp_path / "m")
+    pipe = Pipeline.load(tmp_path / "m")
+    assert pipe.main.items_._dict == {"i0": 0, "i1": 1, "i2": 2}  # not left to a request

@@ -82,6 +82,10 @@ class IdIndex:
             raise InputError(f"unknown id(s): {', '.join(unknown)}")
         return idx.astype(np.int64)
 
+    def warm(self) -> None:
+        """Build the lookup dict of small lookups now rather than on the first one."""
+        self._positions()
+
     def _positions(self) -> dict[str, int]:
         if self._dict is None:
             self._dict = {str(k): i for i, k in enumerate(self.ids)}
