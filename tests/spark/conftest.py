@@ -2,10 +2,10 @@
 and ONE Spark Connect server, inside that session's JVM.
 
 Settings: local[2], no UI, 2 shuffle partitions, 1 GB driver, UTC, no whole-stage code
-generation and no adaptive execution (the tests' queries are many and tiny), bound to
-127.0.0.1 (else Spark binds to the external interface) and Python workers on this
-interpreter (else mapInPandas / TorchDistributor workers start the system python, without
-recsight). Tests skip when pyspark or Java is missing, except under CI=true, where they fail.
+generation (the tests' queries are many and tiny), bound to 127.0.0.1 (else
+Spark binds to the external interface) and Python workers on this interpreter (else
+mapInPandas / TorchDistributor workers start the system python, without recsight). Tests
+skip when pyspark or Java is missing, except under CI=true, where they fail.
 
 The Connect server is Spark's own (`SparkConnectPlugin`, what `start-connect-server.sh` and
 ``SparkSession.builder.remote("local")`` start too), loaded by the tests' session on a free
@@ -30,17 +30,10 @@ SPARK_TEST_CONF = {
     "spark.sql.shuffle.partitions": "2",
     "spark.default.parallelism": "2",
     "spark.driver.memory": "1g",
-    # a JVM that lives for one test run: its optimizing JIT compiler (C2) took a third of the
-    # JVM's CPU (150 of 450 s on 2 cores, by thread) and the parallel collector's threads
-    # another 25 s; the quick compiler and the serial collector do for tiny data
-    "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
     "spark.sql.session.timeZone": "UTC",
     "spark.driver.bindAddress": "127.0.0.1",
     # tiny data, many small queries: compiling each stage to Java costs more than it saves
     "spark.sql.codegen.wholeStage": "false",
-    # and re-planning each query after every shuffle stage (adaptive execution) buys nothing
-    # on two partitions of a few thousand rows
-    "spark.sql.adaptive.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
 }
 
