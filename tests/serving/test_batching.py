@@ -114,6 +114,53 @@ def test_recommend_many_equals_recommend_alone(shop_model, store_copy):
     assert many[-2].items == [] and isinstance(many[-1], InputError)  # no such category; k=0
 
 
+def test_ann_pipeline_answers_a_batch_with_one_fold_in_and_the_lists_of_single_requests(
+    shop_model, store_copy, monkeypatch
+):
+    """With an ANN index the main model's requests of a micro-batch share one fold-in and
+    one faiss search per shape (k, exclusion, filter), and each gets the list it gets
+    alone. The fold-in of a batch may round in the last bits: same items, scores to 1e-5."""
+    from recsight.models import ann
+    from recsight.models.ann import build_for
+
+    base, _ = shop_model
+    with Store(base, read_only=True) as s:
+        data, items = s.interactions(), s.items_frame()
+    model = create_model("als", factors=16, iterations=5, num_threads=1).fit(data)
+    pipe = Pipeline(model, items=items, ann=build_for(model))
+    assert pipe.ann is not None
+    reqs = requests_for(store_copy, pipe)
+    searches: list[int] = []
+    real = ann.AnnIndex.search
+
+    def counted(self, queries, n):
+        searches.append(len(queries))
+        return real(self, queries, n)
+
+    monkeypatch.setattr(ann.AnnIndex, "search", counted)
+    folds: list[int] = []
+    real_fold = type(model).fold_in
+    monkeypatch.setattr(
+        type(model), "fold_in", lambda self, h: folds.append(h.shape[0]) or real_fold(self, h)
+    )
+    many = pipe.recommend_many(reqs)
+    main = [n for n, a in enumerate(many) if getattr(a, "source", None) == "main"]
+    assert len(main) >= 40 and folds == [len(main)]
+    shapes = {(reqs[n].k, reqs[n].exclude_seen, reqs[n].category) for n in main}
+    assert len(searches) < len(main) and sum(searches) >= len(main) and len(shapes) > 1
+    for req, got in zip(reqs, many, strict=True):
+        try:
+            alone = pipe.recommend(req.history, req.k, req.exclude_seen, req.category, req.explain)
+        except InputError as exc:
+            assert isinstance(got, InputError) and str(got) == str(exc)
+            continue
+        assert got.source == alone.source
+        assert [r.item_id for r in got.items] == [r.item_id for r in alone.items]
+        np.testing.assert_allclose(
+            [r.score for r in got.items], [r.score for r in alone.items], rtol=1e-5
+        )
+
+
 @pytest.fixture(scope="module")
 def sasrec_model(shop_model, tmp_path_factory) -> Path:
     base, _ = shop_model

@@ -319,41 +319,62 @@ class Pipeline:
             except InputError as exc:
                 out[n] = exc
         if batch:
-            model = self.main
-            scores, seen = model.score_histories([b[1] for b in batch], [b[2] for b in batch])
-            # requests of the same shape (k, exclusion, filter) are ranked in one call: the
-            # per-call overhead of masking and top-k is most of ranking one ALS row
-            shapes: dict[tuple, list[int]] = {}
-            for row, (n, _, _, allowed) in enumerate(batch):
-                req = requests[n]
-                shapes.setdefault((req.k, req.exclude_seen, id(allowed)), []).append(row)
-            for rows in shapes.values():
-                reqs = [requests[batch[r][0]] for r in rows]
-                keys = id_keys(
-                    ["" if q.history.user_id is None else q.history.user_id for q in reqs]
-                )
-                ids, vals = model._rank(
-                    scores[rows],
-                    seen[rows],
-                    reqs[0].k,
-                    reqs[0].exclude_seen,
-                    batch[rows[0]][3],
-                    keys,
-                )
-                for j, row in enumerate(rows):
-                    n, items, weights, _ = batch[row]
-                    out[n] = self._answer(
-                        model, "main", requests[n], items, weights, ids[j], vals[j]
-                    )
+            self._rank_batch(requests, batch, out)
         return out  # type: ignore[return-value]
+
+    def _rank_batch(
+        self,
+        requests: Sequence[RecommendRequest],
+        batch: list[tuple[int, list[str], list[float], np.ndarray | None]],
+        out: list[RecommendationList | InputError | None],
+    ) -> None:
+        """Answer the main model's share of a micro-batch (`batch`: request number, known
+        items, weights, allowed mask) into `out`: the histories scored, or folded in for ANN
+        retrieval, in one pass; requests of the same shape (k, exclusion, filter) ranked in
+        one call, since the per-call overhead of masking, faiss and top-k is most of
+        ranking one row."""
+        model = self.main
+        histories, weights = [b[1] for b in batch], [b[2] for b in batch]
+        if self.ann is not None:
+            seen = model._histories_matrix(histories, weights)
+            queries = model.fold_in(seen)
+        else:
+            scores, seen = model.score_histories(histories, weights)
+        shapes: dict[tuple, list[int]] = {}
+        for row, (n, _, _, allowed) in enumerate(batch):
+            req = requests[n]
+            shapes.setdefault((req.k, req.exclude_seen, id(allowed)), []).append(row)
+        for rows in shapes.values():
+            first = requests[batch[rows[0]][0]]
+            allowed = batch[rows[0]][3]
+            keys = id_keys(
+                ["" if (u := requests[batch[r][0]].history.user_id) is None else u for r in rows]
+            )
+            if self.ann is not None:
+                ids, vals = ann_top_k(
+                    model,
+                    self.ann,
+                    queries[rows],
+                    seen[rows] if first.exclude_seen else None,
+                    first.k,
+                    keys,
+                    allowed,
+                )
+            else:
+                ids, vals = model._rank(
+                    scores[rows], seen[rows], first.k, first.exclude_seen, allowed, keys
+                )
+            for j, row in enumerate(rows):
+                n, items, wts, _ = batch[row]
+                out[n] = self._answer(model, "main", requests[n], items, wts, ids[j], vals[j])
 
     @property
     def _batched(self) -> bool:
-        """Whether the main model's scores for several histories come from one pass: its
-        `recommend_for_history` is `score_histories` then `_rank` (the base class's), and
-        no ANN index retrieves its candidates."""
+        """Whether the main model answers several histories in one pass: through its ANN
+        index (one fold-in, one search per shape), or because its `recommend_for_history`
+        is `score_histories` then `_rank` (the base class's)."""
         own = type(self.main).recommend_for_history
-        return self.ann is None and own is Recommender.recommend_for_history
+        return self.ann is not None or own is Recommender.recommend_for_history
 
     def _stage(self, history: History) -> tuple[str, Recommender, list[str], list[float]] | None:
         """The first model that knows any of the history's items (main, then fallbacks),
@@ -381,20 +402,8 @@ class Pipeline:
         weights: list[float],
         allowed: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """One request's top-k from `model` on its own (through the ANN index when the main
-        model has one)."""
-        if self.ann is not None and model is self.main:
-            h = model._history_matrix(items, weights)
-            ids, scores = ann_top_k(
-                model,
-                self.ann,
-                model.fold_in(h),
-                h if req.exclude_seen else None,
-                req.k,
-                history_user_keys(req.history.user_id),
-                allowed,
-            )
-            return ids[0], scores[0]
+        """One request's top-k from `model` on its own (a fallback model, or a main model
+        that cannot answer several histories in one pass)."""
         return model.recommend_for_history(
             items,
             k=req.k,
