@@ -212,3 +212,34 @@ def test_a_file_with_duplicates_or_a_store_with_events_is_staged(tmp_path, monke
         assert report.dropped["duplicate"] > 0
         ingest(store, unique)  # the store holds events now
     assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("ids", "dupes"),
+    [
+        (["e1", "e2", "e3", "e4"], 0),  # every row keyed by its id: only the id column is read
+        (["e1", "e2", "e1", "e4"], 1),  # a repeated id
+        (["e1", " ", "e3", " "], 1),  # blank ids: those rows are keyed by all their fields
+        (["e1", "", "e3", ""], 1),
+    ],
+)
+def test_key_hashes_counted_from_the_ids_alone_equal_the_full_count(tmp_path, ids, dupes):
+    """Counting distinct dedupe keys from the event ids alone (when every row has one) gives
+    the count of the keys of fully parsed rows, and the ingest marks the same duplicates."""
+    from recsight.data.ingest import _count_key_hashes, _open_raw
+    from recsight.data.readers import open_source
+    from recsight.data.validation import EventRules
+
+    frame = pd.DataFrame(
+        {"event_id": ids, "user_id": ["u1"] * 4, "item_id": ["i1", "i2", "i3", "i2"]}
+    )
+    frame["timestamp"] = pd.Timestamp("2024-01-01", tz="UTC")
+    path = tmp_path / "events.parquet"
+    frame.to_parquet(path)
+    with Store(tmp_path / "s.duckdb") as store:
+        raw = _open_raw(store.con, open_source(path, None, None, store.con), EventRules())
+        full = f"SELECT count(*), count(DISTINCT _h) FROM ({raw.rows()})"
+        assert _count_key_hashes(store.con, raw) == store.con.execute(full).fetchone()
+        store.con.execute("DROP VIEW _raw")
+        report = ingest(store, path)
+    assert report.dropped.get("duplicate", 0) == dupes

@@ -317,6 +317,7 @@ class _Raw:
     first: int  # positions span first..last
     last: int
     rejects: dict
+    event_id: str  # SQL over `_raw`: the parsed event id (NULL::VARCHAR without the column)
 
     def rows(self, lo: int | None = None, hi: int | None = None) -> str:
         where = ""
@@ -431,7 +432,17 @@ def _open_raw(con: duckdb.DuckDBPyConnection, src: Source, rules: EventRules) ->
                    {opt["category"]} AS category,
                    coalesce({trimmed}, false) AS _fix_trim"""
     return _Raw(
-        src, kind, typed, reason_sql(rules, has_ts), pos_column, offset, n, first, last, rejects
+        src,
+        kind,
+        typed,
+        reason_sql(rules, has_ts),
+        pos_column,
+        offset,
+        n,
+        first,
+        last,
+        rejects,
+        opt["event_id"],
     )
 
 
@@ -605,9 +616,7 @@ def _duplicate_hashes(con: duckdb.DuckDBPyConnection, raw: _Raw) -> bool:
     when there are none, the usual case, which one count(DISTINCT) answers (about half the
     cost of the GROUP BY). Invalid rows count too: a superset of candidates, checked exactly
     (and only among valid rows) chunk by chunk."""
-    n, n_distinct = con.execute(
-        f"SELECT count(*), count(DISTINCT _h) FROM ({raw.rows()})"
-    ).fetchone()
+    n, n_distinct = _count_key_hashes(con, raw)
     if n_distinct == n:
         return False
     con.execute(f"""
@@ -616,6 +625,28 @@ def _duplicate_hashes(con: duckdb.DuckDBPyConnection, raw: _Raw) -> bool:
     """)
     con.execute("DROP TABLE IF EXISTS _firsts")  # created from the first chunk's shape
     return True
+
+
+def _count_key_hashes(con: duckdb.DuckDBPyConnection, raw: _Raw) -> tuple[int, int]:
+    """Rows and distinct dedupe-key hashes. When every row has an event id, each row's key
+    hash is its id's, so only that column is read (10M rows: 5.9 -> 4.1 CPU s); a source
+    without ids in every row has its rows parsed whole."""
+    if "event_id" in raw.src.columns:
+        # a column with NULLs is known from the Parquet statistics, without reading it
+        n, n_raw_ids = con.execute(
+            f"SELECT count(*), count({_q('r_event_id')}) FROM _raw"
+        ).fetchone()
+        if n_raw_ids == n:
+            n, n_ids, n_distinct = con.execute(f"""
+                SELECT count(*), count(e), count(DISTINCT hash(e))
+                FROM (SELECT {raw.event_id} AS e FROM _raw)
+            """).fetchone()
+            if n_ids == n:  # no id was blank either
+                return int(n), int(n_distinct)
+    n, n_distinct = con.execute(
+        f"SELECT count(*), count(DISTINCT _h) FROM ({raw.rows()})"
+    ).fetchone()
+    return int(n), int(n_distinct)
 
 
 def _pseudonymize_stage(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
