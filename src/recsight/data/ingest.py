@@ -317,7 +317,7 @@ class _Raw:
     first: int  # positions span first..last
     last: int
     rejects: dict
-    event_id: str  # SQL over `_raw`: the parsed event id (NULL::VARCHAR without the column)
+    event_id: str = "NULL::VARCHAR"  # SQL over `_raw`: the parsed event id
 
     def rows(self, lo: int | None = None, hi: int | None = None) -> str:
         where = ""
