@@ -276,8 +276,9 @@ def ctr(
         "clicks": (ec.event_type == clicks).sum(),
         "users": ec.user_idx.nunique(),
     }
-    # the total, the ranking and its privacy count read it
-    per_item = src.materialize(ec.group_by("item_idx", "item_id").aggregate(**agg))
+    # the total, the ranking and its privacy count read it; grouped by the integer id (the
+    # external ids of the top rows only are looked up)
+    per_item = src.materialize(ec.group_by("item_idx").aggregate(**agg))
     tot = src.df(per_item.aggregate(v=per_item.views.sum(), c=per_item.clicks.sum())).iloc[0]
     overall = _ratio(as_int(tot.c), as_int(tot.v))
     # Rank by the Wilson lower bound in the database; only the top rows come back.
@@ -288,6 +289,15 @@ def ctr(
     ranked = per_item.filter(per_item.views > 0).mutate(low=low)
     ranked = large_groups(src, ranked, "users", "ctr.top_items")
     top = src.df(ranked.order_by(ibis.desc("low"), "item_idx").limit(top_k))
+    item_id = {}
+    if len(top):
+        e = src.events
+        ids = src.df(
+            e.filter(e.item_idx.isin([int(i) for i in top.item_idx]))
+            .group_by("item_idx")
+            .aggregate(item_id=e.item_id.arbitrary())
+        )
+        item_id = dict(zip(ids.item_idx, ids.item_id, strict=True))
     cats = large_groups(src, ec.group_by("category").aggregate(**agg), "users", "ctr.by_category")
     cats = src.df(cats.order_by(ibis.desc("views"), "category"))
     return CTR(
@@ -296,7 +306,7 @@ def ctr(
         overall=overall,
         prior_strength=prior_strength,
         top_items=[
-            _rate(str(r.item_id), int(r.views), int(r.clicks), overall, prior_strength)
+            _rate(str(item_id[r.item_idx]), int(r.views), int(r.clicks), overall, prior_strength)
             for r in top.itertuples()
         ],
         by_category=[

@@ -6,7 +6,7 @@ import math
 from typing import TYPE_CHECKING
 
 import ibis
-import pandas as pd
+import numpy as np
 from pydantic import BaseModel
 
 from recsight.analysis.groups import blank_small
@@ -59,33 +59,54 @@ def count_quantiles(src: AnalysisSource, table, col: str = "n") -> Quantiles:
 
 
 def grouped_quantiles(
-    src: AnalysisSource, t: ir.Table, values: ir.IntegerColumn, qs: tuple[float, ...]
+    src: AnalysisSource,
+    t: ir.Table,
+    values: ir.IntegerColumn,
+    qs: tuple[float, ...],
+    bucket: int = 3600,
 ) -> list[float | None]:
     """Exact `quantile_cont` of integer `values` (an expression over table `t`), e.g. per-event
-    epoch seconds, from its value counts in one query: a GROUP BY and a running count spill to
-    disk, where the database's quantile aggregate holds every value in memory at once (it ran
-    out of memory on 100M events). Interpolates as `quantile_cont` does; None where there are
-    no values."""
-    counts = t.filter(values.notnull()).group_by(v=values).aggregate(n=ibis._.count())
-    run = counts.mutate(
-        upto=counts.n.sum().over(ibis.window(order_by=counts.v, rows=(None, 0))),
-        total=counts.n.sum().over(),
-    )
-    aggs = {"total": run.total.max()}
-    for i, q in enumerate(qs):
-        h = (run.total - 1) * q
-        # the value at 0-based rank r is the first whose running count exceeds r
-        aggs[f"lo{i}"] = run.v.min(where=run.upto > h.floor())
-        aggs[f"hi{i}"] = run.v.min(where=run.upto > h.ceil())
-    row = src.df(run.aggregate(**aggs)).iloc[0]
-    if pd.isna(row.total):
+    epoch seconds, from value counts: the database's quantile aggregate holds every value in
+    memory at once (it ran out of memory on 100M events), a GROUP BY spills. Interpolates as
+    `quantile_cont` does; None where there are no values.
+
+    Two small GROUP BYs instead of one over every distinct value and a running count over
+    them: counts per `bucket` consecutive values find the buckets that hold the ranks wanted,
+    then only those buckets' values are counted one by one."""
+    v = t.filter(values.notnull())
+    coarse = src.df(v.group_by(b=values // bucket).aggregate(n=ibis._.count()).order_by("b"))
+    total = int(coarse.n.sum()) if len(coarse) else 0
+    if not total:
         return [None] * len(qs)
+    upto = coarse.n.cumsum().to_numpy()
+    # 0-based ranks whose values interpolate each quantile, and the bucket holding each
+    ranks = sorted({r for q in qs for r in _ranks(total, q)})
+    at = {r: int(np.searchsorted(upto, r, side="right")) for r in ranks}
+    wanted = sorted({int(coarse.b.iat[i]) for i in at.values()})
+    fine = src.df(
+        v.filter((values // bucket).isin(wanted))
+        .group_by(b=values // bucket, v=values)
+        .aggregate(n=ibis._.count())
+        .order_by("b", "v")
+    )
+    value_at: dict[int, float] = {}
+    for r, i in at.items():
+        rows = fine[fine.b == coarse.b.iat[i]]
+        before = int(upto[i - 1]) if i else 0
+        k = int(np.searchsorted(rows.n.cumsum().to_numpy(), r - before, side="right"))
+        value_at[r] = float(rows.v.iat[k])
     out: list[float | None] = []
-    for i, q in enumerate(qs):
-        h = (int(row.total) - 1) * q
-        lo, hi = float(row[f"lo{i}"]), float(row[f"hi{i}"])
+    for q in qs:
+        lo, hi = (value_at[r] for r in _ranks(total, q))
+        h = (total - 1) * q
         out.append(lo + (h - math.floor(h)) * (hi - lo))
     return out
+
+
+def _ranks(total: int, q: float) -> tuple[int, int]:
+    """The 0-based ranks below and above quantile `q` of `total` values (`quantile_cont`)."""
+    h = (total - 1) * q
+    return math.floor(h), math.ceil(h)
 
 
 def overview(src: AnalysisSource) -> Overview:

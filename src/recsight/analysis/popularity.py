@@ -66,8 +66,9 @@ def popularity(src: AnalysisSource, event_type: str | None = None) -> Popularity
         e = e.filter(e.event_type == event_type)
     # categories of fewer than k users are reported together as "other"
     ec = merge_small(src, src.events_with_category(e), "category", "popularity.by_category")
-    per_item = ec.group_by("item_idx", "category").aggregate(
-        n=ec.count(), users=ec.user_idx.nunique()
+    # read whole here and again for the top items: aggregated over the events once
+    per_item = src.materialize(
+        ec.group_by("item_idx", "category").aggregate(n=ec.count(), users=ec.user_idx.nunique())
     )
     d = src.df(per_item)
     counts = d.n.to_numpy(np.int64)

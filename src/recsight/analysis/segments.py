@@ -77,22 +77,27 @@ def user_features(src: AnalysisSource) -> tuple[pd.DataFrame, list[str], list[st
     types = src.event_type_counts
     buys = bool(types.get("purchase"))
     e = src.events
-    if buys:
-        it = src.items.select("item_idx", "price")
-        e = e.left_join(it, "item_idx").drop("item_idx_right")
     aggs = {"frequency": e.count(), "items": e.item_idx.nunique()}
     if src.has_timestamps:
         end = src.time_range[1].timestamp()
         aggs["recency_days"] = (ibis.literal(end) - e.timestamp.max().epoch_seconds()) / 86400.0
         aggs["active_days"] = e.timestamp.date().nunique()
-    if buys:
-        money = e.price.fill_null(1.0) * e.value.fill_null(1.0)
-        aggs["monetary"] = ibis.ifelse(e.event_type == "purchase", money, 0.0).sum()
-        aggs["purchases"] = (e.event_type == "purchase").sum()
-    elif types.get("rating"):
+    if types.get("rating") and not buys:
         aggs["mean_rating"] = e.value.mean()
-    behavior = [k for k in aggs if k != "purchases"]
-    base = e.group_by("user_idx", "user_id").aggregate(**aggs)
+    # grouped by the integer id alone (the external id rides along); prices are joined to
+    # the purchases only, not to every event
+    base = e.group_by("user_idx").aggregate(user_id=e.user_id.arbitrary(), **aggs)
+    behavior = list(aggs)
+    if buys:
+        p = e.filter(e.event_type == "purchase")
+        p = p.left_join(src.items.select("item_idx", "price"), "item_idx")
+        money = p.aggregate(
+            by="user_idx",
+            monetary=(p.price.fill_null(1.0) * p.value.fill_null(1.0)).sum(),
+            purchases=p.count(),
+        )
+        base = base.left_join(money, "user_idx").drop("user_idx_right")
+        behavior.append("monetary")
     interest: list[str] = []
     if src.interest_basis is not None:
         prof = category_profiles(src)
