@@ -205,6 +205,35 @@ def test_sessions_use_log_session_ids(make_source):
     assert (s.source, s.n_sessions) == ("session_id", 2)
 
 
+def test_session_table_from_ids_numbers_sessions_as_sessionized(make_source):
+    """With the log's session ids the table is aggregated by id, not by joining every event
+    to its session's number; the rows and numbers equal those of the sessionized events."""
+    import ibis.expr.operations as ops
+
+    from recsight.analysis.sessions import session_table, sessionized
+
+    cols = ("user_id", "item_id", "timestamp", "event_type", "value", "session_id")
+    rng = np.random.default_rng(5)
+    log = [
+        (f"u{u}", f"i{rng.integers(6)}", int(rng.integers(0, 5 * DAY)), "view", None, f"s{sid}")
+        for u in range(4)
+        for sid in rng.choice(50, 4, replace=False)
+        for _ in range(int(rng.integers(1, 5)))
+    ]
+    src = make_source(log, columns=cols)
+    s = src.df(sessionized(src))
+    want = (
+        s.groupby(["user_idx", "session"])
+        .agg(n=("item_idx", "size"), items=("item_idx", "nunique"), start=("timestamp", "min"))
+        .reset_index()
+    )
+    table = session_table(src)
+    assert not list(table.op().find(ops.JoinChain))  # no event is joined back to its session
+    got = src.df(table).sort_values(["user_idx", "session"]).reset_index(drop=True)
+    assert len(got) == 16
+    pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False)
+
+
 # -- retention ---------------------------------------------------------------------------
 
 

@@ -71,13 +71,24 @@ def session_table(src: AnalysisSource, gap_minutes: float = DEFAULT_GAP_MINUTES)
     section and the bot rule of the quality section."""
 
     def build() -> ir.Table:
-        s = sessionized(src, gap_minutes).filter(lambda t: t.timestamp.notnull())
-        return s.group_by("user_idx", "session").aggregate(
-            n=s.count(),
-            items=s.item_idx.nunique(),
-            start=s.timestamp.min(),
-            seconds=s.timestamp.max().epoch_seconds() - s.timestamp.min().epoch_seconds(),
-        )
+        def per_session(s: ir.Table, key: str) -> ir.Table:
+            s = s.filter(s.timestamp.notnull())
+            return s.group_by("user_idx", key).aggregate(
+                n=s.count(),
+                items=s.item_idx.nunique(),
+                start=s.timestamp.min(),
+                seconds=s.timestamp.max().epoch_seconds() - s.timestamp.min().epoch_seconds(),
+            )
+
+        if has_session_ids(src):
+            # the log's sessions are aggregated by their id, then numbered as `sessionized`
+            # numbers them (sessions without a timestamp, numbered last there, drop out
+            # anyway): no join of every event back to its session's number
+            g = per_session(src.events, "session_id")
+            w = ibis.window(group_by=g.user_idx, order_by=[g.start, g.session_id])
+            g = g.mutate(session=ibis.row_number().over(w))
+            return g.select("user_idx", "session", "n", "items", "start", "seconds")
+        return per_session(sessionized(src, gap_minutes), "session")
 
     return src.shared(("session_table", float(gap_minutes)), build)
 
