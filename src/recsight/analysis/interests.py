@@ -213,13 +213,12 @@ def drift_table(src: AnalysisSource, events: ir.Table | None = None) -> ir.Table
     """(user_idx, drift, early_top, recent_top) for users with >= DRIFT_MIN_EVENTS events:
     total variation distance between the category distributions of the first and second half
     of the user's events (in time order), weighted by event type."""
-    ec = src.events_with_category(events)
-    ec = ec.mutate(w=event_weight(ec))
-    w = ibis.window(group_by=ec.user_idx, order_by=_ordered(src, ec))
-    ec = ec.mutate(
-        rn=ibis.row_number().over(w), n=ec.count().over(ibis.window(group_by=ec.user_idx))
-    )
-    ec = ec.filter(ec.n >= DRIFT_MIN_EVENTS)
+    e = src.events if events is None else events
+    # the windows order integer columns only; categories are joined to the events they keep
+    e = e.select("user_idx", "item_idx", "timestamp", "seq", w=event_weight(e))
+    win = ibis.window(group_by=e.user_idx, order_by=_ordered(src, e))
+    e = e.mutate(rn=ibis.row_number().over(win), n=e.count().over(ibis.window(group_by=e.user_idx)))
+    ec = src.events_with_category(e.filter(e.n >= DRIFT_MIN_EVENTS))
     early = ec.rn < ec.n / 2
     g = ec.group_by("user_idx", "category").aggregate(
         a=ibis.ifelse(early, ec.w, 0.0).sum(), b=ibis.ifelse(early, 0.0, ec.w).sum()
