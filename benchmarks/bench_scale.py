@@ -119,6 +119,9 @@ def stage_cmd(
         args = ["generate", "--users", str(users), "--items", str(items), "--days", "60"]
         return recsight(*args, "--seed", "0", "--out", str(shop), "--quiet"), shop
     if stage == "ingest":
+        # a fresh store: into the last run's, every row would be a duplicate, dropped unwritten
+        for path in (db, db.with_name(db.name + ".wal")):
+            path.unlink(missing_ok=True)
         return recsight("ingest", str(shop), "--db", str(db), "--quiet"), db
     if stage == "analyze":
         return recsight("analyze", "--db", str(db), "--out", str(work / "report")), work / "report"
