@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 
 from recsight.data.layout import open_store
 from recsight.errors import InputError
-from recsight.models import ALS
+from recsight.models import ALS, load_model
+from recsight.models.ann import build_for
 from recsight.models.neural.base import holdout_last
 from recsight.serving.batch import recommend_chunk
 from recsight.serving.pipeline import Pipeline
@@ -32,16 +35,19 @@ def ml100k_case(ml100k_layout, tmp_path_factory):
     return events, items, folder
 
 
-def run_both(spark, case, tmp_path, events, explain):
-    _, items, folder = case
+def run_both(spark, case, tmp_path, events, explain, folder=None, ann=False):
+    _, items, model_folder = case
+    folder = folder or model_folder
     users = pd.DataFrame({"user_id": sorted(set(events.user_id)) + COLD})
     sources: dict[str, int] = {}
     pipeline = Pipeline.load(folder, items=items)
-    local = recommend_chunk(pipeline, events, k=10, explain=explain, users=COLD, sources=sources)
+    local = recommend_chunk(
+        pipeline, events, k=10, explain=explain, users=COLD, sources=sources, ann=ann
+    )
     out = str(tmp_path / "recs")
     recommend_all_users_spark(
         folder, items, spark.createDataFrame(events), spark.createDataFrame(users), out, k=10,
-        explain=explain,
+        explain=explain, ann=ann,
     )  # fmt: skip
     got = pd.read_parquet(out)
     # written sorted by user and rank, like the single-node folder
@@ -66,6 +72,23 @@ def test_spark_explanations_equal_single_node_ones(spark, ml100k_case, tmp_path)
     assert list(got.columns) == ["user_id", "rank", "item_id", "score", "explanation"]
     assert got.explanation.str.contains("because you liked").mean() > 0.5
     pd.testing.assert_frame_equal(got.reset_index(drop=True), local.reset_index(drop=True))
+
+
+def test_ann_rows_equal_single_node_ann_rows(spark, ml100k_case, tmp_path):
+    # candidates from the model's ANN index on the executors, re-scored exactly: the rows of
+    # the single-node --ann, for the model's own rows, folded-in histories and cold users
+    events, _, folder = ml100k_case
+    with_index = tmp_path / "als-ann"
+    shutil.copytree(folder, with_index)
+    build_for(load_model(folder)).save(with_index)
+    local, got, sources = run_both(spark, ml100k_case, tmp_path, events, False, with_index, True)
+    assert sources["model"] > 0 and sources["history"] > 0 and sources["popular"] == 2
+    assert len(got) == 10 * (943 + 2)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), local.reset_index(drop=True))
+    # a folder without an index is refused on the driver, before any Spark job
+    frame = spark.createDataFrame(events.head(5))
+    with pytest.raises(InputError, match="--ann: the model folder has no ANN index"):
+        recommend_all_users_spark(folder, None, frame, frame, str(tmp_path / "o"), ann=True)
 
 
 def test_bad_k_is_refused(spark, ml100k_case, tmp_path):

@@ -17,6 +17,7 @@ from recsight.data.layout import export_store, open_store
 from recsight.data.pseudonyms import PSEUDONYM_KEY_ENV, pseudonym
 from recsight.data.store import Store
 from recsight.models import ALS, load_model, model_class
+from recsight.serving.pipeline import Pipeline
 from recsight.spark.layout import read_layout
 from recsight.spark.train import collect_interactions
 
@@ -41,11 +42,11 @@ def run(app, *args: str):
     [
         (["train", "ease", "--events", "x"], "does not run on Spark"),
         (["train", "als"], "--events"),
-        (["train", "als", "--events", "x", "--split", "random:0.8", "--refit"], "--refit"),
+        (["train", "als", "--events", "x", "--refit"], "--refit: give --split too"),
+        (["train", "sasrec", "--events", "x", "--ann"], "--ann: model 'sasrec' does not score"),
         (["train", "als", "--events", "x", "--split", "nope:0.8"], "--split 'nope:0.8'"),
         (["train", "als", "--events", "x", "--param", "num_processes=2"], "num_processes"),
         (["recommend", "--model", "m", "--user", "u1"], "only --all-users"),
-        (["recommend", "--model", "m", "--all-users", "--events", "x", "--ann"], "--ann"),
         (["recommend", "--model", "m", "--all-users", "--out", "o"], "--events"),
     ],
 )
@@ -123,6 +124,36 @@ def test_split_on_spark_holds_out_the_local_test_events(app, spark, ml100k_layou
     assert saved["metrics"] == on_spark["metrics"]["metrics"]
     model = load_model(tmp_path / "s")
     assert model.seen_.sum() == pytest.approx(load_model(tmp_path / "l").seen_.sum())
+
+
+def test_refit_on_spark_fits_every_event_after_the_test_metrics(app, spark, shop_layout,
+                                                                tmp_path):  # fmt: skip
+    # --refit: the test metrics come from the fit part, then the saved model is MLlib's ALS
+    # fitted on every event, recorded as on the local engine; --ann builds its index
+    args = ["--events", shop_layout, "--split", "leave_last:1", "--refit", "--param",
+            "factors=4", "--param", "iterations=2", "--json"]  # fmt: skip
+    code, out = run(app, "train", "als", "--engine", "spark", "--out", tmp_path / "s",
+                    "--ann", *args)  # fmt: skip
+    assert code == 0, out
+    on_spark = json.loads(out)
+    code, out = run(app, "train", "als", "--out", tmp_path / "l", *args)
+    assert code == 0, out
+    local = json.loads(out)
+    with open_store(shop_layout) as store:
+        data = store.interactions(with_features=False)
+    fitted_on = on_spark["metrics"]["fitted_on"]
+    assert fitted_on == local["metrics"]["fitted_on"]
+    assert fitted_on["part"] == "train+valid" and fitted_on["n_rows"] < len(data)
+    assert on_spark["n_train_events"] == len(data)
+    assert on_spark["training"] == local["training"]
+    config = json.loads((tmp_path / "s" / "manifest.json").read_text())["config"]
+    assert config["refit"] is True and config["training"] == local["training"]
+    assert config["training"]["part"] == "all" and config["training"]["n_rows"] == len(data)
+    assert config["training"]["content_sha256"] == data.content_hash()
+    model = load_model(tmp_path / "s")
+    assert (model.seen_ != data.to_csr(model.weights)).nnz == 0  # the test events too
+    assert (tmp_path / "s" / "metrics.json").is_file()
+    assert Pipeline.load(tmp_path / "s").ann is not None
 
 
 @pytest.mark.slow

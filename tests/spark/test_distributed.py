@@ -47,6 +47,7 @@ def test_two_processes_reach_the_ndcg_of_one(spark, tmp_path):
     one = create_model("sasrec", **PARAMS).fit(parts.train)
     two, history = fit_distributed(create_model("sasrec", **PARAMS), parts.train, tmp_path, 2)
     assert history is not None and len(history["epochs"]) == PARAMS["epochs"]
+    assert two.history_.to_dict() == history  # as after a local fit (--refit reads it)
     a = evaluate_ranking(one, parts.train, parts.test, ks=(10,)).per_user["ndcg@10"]
     b = evaluate_ranking(two, parts.train, parts.test, ks=(10,)).per_user["ndcg@10"]
     lo, hi = bootstrap_ci(a, n_boot=1000, seed=0)

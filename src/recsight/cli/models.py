@@ -238,12 +238,16 @@ def _train_spark(
     conf: list[str] | None,
     as_json: bool,
     quiet: bool,
+    refit: bool = False,
+    ann: bool = False,
 ) -> None:
     """`train NAME --engine spark --events DIR`: ALS on MLlib, neural models on DDP; with
-    --split, test metrics on the events the local engine holds out too."""
+    --split, test metrics on the events the local engine holds out too; with --refit, then
+    fitted again on every event (as on the local engine); with --ann, the ANN index built."""
     from recsight.data.pseudonyms import META_FINGERPRINT
-    from recsight.data.splits import SplitSpec
-    from recsight.models import model_class
+    from recsight.data.splits import SplitSpec, concat
+    from recsight.models import create_model, model_class
+    from recsight.models.ann import build_for, supports_ann
     from recsight.models.manifest import write_manifest
     from recsight.spark.session import parse_conf, spark_session
     from recsight.spark.train import require_spark_trainable, train_on_spark
@@ -253,25 +257,51 @@ def _train_spark(
     require_spark_trainable(name, params)  # before starting Spark
     if split_spec is not None:
         SplitSpec.parse(split_spec)  # a bad spec fails before Spark starts
+    if refit and not split_spec:
+        raise InputError("--refit: give --split too (refit follows a held-out test)")
+    if ann and not supports_ann(create_model(name)):
+        build_for(create_model(name))  # refuses with the reason, before Spark starts
     show = not (quiet or as_json)
     if "verbose" in model_class(name).param_names() and not show:
         params.setdefault("verbose", False)
     started = time.perf_counter()
-    with spark_session(master, parse_conf(conf)) as spark, _status(f"fitting {name}", show):
-        model, facts, parts = train_on_spark(spark, name, events, out, params, split_spec, seed)
-    fit_seconds = time.perf_counter() - started
+    report: dict[str, Any] = {}
+    with spark_session(master, parse_conf(conf)) as spark:
+        with _status(f"fitting {name}", show):
+            model, facts, parts = train_on_spark(spark, name, events, out, params, split_spec,
+                                                 seed)  # fmt: skip
+        fit_seconds = time.perf_counter() - started
+        used = None
+        if parts is not None:
+            used = _training_record(parts.fit_part, split_spec, seed, "train+valid")
+            with _status("evaluating on the test part", show):
+                metrics = _evaluate(model, parts.fit_part, parts.test)
+            metrics.update({"split": split_spec, "seed": seed, "fitted_on": used})
+            report.update(training=used, metrics=metrics)
+        if refit and parts is not None:
+            chosen, refit_params = model.get_params(), _refit_params(model)
+            report["refit"] = {k: v for k, v in refit_params.items() if chosen.get(k) != v}
+            if "num_processes" in params:
+                refit_params["num_processes"] = params["num_processes"]
+            started = time.perf_counter()
+            with _status(f"refitting {name} on all events", show):
+                model, facts, _ = train_on_spark(spark, name, events, out, refit_params)
+            fit_seconds = time.perf_counter() - started
+            # every event: the split's parts together (the hash ignores their order)
+            used = _training_record(concat(parts.fit_part, parts.test), split_spec, seed, "all")
+            report["training"] = used
+    if ann:
+        with _status("building the ANN index", show):
+            build_for(model).save(out)
+    if "metrics" in report:
+        (out / "metrics.json").write_text(json.dumps(report["metrics"], indent=2) + "\n")
     # user ids in the model are pseudonyms of this key (None: plain ids), as `train` records
     fingerprint = facts.pop(META_FINGERPRINT)
-    report: dict[str, Any] = {"model": name, "out": str(out), "params": model.get_params(),
-                              **facts, "fit_seconds": round(fit_seconds, 3)}  # fmt: skip
-    config: dict[str, Any] = {"model": name, "params": model.get_params(), **facts}
+    report = {"model": name, "out": str(out), "params": model.get_params(), **facts,
+              "fit_seconds": round(fit_seconds, 3), **report}  # fmt: skip
+    config: dict[str, Any] = {"model": name, "params": model.get_params(), **facts,
+                              "refit": refit}  # fmt: skip
     if parts is not None:
-        used = _training_record(parts.fit_part, split_spec, seed, "train+valid")
-        with _status("evaluating on the test part", show):
-            metrics = _evaluate(model, parts.fit_part, parts.test)
-        metrics.update({"split": split_spec, "seed": seed, "fitted_on": used})
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        report.update(training=used, metrics=metrics)
         config.update(split=split_spec, seed=seed, training=used)
     config[META_FINGERPRINT] = fingerprint
     write_manifest(out, ".", training_cutoff=None, config=config)
@@ -292,8 +322,10 @@ def _recommend_all_spark(
     master: str | None,
     conf: list[str] | None,
     as_json: bool,
+    ann: bool = False,
 ) -> None:
-    """`recommend --all-users --engine spark`: every user's top-k written by Spark."""
+    """`recommend --all-users --engine spark`: every user's top-k written by Spark (with
+    `ann`, candidates from the model's ANN index, re-scored exactly)."""
     from recsight.spark.batch import recommend_all_users_spark
     from recsight.spark.layout import read_layout
     from recsight.spark.session import parse_conf, spark_session
@@ -308,8 +340,9 @@ def _recommend_all_spark(
         layout = read_layout(spark, events)
         items = layout.df("items").toPandas()
         written = recommend_all_users_spark(
-            model_dir, items, layout.df("events"), layout.df("user_map"), str(out), k, explain
-        )
+            model_dir, items, layout.df("events"), layout.df("user_map"), str(out), k, explain,
+            ann=ann,
+        )  # fmt: skip
         n_rows, n_users = written.count(), written.select("user_id").distinct().count()
     if as_json:
         print_json({"out": str(out), "users": n_users, "rows": n_rows, "engine": "spark"})
@@ -364,14 +397,8 @@ def register(app: typer.Typer) -> None:
         from recsight.models.manifest import write_manifest
 
         if check_engine(engine, "train"):
-            unsupported = [o for o, v in (("--refit", refit), ("--ann", ann)) if v]
-            if unsupported:
-                raise EngineError(
-                    f"train --engine spark: {unsupported[0]} runs on the local engine only; "
-                    "drop it (or --engine spark)"
-                )
             _train_spark(name, events, out, parse_params(param), split_spec, seed,
-                         spark_master, spark_conf, as_json, quiet)  # fmt: skip
+                         spark_master, spark_conf, as_json, quiet, refit, ann)  # fmt: skip
             return
         if refit and not split_spec:
             raise InputError("--refit: give --split too (refit follows a held-out test)")
@@ -552,7 +579,7 @@ def register(app: typer.Typer) -> None:
         given = [o for o, v in (("--user", user), ("--history", history), ("--text", text)) if v]
         if check_engine(engine, "recommend"):
             spark_only = [("--user", user), ("--history", history), ("--text", text),
-                          ("--db", db), ("--ann", ann), ("--memory-budget", memory_budget),
+                          ("--db", db), ("--memory-budget", memory_budget),
                           ("--llm-url", llm_url), ("--llm-gguf", llm_gguf)]  # fmt: skip
             bad = [o for o, v in spark_only if v]
             if not all_users or bad:
@@ -562,7 +589,7 @@ def register(app: typer.Typer) -> None:
                     + (f"; {bad[0]} runs on the local engine only" if bad else "")
                 )
             _recommend_all_spark(model_dir, events, out, k, explain, spark_master, spark_conf,
-                                 as_json)  # fmt: skip
+                                 as_json, ann)  # fmt: skip
             return
         llm = make_llm(llm_url, llm_model, llm_gguf)
         if all_users:

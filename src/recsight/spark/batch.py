@@ -69,7 +69,10 @@ def output_schema(explain: bool) -> str:
 
 
 def _partition_fn(
-    payload: tuple[str, dict[str, bytes], pd.DataFrame | None], k: int, explain: bool
+    payload: tuple[str, dict[str, bytes], pd.DataFrame | None],
+    k: int,
+    explain: bool,
+    ann: bool = False,
 ):
     """The ``mapInPandas`` function: batches of one partition (sorted by user, so a user's
     rows may only be split across consecutive batches) -> top-k rows of complete users."""
@@ -82,6 +85,7 @@ def _partition_fn(
             k=k,
             explain=explain,
             users=rows.loc[cold, "user_id"].tolist(),
+            ann=ann,
         )
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -118,6 +122,7 @@ def recommend_all_users_spark(
     k: int = 10,
     explain: bool = False,
     mode: str = "error",
+    ann: bool = False,
 ) -> DataFrame:
     """Write every user's top-k to the Parquet folder `out` (see the module docstring).
 
@@ -127,14 +132,20 @@ def recommend_all_users_spark(
     view); `users`: a ``user_id`` column listing every user to answer (users without events
     go down the fallback chain). `mode`: Spark's save mode when `out` exists (error,
     overwrite, append, ignore; Spark Connect takes no other spelling, e.g. errorifexists).
-    Returns the written rows as a DataFrame over `out`."""
+    With `ann`, every executor takes candidates from the model's ANN index (shipped with the
+    folder: `recsight train --ann`) and re-scores them exactly, as the single-node
+    ``--ann`` does. Returns the written rows as a DataFrame over `out`."""
     from pyspark.sql import functions as F
 
     if k < 1:
         raise InputError(f"--k: expected a positive integer, not {k}")
     spark = events.sparkSession
     folder = Path(model_dir)
-    Pipeline.load(folder)  # a bad folder fails here, in one line, not on the executors
+    pipeline = Pipeline.load(folder)  # a bad folder fails here, in one line, not on executors
+    if ann and pipeline.ann is None:
+        raise InputError(
+            "--ann: the model folder has no ANN index; train it with `recsight train --ann`"
+        )
     ev = events.select(
         F.col("user_id").cast("string").alias("user_id"),
         F.col("item_id").cast("string").alias("item_id"),
@@ -148,7 +159,7 @@ def recommend_all_users_spark(
     slots = default_parallelism(spark)
     rows = rows.repartition(*([slots] if slots else []), "user_id").sortWithinPartitions("user_id")
     payload = (uuid.uuid4().hex, _folder_files(folder), items)
-    recs = rows.mapInPandas(_partition_fn(payload, k, explain), output_schema(explain))
+    recs = rows.mapInPandas(_partition_fn(payload, k, explain, ann), output_schema(explain))
     # kept: the global sort samples its input before shuffling it, which would score every
     # user twice
     recs = recs.persist()

@@ -24,6 +24,7 @@ from recsight.data.dataset import Interactions
 from recsight.errors import InputError
 from recsight.models import Recommender, create_model, load_model
 from recsight.models.neural.base import TorchRecommender
+from recsight.models.neural.training import EpochRecord, TrainHistory
 
 #: Where rank 0 records the training history next to the saved model.
 HISTORY_FILE = "train_history.json"
@@ -56,7 +57,7 @@ def fit_distributed(
 ) -> tuple[Recommender, dict[str, Any] | None]:
     """Fit `model` (unfitted, a neural model) on `data` with DDP over `num_processes`
     processes launched by TorchDistributor; returns the model rank 0 saved to `out` and its
-    training history (`TrainHistory.to_dict`).
+    training history (`TrainHistory.to_dict`; also the model's `history_`, as after `fit`).
     `local_mode` runs the processes on the driver; False runs them as Spark tasks."""
     if not isinstance(model, TorchRecommender):
         raise InputError(
@@ -76,5 +77,10 @@ def fit_distributed(
     # to the command's result (`--json`): send them to stderr
     with contextlib.redirect_stdout(sys.stderr):
         distributor.run(_rank_main, model.name, model.get_params(), data, str(out))
-    history = out / HISTORY_FILE
-    return load_model(out), (json.loads(history.read_text()) if history.is_file() else None)
+    path = out / HISTORY_FILE
+    history = json.loads(path.read_text()) if path.is_file() else None
+    fitted = load_model(out)
+    if history is not None:  # as after a local fit (`--refit` reads the best epoch from it)
+        epochs = [EpochRecord(**e) for e in history["epochs"]]
+        fitted.history_ = TrainHistory(**{**history, "epochs": epochs})
+    return fitted, history
