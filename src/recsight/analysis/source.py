@@ -10,7 +10,7 @@ a Spark or other Ibis backend runs the same expressions through its `to_pandas`.
 Each `execute` is one query, so an intermediate that several queries use (per-user funnel
 times, the session table, interest profiles) would be computed from all events each time.
 Inside `AnalysisSource.scope()` (the report opens one), `materialize` stores such an
-intermediate once on the engine (a DuckDB temporary table) and returns an
+intermediate once on the engine (a DuckDB temporary table, a cached Spark view) and returns an
 unbound table of the same schema in its place; leaving the scope drops them. Outside a scope,
 or on an engine without `keep`, `materialize` returns the expression unchanged.
 """

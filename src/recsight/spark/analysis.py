@@ -2,12 +2,15 @@
 
 There is no second implementation of any section: `spark_source` gives the analysis an
 `AnalysisSource` whose tables are the layout's views on Spark and whose `execute` compiles each
-expression to Spark SQL, so `recsight.analysis.analyze` runs unchanged.
+expression to Spark SQL, so `recsight.analysis.analyze` runs unchanged. Intermediates the
+report reads more than once (`AnalysisSource.materialize`) are cached tables for the report's
+duration, as they are DuckDB temporary tables on the local engine.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import ibis.expr.types as ir
@@ -34,12 +37,24 @@ def layout_source(layout: SparkLayout) -> AnalysisSource:
     def execute(expr: ir.Expr) -> pd.DataFrame:
         return spark.sql(to_spark_sql(expr)).toPandas()
 
+    def keep(name: str, expr: ir.Table) -> Callable[[], None]:
+        # an intermediate several queries read (sessions, funnel times): cached once, where
+        # Spark would recompute it from every event in each of them
+        spark.sql(f"CACHE TABLE `{name}` AS {to_spark_sql(expr)}")
+
+        def drop() -> None:
+            spark.sql(f"UNCACHE TABLE IF EXISTS `{name}`")
+            spark.catalog.dropTempView(name)
+
+        return drop
+
     t = layout.tables
     return AnalysisSource(
         events=t["events"],
         items=t["items"],
         users=t["users"],
         execute=execute,
+        keep=keep,
         timezone=layout.manifest.timezone,
         name=layout.path,
     )
