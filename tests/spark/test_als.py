@@ -13,7 +13,7 @@ from recsight.evaluation.protocol import evaluate_ranking
 from recsight.evaluation.significance import paired_pvalue
 from recsight.models import ALS, load_model
 from recsight.serving.pipeline import History, Pipeline
-from recsight.spark.als import SparkALS, mllib_reg_param
+from recsight.spark.als import SparkALS, ensure_checkpoint_dir, mllib_reg_param
 
 
 def test_reg_param_mapping_matches_total_regularisation():
@@ -130,3 +130,23 @@ def test_fit_log_fills_missing_ratings_like_interactions(spark, policy):
     unfilled = SparkALS(factors=2, iterations=2, weights=weights)
     unfilled.fit_log(log, data.users.ids, data.items.ids)
     assert unfilled.seen_[2, 1] == pytest.approx(1.0)  # no policy: a missing value weighs 1
+
+
+def test_many_iterations_keep_the_lineage_short(spark):
+    # MLlib ALS cuts its RDD lineage only where the SparkContext has a checkpoint directory:
+    # without one the lineage grows with every iteration, and at 20 iterations serializing a
+    # task overflowed the stack (with C1-only JIT flags, at 15 on ML-100K, in the executor's
+    # threads, which ended the tests' JVM)
+    rng = np.random.default_rng(0)
+    ev = pd.DataFrame(
+        {
+            "user_idx": rng.integers(4, size=30),
+            "item_idx": rng.integers(3, size=30),
+            "event_type": np.zeros(30, dtype=np.int8),
+            "value": np.ones(30),
+        }
+    )
+    data = _interactions(ev, ("view",))
+    model = SparkALS(factors=2, iterations=20, weights={"view": 1.0}).fit(data)
+    assert np.isfinite(model.item_factors_).all()
+    assert ensure_checkpoint_dir(spark) == spark.sparkContext.getCheckpointDir() is not None

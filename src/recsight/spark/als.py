@@ -25,7 +25,10 @@ in `recommend`, in `serve` and after new events alike.
 
 from __future__ import annotations
 
+import atexit
 import math
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,10 +39,15 @@ import scipy.sparse as sp
 from recsight.data.dataset import DEFAULT_WEIGHTS, IdIndex, Interactions
 from recsight.errors import InputError
 from recsight.models.als import ALS
-from recsight.spark.session import default_parallelism
+from recsight.spark.session import default_parallelism, is_connect
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
+
+
+#: MLlib ALS checkpoints its factors every this many iterations (where the SparkContext has a
+#: checkpoint directory: `ensure_checkpoint_dir`), which bounds the lineage each task carries.
+CHECKPOINT_INTERVAL = 5
 
 
 def mllib_reg_param(reg: float, n_users: int, n_items: int, nnz: int) -> float:
@@ -194,8 +202,10 @@ class SparkALS(ALS):
         blocks = {} if slots is None else {"numUserBlocks": slots, "numItemBlocks": slots}
         if not math.isfinite(params["regParam"]) or params["regParam"] < 0:
             raise InputError(f"reg: expected a non-negative number, not {self.reg}")
+        ensure_checkpoint_dir(pairs.sparkSession)
         als = MLlibALS(
             implicitPrefs=True,
+            checkpointInterval=CHECKPOINT_INTERVAL,
             userCol="u",
             itemCol="i",
             ratingCol="w",
@@ -207,6 +217,29 @@ class SparkALS(ALS):
         self.item_factors_ = _factor_matrix(fitted.itemFactors, self.n_items, self.factors)
         self._derive()
         self.user_factors_ = self.fold_in(self.seen_)
+
+
+def ensure_checkpoint_dir(spark: SparkSession) -> str | None:
+    """The SparkContext's checkpoint directory; in local mode a temporary one is set (removed at
+    exit) when there is none.
+
+    MLlib ALS cuts its RDD lineage every ``checkpointInterval`` iterations only where a
+    checkpoint directory is set. Without one the lineage grows with every iteration, each task
+    deserializes all of it recursively, and after enough iterations a task thread overflows its
+    stack: a fatal error, which ends the executor (in local mode, the driver's JVM). On a
+    cluster the directory must be storage every executor reaches (``--spark-conf
+    spark.checkpoint.dir=hdfs://...``); over Spark Connect it is the server's setting.
+    """
+    if is_connect(spark):
+        return None
+    sc = spark.sparkContext
+    current = sc.getCheckpointDir()
+    if current or not sc.master.startswith("local"):
+        return current
+    path = tempfile.mkdtemp(prefix="recsight-checkpoints-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    sc.setCheckpointDir(path)
+    return sc.getCheckpointDir()
 
 
 def _active_session() -> SparkSession:
