@@ -91,6 +91,19 @@ def lists(answer) -> list[tuple[str, float]]:
     return [(r.item_id, r.score) for r in answer.items]
 
 
+def answers_and_alone(pipe: Pipeline, reqs: list[RecommendRequest], many: list):
+    """(batched answer, the request's answer alone) for each request that has a list; a
+    request's error must be the error it gets alone, and the source the same."""
+    for req, got in zip(reqs, many, strict=True):
+        try:
+            alone = pipe.recommend(req.history, req.k, req.exclude_seen, req.category, req.explain)
+        except InputError as exc:
+            assert isinstance(got, InputError) and str(got) == str(exc)
+            continue
+        assert got.source == alone.source
+        yield got, alone
+
+
 def test_recommend_many_equals_recommend_alone(shop_model, store_copy):
     """One pass for all requests gives each the list `recommend` gives it alone (item-kNN
     scores a sparse product, row by row, so scores agree to the bit)."""
@@ -100,13 +113,7 @@ def test_recommend_many_equals_recommend_alone(shop_model, store_copy):
     reqs = requests_for(store_copy, pipe)
     many = pipe.recommend_many(reqs)
     assert len(many) == len(reqs)
-    for req, got in zip(reqs, many, strict=True):
-        try:
-            alone = pipe.recommend(req.history, req.k, req.exclude_seen, req.category, req.explain)
-        except InputError as exc:
-            assert isinstance(got, InputError) and str(got) == str(exc)
-            continue
-        assert got.source == alone.source
+    for got, alone in answers_and_alone(pipe, reqs, many):
         assert lists(got) == lists(alone)
         assert [r.explanation for r in got.items] == [r.explanation for r in alone.items]
     sources = [getattr(a, "source", None) for a in many]
@@ -148,13 +155,7 @@ def test_ann_pipeline_answers_a_batch_with_one_fold_in_and_the_lists_of_single_r
     assert len(main) >= 40 and folds == [len(main)]
     shapes = {(reqs[n].k, reqs[n].exclude_seen, reqs[n].category) for n in main}
     assert len(searches) < len(main) and sum(searches) >= len(main) and len(shapes) > 1
-    for req, got in zip(reqs, many, strict=True):
-        try:
-            alone = pipe.recommend(req.history, req.k, req.exclude_seen, req.category, req.explain)
-        except InputError as exc:
-            assert isinstance(got, InputError) and str(got) == str(exc)
-            continue
-        assert got.source == alone.source
+    for got, alone in answers_and_alone(pipe, reqs, many):
         assert [r.item_id for r in got.items] == [r.item_id for r in alone.items]
         np.testing.assert_allclose(
             [r.score for r in got.items], [r.score for r in alone.items], rtol=1e-5

@@ -314,7 +314,15 @@ class Pipeline:
                 if model is self.main and self._batched:
                     batch.append((n, items, weights, allowed))
                     continue
-                ids, scores = self._rank_alone(model, req, items, weights, allowed)
+                # a fallback model, or a main model that cannot answer several at once
+                ids, scores = model.recommend_for_history(
+                    items,
+                    k=req.k,
+                    exclude_seen=req.exclude_seen,
+                    candidates=allowed,
+                    weights=weights,
+                    user=req.history.user_id,
+                )
                 out[n] = self._answer(model, source, req, items, weights, ids, scores)
             except InputError as exc:
                 out[n] = exc
@@ -393,25 +401,6 @@ class Pipeline:
             weights = [w for w, ok in zip(all_weights, known, strict=True) if ok]
             return source, model, items, weights
         return None
-
-    def _rank_alone(
-        self,
-        model: Recommender,
-        req: RecommendRequest,
-        items: list[str],
-        weights: list[float],
-        allowed: np.ndarray | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """One request's top-k from `model` on its own (a fallback model, or a main model
-        that cannot answer several histories in one pass)."""
-        return model.recommend_for_history(
-            items,
-            k=req.k,
-            exclude_seen=req.exclude_seen,
-            candidates=allowed,
-            weights=weights,
-            user=req.history.user_id,
-        )
 
     def _answer(
         self,
