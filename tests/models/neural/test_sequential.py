@@ -116,6 +116,20 @@ def test_bert4rec_overfits_a_deterministic_sequence(trained_bert):
     assert np.array_equal(top, (items[indptr[1:] - 1] + 1) % data.n_items)
 
 
+@pytest.mark.parametrize("name", ["sasrec", "bert4rec"])
+def test_last_position_only_pass_equals_the_full_pass(name):
+    """Scoring reads the last position only: the last block then computes that row alone, and
+    it must equal the full pass's last row (two blocks, padded and full rows)."""
+    params = {**SMALL, "layers": 2}
+    model = create_model(name, max_len=6, epochs=1, early_stopping=False, **params).fit(cycles())
+    tokens = torch.tensor([[0, 0, 3, 5, 2, 7], [6, 3, 5, 2, 7, 4], [0, 0, 0, 0, 0, 1]])
+    with torch.inference_mode():
+        full, last = model.net(tokens), model.net(tokens, last_only=True)
+    assert last.shape == (3, 1, full.shape[-1])
+    assert torch.allclose(last[:, 0], full[:, -1], atol=1e-6)
+    assert not torch.allclose(last[:, 0], full[:, -2])  # the row taken is the last one
+
+
 @pytest.mark.parametrize("fixture", ["trained_sasrec", "trained_bert"])
 def test_new_event_changes_the_next_recommendation_without_retraining(fixture, request):
     model = request.getfixturevalue(fixture)

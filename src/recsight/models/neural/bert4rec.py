@@ -36,8 +36,8 @@ class _BertNet(nn.Module):
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim))
         self.bias = nn.Parameter(torch.zeros(n_items))
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(tokens))
+    def forward(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        return self.head(self.encoder(tokens, last_only))
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -78,7 +78,7 @@ class BERT4Rec(TransformerRecommender):
         # the last max_len - 1 events, then [MASK]: its prediction is the next item
         mask = torch.full((padded.shape[0], 1), self._mask_token(), device=padded.device)
         tokens = torch.cat([padded[:, 1:], mask], dim=1)
-        return self._logits(net, net(tokens)[:, -1])
+        return self._logits(net, net(tokens, last_only=True)[:, -1])
 
     def _train_windows(self, indptr: np.ndarray, items: np.ndarray) -> np.ndarray:
         return sequence_windows(indptr, items, self.max_len)
