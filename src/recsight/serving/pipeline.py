@@ -353,6 +353,9 @@ class Pipeline:
             req = requests[n]
             shapes.setdefault((req.k, req.exclude_seen, id(allowed)), []).append(row)
         for rows in shapes.values():
+            # one shape for the whole batch (always, for a batch of one): no row copies
+            whole = len(rows) == len(batch)
+            sel = slice(None) if whole else rows
             first = requests[batch[rows[0]][0]]
             allowed = batch[rows[0]][3]
             keys = id_keys(
@@ -362,15 +365,15 @@ class Pipeline:
                 ids, vals = ann_top_k(
                     model,
                     self.ann,
-                    queries[rows],
-                    seen[rows] if first.exclude_seen else None,
+                    queries[sel],
+                    seen[sel] if first.exclude_seen else None,
                     first.k,
                     keys,
                     allowed,
                 )
             else:
                 ids, vals = model._rank(
-                    scores[rows], seen[rows], first.k, first.exclude_seen, allowed, keys
+                    scores[sel], seen[sel], first.k, first.exclude_seen, allowed, keys
                 )
             for j, row in enumerate(rows):
                 n, items, wts, _ = batch[row]
