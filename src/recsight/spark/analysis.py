@@ -3,8 +3,9 @@
 There is no second implementation of any section: `spark_source` gives the analysis an
 `AnalysisSource` whose tables are the layout's views on Spark and whose `execute` compiles each
 expression to Spark SQL, so `recsight.analysis.analyze` runs unchanged. Intermediates the
-report reads more than once (`AnalysisSource.materialize`) are cached tables for the report's
-duration, as they are DuckDB temporary tables on the local engine.
+report reads more than once (`AnalysisSource.materialize`) are persisted DataFrames, registered
+as temporary views, for the report's duration, as they are DuckDB temporary tables on the local
+engine.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import ibis.expr.types as ir
 import pandas as pd
 
 from recsight.analysis.source import AnalysisSource
-from recsight.spark.layout import SparkLayout, read_layout
+from recsight.spark.layout import SparkLayout, persist_view, read_layout
 from recsight.spark.sql import to_spark_sql
 
 if TYPE_CHECKING:
@@ -38,13 +39,13 @@ def layout_source(layout: SparkLayout) -> AnalysisSource:
         return spark.sql(to_spark_sql(expr)).toPandas()
 
     def keep(name: str, expr: ir.Table) -> Callable[[], None]:
-        # an intermediate several queries read (sessions, funnel times): cached once, where
+        # an intermediate several queries read (sessions, funnel times): computed once, where
         # Spark would recompute it from every event in each of them
-        spark.sql(f"CACHE TABLE `{name}` AS {to_spark_sql(expr)}")
+        df = persist_view(spark, name, to_spark_sql(expr))
 
         def drop() -> None:
-            spark.sql(f"UNCACHE TABLE IF EXISTS `{name}`")
             spark.catalog.dropTempView(name)
+            df.unpersist()
 
         return drop
 

@@ -114,8 +114,22 @@ def read_layout(
         sql = to_spark_sql(expr)
         if name.endswith("_map") or (cache_events and name == "events"):  # computed once, here
             spark.catalog.dropTempView(name)  # one of an earlier read: uncached and gone
-            spark.sql(f"CACHE TABLE {name} AS {sql}")
+            persist_view(spark, name, sql)
         else:
             spark.sql(sql).createOrReplaceTempView(name)
         tables[name] = ibis.table(expr.schema(), name=name)
     return SparkLayout(spark, path, manifest, tables)
+
+
+def persist_view(spark: SparkSession, name: str, sql: str) -> DataFrame:
+    """The rows of `sql`, computed now and kept (memory, spilling to disk), as the temporary
+    view `name`; `spark.catalog.dropTempView(name)` uncaches them.
+
+    Not ``CACHE TABLE name AS sql``: that view keeps the SQL text, which Spark parses and
+    analyses again, with every view it reads, in each query that reads it, before it finds the
+    cached rows; the report's queries read such views dozens of times, nested several deep. A
+    DataFrame's view keeps its analysed plan, which is matched to the cached rows directly."""
+    df = spark.sql(sql).persist()
+    df.count()
+    df.createOrReplaceTempView(name)
+    return df
