@@ -1,8 +1,9 @@
 """ONE local SparkSession for all Spark tests (starting one costs 5-15 s and ~1 GB of JVM),
 and ONE Spark Connect server, inside that session's JVM.
 
-Settings: local[2], no UI, 2 shuffle partitions, 1 GB driver, UTC, no whole-stage code
-generation (the tests' queries are many and tiny), bound to 127.0.0.1 (else
+Settings (`SPARK_TEST_CONF`): local[2], no UI, 2 shuffle partitions, 1 GB driver, UTC, and
+what suits many tiny queries on 2 cores (no code generation, no adaptive execution, no
+constraint propagation), bound to 127.0.0.1 (else
 Spark binds to the external interface) and Python workers on this interpreter (else
 mapInPandas / TorchDistributor workers start the system python, without recsight). Tests
 skip when pyspark or Java is missing, except under CI=true, where they fail.
@@ -35,6 +36,20 @@ SPARK_TEST_CONF = {
     # tiny data, many small queries: compiling each stage to Java costs more than it saves
     "spark.sql.codegen.wholeStage": "false",
     "spark.ui.showConsoleProgress": "false",
+    # re-planning each query after every shuffle stage buys nothing on 2 small partitions
+    "spark.sql.adaptive.enabled": "false",
+    # each query's plan is rendered as text for the listener bus even without a UI
+    "spark.sql.ui.explainMode": "simple",
+    # filters derived from constraints save nothing on a few rows; deriving them through the
+    # report's deep plans is optimizer time
+    "spark.sql.constraintPropagation.enabled": "false",
+    # expressions interpreted, not compiled to Java per query (an internal setting Spark's own
+    # tests use): the shop report's test took 82 s instead of 121 s
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+    # no concurrent collector threads; 4 MB thread stacks for recursion over deep plans and
+    # interpreted expressions. C1 only (-XX:TieredStopAtLevel=1) saved CPU (143 s vs 219 s
+    # on the shop report) but not time, and made the ALS test slower (49 s vs 37 s)
+    "spark.driver.extraJavaOptions": "-XX:+UseSerialGC -Xss4m",
 }
 
 
