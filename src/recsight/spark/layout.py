@@ -83,8 +83,9 @@ def read_layout(
     spark: SparkSession, path: str | os.PathLike, cache_events: bool = False
 ) -> SparkLayout:
     """Register the layout at `path` on `spark` (see the module docstring). The id maps are
-    computed once and cached; with `cache_events` the joined events too (in memory, spilling
-    to disk), for work such as the report that scans them dozens of times."""
+    computed once and cached; with `cache_events` the joined events, items and users too (in
+    memory, spilling to disk), for work such as the report that reads them dozens of times
+    (each read of an uncached view reads its Parquet files again)."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
     path = str(path)
@@ -112,7 +113,7 @@ def read_layout(
     tables: dict[str, ir.Table] = {}
     for name, expr in exprs.items():
         sql = to_spark_sql(expr)
-        if name.endswith("_map") or (cache_events and name == "events"):  # computed once, here
+        if name.endswith("_map") or (cache_events and name in ("events", "items", "users")):
             spark.catalog.dropTempView(name)  # one of an earlier read: uncached and gone
             persist_view(spark, name, sql)
         else:
