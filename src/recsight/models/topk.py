@@ -3,7 +3,9 @@
 `Recommender.recommend`, the evaluator, training-time validation, serving, batch
 recommendations (single node and Spark) and the peer harness in ``benchmarks/`` all rank with
 `top_k` (or count a target's position with `target_ranks`, which agrees with it), so a model
-gets the same list wherever it is asked.
+gets the same list wherever it is asked. Scores shared by every user (popularity, the fallback
+of cold users) are ranked by `top_k_shared`, which returns `top_k`'s lists from one global
+order instead of a dense users x items block.
 
 **Tie rule.** Higher scores come first. Equal scores are ordered by a pseudo-random key,
 ``hash(seed, user, item)``, computed from the *external* ids (`id_keys`), so the order is the
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 #: Default seed of the tie keys (an experiment may set its own; every path must then agree).
 TIE_SEED = 0
@@ -223,3 +226,87 @@ def target_ranks(
         rank += np.bincount(r[keys < tkey[r]], minlength=n)
     rank[~np.isfinite(t)] = m
     return rank
+
+
+#: Candidate positions `top_k_shared` ranks at once (each ~40 bytes with its temporaries).
+_SHARED_BLOCK = 1 << 22
+
+
+def top_k_shared(
+    scores: np.ndarray,
+    k: int,
+    masked: sp.csr_matrix | None,
+    user_keys: np.ndarray,
+    item_keys: np.ndarray,
+    seed: int = TIE_SEED,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`top_k` for rows that all share one score per item (popularity; the popularity
+    fallback of cold users) without a dense rows x items block: exactly the lists `top_k`
+    returns for `scores` repeated once per row with row r's `masked` entries set to -inf.
+
+    `scores` has shape (m,); `masked` (n x m, or None: nothing masked) excludes every stored
+    entry of row r from row r (a user's seen items); `user_keys` has one key per row,
+    `item_keys` one per column. Each row reads only the head of one global order: its first
+    k unmasked items plus every item tied with the k-th of them (the tie rule orders a tie
+    group by the row's own keys, so the whole group at the boundary competes), i.e. about
+    k + |masked row| positions instead of m.
+    """
+    if k < 1:
+        raise ValueError(f"k must be a positive integer, got {k}")
+    s = _clean(np.asarray(scores).reshape(-1))
+    m = len(s)
+    ukeys = np.asarray(user_keys, dtype=np.uint64).reshape(-1)
+    ikeys = np.asarray(item_keys, dtype=np.uint64).reshape(-1)
+    n = len(ukeys)
+    if len(ikeys) != m:
+        raise ValueError(f"item_keys: expected {m} keys (one per column), got {len(ikeys)}")
+    masked = sp.csr_matrix((n, m), dtype=np.float32) if masked is None else sp.csr_matrix(masked)
+    if masked.shape != (n, m):
+        raise ValueError(f"masked: expected shape {(n, m)}, got {masked.shape}")
+    cols = np.full((n, k), -1, dtype=np.int64)
+    vals = np.full((n, k), np.nan, dtype=np.float32)
+    if m == 0 or n == 0:
+        return cols, vals
+    order = np.argsort(-s, kind="stable")  # ties in any fixed order: the rows re-key them
+    s_sorted = s[order]
+    n_finite = int(np.count_nonzero(np.isfinite(s_sorted)))
+    position = np.empty(m, dtype=np.int64)
+    position[order] = np.arange(m)
+    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
+    group_end = np.repeat(np.r_[starts[1:], m], np.diff(np.r_[starts, m]))
+    # each row's masked positions in the global order, sorted and distinct
+    rows_of = np.repeat(np.arange(n, dtype=np.int64), np.diff(masked.indptr))
+    flat = np.unique(rows_of * m + position[masked.indices])
+    mrow, mpos = flat // m, flat % m
+    per_row = np.bincount(mrow, minlength=n)
+    mstart = np.cumsum(per_row) - per_row
+    j = np.arange(len(flat)) - np.repeat(mstart, per_row)
+    # for sorted distinct positions p_0 < p_1 < ..., p_j - j never decreases, and the k-th
+    # unmasked position is k - 1 plus the number of masked positions p_j with p_j - j < k
+    kth = k - 1 + np.bincount(mrow[mpos - j < k], minlength=n)
+    length = np.where(kth < n_finite, group_end[np.minimum(kth, m - 1)], n_finite)
+    begin = 0
+    while begin < n:  # blocks of rows holding at most _SHARED_BLOCK candidate positions
+        cum = np.cumsum(length[begin:])
+        end = begin + max(1, int(np.searchsorted(cum, _SHARED_BLOCK, side="right")))
+        rows = np.arange(begin, end)
+        lens = length[rows]
+        row = np.repeat(rows, lens)
+        pos = np.arange(len(row)) - np.repeat(np.cumsum(lens) - lens, lens)
+        # drop the masked positions that fall inside their row's head
+        lo, hi = mstart[begin], mstart[end - 1] + per_row[end - 1]
+        mr, mp = mrow[lo:hi], mpos[lo:hi]
+        inside = mp < length[mr]
+        keep = np.ones(len(row), dtype=bool)
+        keep[(np.cumsum(lens) - lens)[mr[inside] - begin] + mp[inside]] = False
+        row, pos = row[keep], pos[keep]
+        item, val = order[pos], s_sorted[pos]
+        rank = np.lexsort((tie_keys(ukeys[row], ikeys[item], seed), -val, row))
+        row, item, val = row[rank], item[rank], val[rank]
+        counts = np.bincount(row - begin, minlength=len(rows))
+        at = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
+        top = at < k
+        cols[row[top], at[top]] = item[top]
+        vals[row[top], at[top]] = val[top]
+        begin = end
+    return cols, vals
