@@ -38,7 +38,7 @@ import scipy.sparse as sp
 from recsight.data.dataset import Interactions
 from recsight.errors import InputError
 from recsight.evaluation import metrics as M
-from recsight.models.topk import TIE_SEED, id_keys, top_k
+from recsight.models.topk import TIE_SEED, id_keys, top_k, top_k_shared
 from recsight.models.validation import pair_matrix
 
 #: Accuracy metrics computed at each K, in display order.
@@ -187,6 +187,40 @@ def _check_ks(ks: tuple[int, ...] | list[int]) -> tuple[int, ...]:
     return out
 
 
+@dataclass
+class RankingPairs:
+    """What `evaluate_ranking` derives from (train, test) whatever the model: the binary train
+    and test pair matrices and the per-item train counts. An experiment computes it once and
+    passes it to every model's evaluation (at 100M events each derivation costs gigabytes of
+    temporaries and tens of seconds)."""
+
+    seen: sp.csr_matrix  # users x items, 1 where the user has a train event for the item
+    truth: sp.csr_matrix  # the test pairs, without the train pairs when exclude_seen
+    item_counts: np.ndarray  # distinct train users per item (float64)
+    exclude_seen: bool
+
+
+def ranking_pairs(
+    train: Interactions, test: Interactions, exclude_seen: bool = True
+) -> RankingPairs:
+    """The `RankingPairs` of a train/test split (one id space)."""
+    if train.n_items != test.n_items or train.n_users != test.n_users:
+        raise InputError("train and test must share one id space (use recsight.data.splits)")
+    shape = (train.n_users, train.n_items)
+    seen = pair_matrix(train, shape)
+    truth = pair_matrix(test, shape)
+    if exclude_seen:
+        truth = truth - truth.multiply(seen)
+        truth.eliminate_zeros()
+    # entries per column of a canonical CSR, without its CSC copy
+    item_counts = np.bincount(seen.indices, minlength=train.n_items).astype(np.float64)
+    return RankingPairs(seen, truth, item_counts, exclude_seen)
+
+
+#: Users whose metrics are computed at once (their top-k lists and hits are small).
+_METRIC_ROWS = 65_536
+
+
 def evaluate_ranking(
     model: Scorer,
     train: Interactions,
@@ -202,6 +236,7 @@ def evaluate_ranking(
     tie_seed: int = TIE_SEED,
     memory_budget: int | str | None = None,
     max_test_users: int | None = None,
+    pairs: RankingPairs | None = None,
 ) -> RankingResult:
     """Top-K evaluation of `model` on `test`, chunked over users.
 
@@ -217,6 +252,10 @@ def evaluate_ranking(
     Users are scored `batch_users` at a time, by default as many as `memory_budget` allows
     (`users_per_chunk`; default a quarter of RAM). `max_test_users` evaluates a sample of
     that many of the evaluable users, drawn with `seed` (the same users for every model).
+    Users ranked by scores shared by everyone (cold users' popularity fallback; a model
+    whose `shared_scores()` is not None, such as popularity) take their lists from one
+    global order (`top_k_shared`, the same lists) and need no chunk. `pairs`: the split's
+    `ranking_pairs`, when the caller evaluates several models on it.
     """
     ks = _check_ks(ks)
     wanted = tuple(RANKING_METRICS if metrics is None else metrics)
@@ -235,13 +274,12 @@ def evaluate_ranking(
     if train.n_items != test.n_items or train.n_users != test.n_users:
         raise InputError("train and test must share one id space (use recsight.data.splits)")
 
-    shape = (train.n_users, train.n_items)
     n_items = train.n_items
-    seen = pair_matrix(train, shape)
-    truth = pair_matrix(test, shape)
-    if exclude_seen:
-        truth = truth - truth.multiply(seen)
-        truth.eliminate_zeros()
+    if pairs is None:
+        pairs = ranking_pairs(train, test, exclude_seen)
+    elif pairs.exclude_seen != exclude_seen or pairs.seen.shape != (train.n_users, n_items):
+        raise ValueError("pairs: made for another split or exclude_seen setting")
+    seen, truth, item_counts = pairs.seen, pairs.truth, pairs.item_counts
     n_rel_all = np.diff(truth.indptr)
     candidates = np.flatnonzero(n_rel_all > 0)
     test_users = np.unique(test.user_idx)
@@ -266,7 +304,6 @@ def evaluate_ranking(
         batch_users = users_per_chunk(train.n_items, memory_budget, sampled_negatives is not None)
     metadata["batch_users"] = int(batch_users)
 
-    item_counts = np.diff(seen.tocsc().indptr).astype(np.float64)
     can_score, fallback = _fallback(model, seen, item_counts)
     n_train_users = int((np.diff(seen.indptr) > 0).sum())
     tail = M.long_tail_items(item_counts)
@@ -286,11 +323,33 @@ def evaluate_ranking(
     parts: dict[str, list[np.ndarray]] = {
         f"{m}@{k}": [] for m in acc_keys + beyond_keys for k in ks
     }
-    all_topk: list[np.ndarray] = []
     score_seconds = 0.0
-
-    for start in range(0, len(candidates), batch_users):
-        chunk = candidates[start : start + batch_users]
+    topk_all = np.empty((len(candidates), kmax), dtype=np.int64)
+    cold = ~can_score[candidates]
+    shared = _shared_scores(model, n_items)
+    # sampled negatives draw per chunk from one generator: every user stays in the chunked
+    # path so the draws (and metrics) do not depend on which users share scores
+    by_order = np.zeros(len(candidates), dtype=bool)
+    if sampled_negatives is None:
+        by_order = np.ones(len(candidates), dtype=bool) if shared is not None else cold
+        t0 = time.perf_counter()
+        for rows, vec in ((cold, fallback), (~cold & by_order, shared)):
+            rows = np.flatnonzero(rows)
+            if len(rows):
+                chunk = candidates[rows]
+                topk_all[rows], _ = top_k_shared(
+                    vec,
+                    kmax,
+                    seen[chunk] if exclude_seen else None,
+                    id_keys(train.users.ids[chunk]),
+                    item_keys,
+                    tie_seed,
+                )
+        score_seconds += time.perf_counter() - t0
+    dense = np.flatnonzero(~by_order)
+    for start in range(0, len(dense), batch_users):
+        rows = dense[start : start + batch_users]
+        chunk = candidates[rows]
         warm = can_score[chunk]
         scores = np.empty((len(chunk), n_items), dtype=np.float32)
         scores[~warm] = fallback
@@ -304,20 +363,25 @@ def evaluate_ranking(
             scores[warm] = block
         score_seconds += time.perf_counter() - t0
         seen_rows = seen[chunk]
-        truth_rows = truth[chunk]
         if exclude_seen:
             r, c = seen_rows.nonzero()
             scores[r, c] = -np.inf
         if sampled_negatives is not None:
-            keep_mask = _sample_candidates(seen_rows, truth_rows, sampled_negatives, rng)
+            keep_mask = _sample_candidates(seen_rows, truth[chunk], sampled_negatives, rng)
             scores[~keep_mask] = -np.inf
         t0 = time.perf_counter()
-        topk, _ = top_k(scores, kmax, id_keys(train.users.ids[chunk]), item_keys, tie_seed)
+        topk_all[rows], _ = top_k(
+            scores, kmax, id_keys(train.users.ids[chunk]), item_keys, tie_seed
+        )
         score_seconds += time.perf_counter() - t0
-        all_topk.append(topk)
-        hits = M.hits_matrix(topk, truth_rows)
+        del scores
+
+    pop = _Popularity(item_counts, n_train_users, tail)
+    for start in range(0, len(candidates), _METRIC_ROWS):
+        chunk = candidates[start : start + _METRIC_ROWS]
+        topk = topk_all[start : start + _METRIC_ROWS]
+        hits = M.hits_matrix(topk, truth[chunk])
         n_rel = n_rel_all[chunk]
-        pop = _Popularity(item_counts, n_train_users, tail)
         for k in ks:
             for m in acc_keys + beyond_keys:
                 parts[f"{m}@{k}"].append(_user_metric(m, k, hits, n_rel, topk, pop, unit))
@@ -325,7 +389,6 @@ def evaluate_ranking(
     per_user = {key: (np.concatenate(v) if v else np.zeros(0)) for key, v in parts.items()}
     summary = {key: float(v.mean()) if len(v) else float("nan") for key, v in per_user.items()}
     if "coverage" in wanted:
-        topk_all = np.concatenate(all_topk) if all_topk else np.zeros((0, kmax), dtype=np.int64)
         for k in ks:
             summary[f"coverage@{k}"] = M.catalog_coverage(topk_all[:, :k], n_items)
     return RankingResult(
@@ -340,6 +403,16 @@ def evaluate_ranking(
         metadata=metadata,
         cold=~can_score[candidates],
     )
+
+
+def _shared_scores(model: Scorer, n_items: int) -> np.ndarray | None:
+    """The model's scores when they are the same for every user (`shared_scores()`), as the
+    float32 row `score_all` would repeat; None for a personalised model."""
+    get = getattr(model, "shared_scores", None)
+    vec = get() if callable(get) else None
+    if vec is None or np.shape(vec) != (n_items,):
+        return None  # the chunked path checks (and reports) a mismatched shape
+    return np.asarray(vec, dtype=np.float32)
 
 
 def _fallback(

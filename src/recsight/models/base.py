@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from recsight import __version__
 from recsight.data.dataset import IdIndex, Interactions
 from recsight.errors import InputError
-from recsight.models.topk import id_keys, top_k
+from recsight.models.topk import id_keys, top_k, top_k_shared
 
 #: Bumped whenever the saved layout of any model changes; loading another version fails.
 FORMAT_VERSION = 1
@@ -139,6 +139,12 @@ class Recommender:
     def score_history(self, histories: sp.csr_matrix) -> np.ndarray:
         """Scores of every item for ad-hoc histories (rows of weights over the model's items)."""
         raise NotImplementedError
+
+    def shared_scores(self) -> np.ndarray | None:
+        """One float32 score per item when `score_all` gives every known user the same row
+        (popularity), else None. Rankers then take each user's top k from one global order
+        (`recsight.models.topk.top_k_shared`, the same lists) instead of a row per user."""
+        return None
 
     def similar_items(self, item: str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The `k` items most similar to `item` (ids, similarities), the item itself excluded."""
@@ -331,16 +337,39 @@ class Recommender:
         users = [users] if isinstance(users, str) else list(users)
         uidx = self._user_idx(users)
         allowed = self._candidate_mask(candidates)
-        ids, scores = [], []
-        rows = recommend_chunk_rows(len(self.items_))
-        for start in range(0, max(len(uidx), 1), rows):
-            chunk = uidx[start : start + rows]
-            s = np.array(self.score_all(chunk), dtype=np.float32)
-            keys = id_keys(self.users_.ids[chunk])
-            i, v = self._rank(s, self.seen_[chunk], k, exclude_seen, allowed, keys)
-            ids.append(i)
-            scores.append(v)
-        return np.concatenate(ids), np.concatenate(scores)
+        if k < 1:
+            raise InputError(f"k must be a positive integer, got {k}")
+        width = min(k, len(self.items_))
+        keys = id_keys(self.users_.ids[uidx])
+        seen = self.seen_[uidx]
+        ids = np.empty((len(uidx), width), dtype=object)
+        scores = np.empty((len(uidx), width), dtype=np.float32)
+        # users with an empty history get popularity order (as `_rank` gives them), and a
+        # model whose scores are the same for everyone ranks every user that way: both from
+        # one global order, not a row of scores per user
+        cold = np.diff(seen.indptr) == 0
+        shared = self.shared_scores()
+        by_order = cold if shared is None else np.ones(len(uidx), dtype=bool)
+        for sel, vec in ((cold, self.item_popularity_), (by_order & ~cold, shared)):
+            rows = np.flatnonzero(sel)
+            if len(rows):
+                s = np.array(vec, dtype=np.float32)
+                if allowed is not None:
+                    s[~allowed] = -np.inf
+                masked = seen[rows] if exclude_seen else None
+                cols, scores[rows] = top_k_shared(s, width, masked, keys[rows], self.item_keys_)
+                found = self.items_.ids[np.maximum(cols, 0)].astype(object)
+                found[cols < 0] = None
+                ids[rows] = found
+        dense = np.flatnonzero(~by_order)
+        step = recommend_chunk_rows(len(self.items_))
+        for start in range(0, len(dense), step):
+            rows = dense[start : start + step]
+            s = np.array(self.score_all(uidx[rows]), dtype=np.float32)
+            ids[rows], scores[rows] = self._rank(
+                s, seen[rows], k, exclude_seen, allowed, keys[rows]
+            )
+        return ids, scores
 
     def recommend_for_history(
         self,

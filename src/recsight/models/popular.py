@@ -58,6 +58,9 @@ class MostPopular(Recommender):
     def score_history(self, histories: sp.csr_matrix) -> np.ndarray:
         return self.score_all(np.zeros(histories.shape[0], np.int64))
 
+    def shared_scores(self) -> np.ndarray:
+        return np.asarray(self.popularity_, dtype=np.float32)
+
     def _item_similarities(self, i: int) -> np.ndarray:
         return self.popularity_.astype(np.float32)
 
