@@ -96,6 +96,10 @@ class IdIndex:
         return self.ids[np.asarray(idx, dtype=np.int64)]
 
 
+#: The per-event arrays of `Interactions` (the rest is shared by its subsets).
+EVENT_COLUMNS = ("user_idx", "item_idx", "value", "event_type", "seq", "timestamp")
+
+
 @dataclass
 class Interactions:
     """Events as aligned arrays over the store's id space.
@@ -149,18 +153,12 @@ class Interactions:
     def subset(self, mask_or_index: np.ndarray) -> Interactions:
         """The events selected by a boolean mask or index array, in the same id space."""
         sel = mask_or_index
-
-        def take(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else a[sel]
-
         return replace(
             self,
-            user_idx=self.user_idx[sel],
-            item_idx=self.item_idx[sel],
-            value=self.value[sel],
-            event_type=self.event_type[sel],
-            seq=self.seq[sel],
-            timestamp=take(self.timestamp),
+            **{
+                c: None if getattr(self, c) is None else getattr(self, c)[sel]
+                for c in EVENT_COLUMNS
+            },
         )
 
     def type_mask(self, types: Iterable[str]) -> np.ndarray:

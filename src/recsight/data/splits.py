@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from recsight.data.dataset import Interactions
+from recsight.data.dataset import EVENT_COLUMNS, Interactions
 from recsight.errors import InputError
 
 SPLIT_METHODS = ("random", "user_random", "temporal", "leave_last")
@@ -87,8 +87,14 @@ class SplitSpec:
         return cls(method, train=train, valid=valid)
 
 
-def split(data: Interactions, spec: str | SplitSpec, seed: int = 42) -> Split:
-    """Split `data` by a `SplitSpec` (or its string form), reproducibly for a given seed."""
+def split(
+    data: Interactions, spec: str | SplitSpec, seed: int = 42, consume: bool = False
+) -> Split:
+    """Split `data` by a `SplitSpec` (or its string form), reproducibly for a given seed.
+
+    With `consume`, `data`'s event arrays are released one column at a time as the parts
+    are built, so the whole log and whole copies of it never coexist (at 100M events the
+    log is ~2.9 GB); `data` is left without events and must not be used afterwards."""
     spec = SplitSpec.parse(spec) if isinstance(spec, str) else spec
     if spec.method == "random":
         side = _random_pairs(data, spec.train, spec.valid, seed)
@@ -98,7 +104,7 @@ def split(data: Interactions, spec: str | SplitSpec, seed: int = 42) -> Split:
         side = _temporal(data, spec.train, spec.valid)
     else:
         side = _leave_last(data, spec.k)
-    return _make(data, side, f"{spec.method}", seed)
+    return _make(data, side, f"{spec.method}", seed, consume)
 
 
 # side codes per event: 0 train, 1 valid, 2 test
@@ -179,10 +185,20 @@ def _leave_last(data: Interactions, k: int) -> np.ndarray:
     return side
 
 
-def _make(data: Interactions, side: np.ndarray, method: str, seed: int) -> Split:
-    train = data.subset(side == 0)
-    valid = data.subset(side == 1) if (side == 1).any() else None
-    test = data.subset(side == 2)
+def _make(data: Interactions, side: np.ndarray, method: str, seed: int, consume: bool) -> Split:
+    masks = [side == code for code in (0, 1, 2)]
+    columns: dict[str, list[np.ndarray | None]] = {}
+    for name in EVENT_COLUMNS:
+        col = getattr(data, name)
+        columns[name] = [None if col is None else col[mask] for mask in masks]
+        if consume:  # the column's last reference, unless the caller kept one
+            setattr(data, name, None)
+        del col
+    train, valid, test = (
+        replace(data, **{name: parts[code] for name, parts in columns.items()}) for code in range(3)
+    )
+    if not masks[1].any():
+        valid = None
     seen_users = np.zeros(data.n_users, dtype=bool)
     seen_users[train.user_idx] = True
     seen_items = np.zeros(data.n_items, dtype=bool)

@@ -46,11 +46,14 @@ from recsight.evaluation.protocol import (
     BEYOND_METRICS,
     RANKING_METRICS,
     RATING_METRICS,
+    RankingPairs,
     evaluate_ranking,
     evaluate_rating,
     memory_budget_bytes,
+    ranking_pairs,
 )
 from recsight.evaluation.significance import TESTS
+from recsight.models.registry import FEATURELESS
 
 ModelFactory = Callable[..., Any]
 Progress = Callable[[str], None]
@@ -269,14 +272,15 @@ def _resolve(path: str, base: Path) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def load_data(cfg: ExperimentConfig, base: Path) -> Interactions:
-    """The experiment's interactions, after the configured filters."""
+def load_data(cfg: ExperimentConfig, base: Path, with_features: bool = True) -> Interactions:
+    """The experiment's interactions, after the configured filters; `with_features` False
+    leaves out the item and user tables (for models that never read them)."""
     from recsight.data.store import Store
 
     ds = cfg.dataset
     if ds.db is not None:
         with Store(_resolve(ds.db, base), read_only=True) as store:
-            data = store.interactions(ds.event_types)
+            data = store.interactions(ds.event_types, with_features=with_features)
     else:
         from recsight.data.ingest import ingest
 
@@ -296,7 +300,7 @@ def load_data(cfg: ExperimentConfig, base: Path) -> Interactions:
                 mapping=ds.mapping or None,
                 tz=ds.tz,
             )
-            data = store.interactions(ds.event_types)
+            data = store.interactions(ds.event_types, with_features=with_features)
     if len(data) == 0:
         raise InputError("dataset: no events to evaluate on (check dataset.event_types)")
     if cfg.filters.min_rating is not None:
@@ -339,6 +343,8 @@ class ExperimentRunner:
         self.factory = factory or _default_factory
         self.progress = progress or (lambda _msg: None)
         self.quiet = quiet
+        # (train, test) -> their RankingPairs: derived once, shared by every model
+        self._pairs: dict[tuple[int, int], RankingPairs] = {}
 
     # -- evaluation of one fitted model ----------------------------------------------------
     def _evaluate(self, model: Any, train: Interactions, test: Interactions, final: bool) -> Any:
@@ -362,7 +368,21 @@ class ExperimentRunner:
             metrics=tuple(metrics),
             memory_budget=cfg.memory_budget,
             max_test_users=cfg.max_test_users,
+            pairs=self._ranking_pairs(train, test),
         )
+
+    def _ranking_pairs(self, train: Interactions, test: Interactions) -> RankingPairs:
+        key = (id(train), id(test))  # both stay alive for the whole run
+        if key not in self._pairs:
+            self._pairs[key] = ranking_pairs(train, test, self.cfg.exclude_seen)
+        return self._pairs[key]
+
+    @property
+    def needs_features(self) -> bool:
+        """Whether any model may read item or user features (a custom factory's may)."""
+        if self.factory is not _default_factory:
+            return True
+        return any(mc.name not in FEATURELESS for mc in self.cfg.models)
 
     def _build(self, mc: ModelConfig, params: dict[str, Any]) -> Any:
         model = self.factory(mc.name, **params)
@@ -459,10 +479,13 @@ class ExperimentRunner:
         study.optimize(objective, n_trials=self.cfg.tuning.n_trials)
         return {**mc.params, **study.best_params}
 
-    def splits(self, data: Interactions) -> tuple[Interactions, Interactions, tuple | None]:
-        """(train, test, (inner_train, valid) or None when no model is tuned)."""
+    def splits(
+        self, data: Interactions, consume: bool = False
+    ) -> tuple[Interactions, Interactions, tuple | None]:
+        """(train, test, (inner_train, valid) or None when no model is tuned); `consume`
+        releases `data`'s arrays while splitting (see `split`)."""
         cfg = self.cfg
-        main = split(data, cfg.split, seed=cfg.seed)
+        main = split(data, cfg.split, seed=cfg.seed, consume=consume)
         train = main.fit_part
         if not cfg.needs_tuning:
             return train, main.test, None
@@ -475,11 +498,14 @@ class ExperimentRunner:
         """Train, tune, evaluate every model and rank them."""
         cfg = self.cfg
         self.check_models()
+        loaded = data is None
         if data is None:
             self.progress("loading data")
-            data = load_data(cfg, self.base_dir)
-        train, test, tuning = self.splits(data)
-        del data  # the parts are copies: at 100M events the whole log is ~3 GB more held
+            data = load_data(cfg, self.base_dir, with_features=self.needs_features)
+        # a log loaded here is released while it is split (~3 GB at 100M events); the
+        # caller's own data is left whole
+        train, test, tuning = self.splits(data, consume=loaded)
+        del data
         runs: list[ModelRun] = []
         for mc in cfg.models:
             t0 = time.perf_counter()
