@@ -80,6 +80,44 @@ def test_events_read_as_the_plain_fetch_reads_them(tmp_path, timestamps):
     assert np.isnan(data.value).any() and (data.value == 2.5).any()  # the log has both
 
 
+@pytest.mark.parametrize("batch_rows", [None, 50])
+@pytest.mark.parametrize("event_types", [None, ["view", "rating"]])
+def test_events_out_of_seq_order_in_the_table_are_read_in_ingest_order(
+    store_path, batch_rows, event_types, monkeypatch
+):
+    """A table whose rows are not in `seq` order (events appended out of order) is still
+    read in ingest order, now sorted in numpy rather than by DuckDB's ORDER BY."""
+    if batch_rows:
+        monkeypatch.setattr("recsight.data.store._FETCH_ROWS", batch_rows)
+    with Store(store_path) as store:
+        store.con.execute("CREATE TEMP TABLE shuffled AS SELECT * FROM event_log")
+        store.con.execute("DELETE FROM event_log")
+        store.con.execute("INSERT INTO event_log SELECT * FROM shuffled ORDER BY hash(seq)")
+        table_seq = store.con.execute("SELECT seq FROM event_log").fetchnumpy()["seq"]
+        assert (np.diff(table_seq) < 0).any()  # the table really is out of order
+        data = store.interactions(event_types, with_features=False)
+        ref = plain_read(store)
+    keep = np.ones(len(ref["seq"]), bool)
+    if event_types:
+        codes = [list(data.event_types).index(t) for t in event_types]
+        keep = np.isin(ref["event_type"], codes)
+        assert 0 < keep.sum() < len(keep)
+    for name, expected in ref.items():
+        np.testing.assert_array_equal(getattr(data, name), expected[keep], err_msg=name)
+
+
+def test_to_csr_reads_the_event_arrays_without_changing_them(store_path):
+    with Store(store_path, read_only=True) as store:
+        data = store.interactions(with_features=False)
+    before = {c: getattr(data, c).copy() for c in ("user_idx", "item_idx", "value")}
+    m = data.to_csr({t: 1.0 for t in TYPES})  # every event kept
+    dense = np.zeros(m.shape, np.float32)
+    np.add.at(dense, (data.user_idx, data.item_idx), 1.0)
+    np.testing.assert_array_equal(m.toarray(), dense)
+    for name, arr in before.items():
+        np.testing.assert_array_equal(getattr(data, name), arr)
+
+
 WEIGHTS = [
     None,
     {"view": 1.0, "click": -1.0, "rating": "value"},  # some pairs sum to exactly zero
