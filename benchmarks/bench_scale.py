@@ -89,8 +89,10 @@ def size_of(path: Path) -> int:
 
 
 def run(cmd: list[str], log: Path) -> dict:
-    """Run one stage's command; wall time and the process tree's peak RSS."""
+    """Run one stage's command; wall time, the process tree's peak RSS and the load average
+    (1, 5, 15 min) before and after it (wall times are only comparable at similar loads)."""
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    load_start = os.getloadavg()
     t0 = time.perf_counter()
     with log.open("w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
@@ -98,7 +100,14 @@ def run(cmd: list[str], log: Path) -> dict:
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed; see {log}:\n{log.read_text()[-2000:]}")
-    return {"seconds": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    return {
+        "seconds": round(wall, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "load_average": {
+            "start": [round(x, 2) for x in load_start],
+            "end": [round(x, 2) for x in os.getloadavg()],
+        },
+    }
 
 
 def recsight(*args: str) -> list[str]:
@@ -382,6 +391,9 @@ def write_table(console: Console, results: Path = RESULTS) -> None:
             note = "; ".join(
                 f"{m['model']} ndcg@10 {m['metrics']['ndcg@10']['mean']:.4f}" for m in models
             ) + (f" (memory budget {r['memory_budget']})" if r.get("memory_budget") else "")
+            if "load_average" in r:
+                load = r["load_average"]
+                note += f"; load {load['start'][0]:.1f} -> {load['end'][0]:.1f}"
         elif r["stage"] == "train_sasrec":
             models = r["stdout"].get("models", [])
             note = "; ".join(
