@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from recsight.data.dataset import IdIndex, Interactions
-from recsight.data.splits import SplitSpec, filter_kcore, filter_min_rating, split
+from recsight.data.splits import (
+    SplitSpec,
+    filter_kcore,
+    filter_min_rating,
+    random_item_ranks,
+    split,
+)
 from recsight.errors import InputError, NeedsTimestampsError
+from tests.models.conftest import make_interactions
 
 
 def make(users, items, ts=None, values=None, types=None) -> Interactions:
@@ -173,3 +180,27 @@ def test_store_interactions_view(ml100k_ingested):
     assert data.item_features.loc[toy_story, "title"] == "Toy Story (1995)"
     assert data.item_features.loc[0, "title"] == "Kolya (1996)"  # item 242 comes first
     assert data.users.ids_of([0])[0] == "196"  # first user in u.data
+
+
+def _reference_item_ranks(data, seed):
+    """`random_item_ranks` written with np.unique and an explicit gather (the former code)."""
+    key = data.user_idx.astype(np.int64) * max(data.n_items, 1) + data.item_idx
+    uniq, inverse = np.unique(key, return_inverse=True)
+    users = uniq // max(data.n_items, 1)
+    order = np.lexsort((np.random.default_rng(seed).random(len(uniq)), users))
+    counts = np.bincount(users, minlength=data.n_users)
+    starts = np.concatenate([[0], np.cumsum(counts)])[users[order]]
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[order] = np.arange(len(uniq)) - starts
+    return rank, counts[users], inverse
+
+
+def test_lean_pair_ranks_equal_the_np_unique_reference():
+    rng = np.random.default_rng(4)
+    for trial in range(20):
+        n, n_users, n_items = (int(x) for x in rng.integers(1, [3000, 200, 150]))
+        data = make_interactions(rng.integers(0, n_users, n), rng.integers(0, n_items, n),
+                                 None, n_users, n_items)  # fmt: skip
+        for got, want in zip(random_item_ranks(data, trial), _reference_item_ranks(data, trial),
+                             strict=True):  # fmt: skip
+            np.testing.assert_array_equal(got, want)
