@@ -120,6 +120,7 @@ class ALS(_FactorModel):
             )  # fmt: skip
             model.fit(self.seen_, show_progress=False)
         self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+        del model  # its user factors (750 MB at 3M users) are recomputed just below
         self._derive()
         self.user_factors_ = self.fold_in(self.seen_)
         return self
