@@ -92,18 +92,22 @@ class Phase:
               f"{self.load_start[0]:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
 
 
-def profile(path: Path) -> dict:
-    """Run the experiment at `path` phase by phase; returns the phases and the metrics."""
+def profile(path: Path, out: Path) -> dict:
+    """Run the experiment at `path` phase by phase; returns the phases and the metrics,
+    also written to `out` after every phase (a run stopped early keeps what it measured)."""
     cfg, base = ex.load_experiment(path)
     runner = ex.ExperimentRunner(cfg, base, quiet=True)
     runner.check_models()
-    rows: list[dict] = []
+    rows = Rows(out, {"experiment": str(path), "machine": platform.platform(),
+                      "cpus": os.cpu_count(),
+                      "memory_gb": round(psutil.virtual_memory().total / 1e9, 1)})  # fmt: skip
     features = getattr(runner, "needs_features", True)
     load_kw = {"with_features": features} if "with_features" in inspect.signature(
         ex.load_data).parameters else {}  # fmt: skip
     with Phase("loading", rows):
         data = ex.load_data(cfg, base, **load_kw)
     n_events = len(data)
+    rows.head["events"] = n_events
     consume = "consume" in inspect.signature(runner.splits).parameters
     with Phase("split", rows):
         train, test, tuning = runner.splits(data, consume=True) if consume else runner.splits(data)
@@ -120,21 +124,30 @@ def profile(path: Path) -> dict:
         with Phase(f"evaluate {mc.display}", rows):
             result = runner._evaluate(model, train, test, final=True)
         metrics[mc.display] = result.summary
+        rows.head["metrics"] = metrics
+        rows.write()
         del model, result
-    return {
-        "experiment": str(path),
-        "events": n_events,
-        "n_train": len(train),
-        "n_test": len(test),
-        "features_loaded": features,
-        "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
-        "phases": rows,
-        "metrics": metrics,
-        "machine": platform.platform(),
-        "cpus": os.cpu_count(),
-        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    rows.head.update(n_train=len(train), n_test=len(test), features_loaded=features,
+                     finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))  # fmt: skip
+    return rows.write()
+
+
+class Rows(list):
+    """The phases measured so far, written to `out` (with `head`) after each one."""
+
+    def __init__(self, out: Path, head: dict):
+        super().__init__()
+        self.out, self.head = out, head
+        out.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, row: dict) -> None:
+        super().append(row)
+        self.write()
+
+    def write(self) -> dict:
+        doc = {**self.head, "peak_rss_mb": max(r["peak_rss_mb"] for r in self), "phases": self}
+        self.out.write_text(json.dumps(doc, indent=2) + "\n")
+        return doc
 
 
 def main() -> None:
@@ -142,9 +155,7 @@ def main() -> None:
     ap.add_argument("experiment", type=Path, help="an untuned experiment YAML")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/eval_memory.json"))
     args = ap.parse_args()
-    out = profile(args.experiment)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    out = profile(args.experiment, args.out)
     for name, summary in out["metrics"].items():
         print(name, json.dumps(summary))
     print(f"peak {out['peak_rss_mb']:.0f} MB over {out['events']:,} events; wrote {args.out}")
