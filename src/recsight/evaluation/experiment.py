@@ -343,8 +343,9 @@ class ExperimentRunner:
         self.factory = factory or _default_factory
         self.progress = progress or (lambda _msg: None)
         self.quiet = quiet
-        # (train, test) -> their RankingPairs: derived once, shared by every model
-        self._pairs: dict[tuple[int, int], RankingPairs] = {}
+        # id(train), id(test) -> (train, test, their RankingPairs): derived once, shared by
+        # every model; holding the parts keeps their ids from being reused
+        self._pairs: dict[tuple[int, int], tuple[Interactions, Interactions, RankingPairs]] = {}
 
     # -- evaluation of one fitted model ----------------------------------------------------
     def _evaluate(self, model: Any, train: Interactions, test: Interactions, final: bool) -> Any:
@@ -372,10 +373,10 @@ class ExperimentRunner:
         )
 
     def _ranking_pairs(self, train: Interactions, test: Interactions) -> RankingPairs:
-        key = (id(train), id(test))  # both stay alive for the whole run
+        key = (id(train), id(test))
         if key not in self._pairs:
-            self._pairs[key] = ranking_pairs(train, test, self.cfg.exclude_seen)
-        return self._pairs[key]
+            self._pairs[key] = (train, test, ranking_pairs(train, test, self.cfg.exclude_seen))
+        return self._pairs[key][2]
 
     @property
     def needs_features(self) -> bool:
