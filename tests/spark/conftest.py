@@ -1,7 +1,7 @@
 """ONE local SparkSession for all Spark tests (starting one costs 5-15 s and ~1 GB of JVM),
 and ONE Spark Connect server, inside that session's JVM.
 
-Settings (`SPARK_TEST_CONF`): local[2], no UI, 2 shuffle partitions, 1 GB driver, UTC, and
+Settings (`SPARK_TEST_CONF`): local[2], no UI, 2 shuffle partitions, 2 GB driver, UTC, and
 what suits many tiny queries on 2 cores (no code generation, no adaptive execution, no
 constraint propagation), bound to 127.0.0.1 (else
 Spark binds to the external interface) and Python workers on this interpreter (else
@@ -30,7 +30,9 @@ SPARK_TEST_CONF = {
     "spark.ui.enabled": "false",
     "spark.sql.shuffle.partitions": "2",
     "spark.default.parallelism": "2",
-    "spark.driver.memory": "1g",
+    # 2 GB: the report keeps its intermediates persisted; at 1 GB an aggregation once could
+    # not get execution memory beside them (UNABLE_TO_ACQUIRE_MEMORY in a CI run)
+    "spark.driver.memory": "2g",
     "spark.sql.session.timeZone": "UTC",
     "spark.driver.bindAddress": "127.0.0.1",
     # tiny data, many small queries: compiling each stage to Java costs more than it saves
