@@ -110,15 +110,15 @@ def reach(events: ir.Table, stages: list[str], keys: list[str], ordered: bool) -
         return out.mutate(**cols)
     out = e.filter(e.event_type == stages[0]).group_by(keys).aggregate(t0=e.timestamp.min())
     for i, stage in enumerate(stages[1:], start=1):
-        prev = out.filter(out[f"t{i - 1}"].notnull()).select(*keys, _prev=out[f"t{i - 1}"])
+        # each stage reads the previous one once (a left join on the key and the time, then
+        # one row per key again), so the expression grows linearly with the stages; the
+        # previous times are constant per key (min keeps them). A NULL t{i-1} matches nothing.
         s = e.filter(e.event_type == stage)
-        j = s.inner_join(prev, keys)
-        nxt = (
-            j.filter(j.timestamp >= j._prev)
-            .group_by(keys)
-            .aggregate(**{f"t{i}": j.timestamp.min()})
-        )
-        out = out.left_join(nxt, keys).select(*out.columns, f"t{i}")
+        s = s.select(_ts=s.timestamp, **{f"_k{n}": s[k] for n, k in enumerate(keys)})
+        on = [out[k] == s[f"_k{n}"] for n, k in enumerate(keys)]
+        j = out.left_join(s, [*on, s._ts >= out[f"t{i - 1}"]])
+        times = {f"t{m}": j[f"t{m}"].min() for m in range(i)}
+        out = j.group_by(keys).aggregate(**times, **{f"t{i}": j._ts.min()})
     return out
 
 
