@@ -2,10 +2,10 @@
 server: Spark's own `SparkConnectPlugin`, which the tests' local session loads (see
 tests/spark/conftest.py), so the server costs no second JVM.
 
-The commands run in a subprocess: a Python process holds either a classic SparkSession (the
-tests' `spark` fixture) or a Connect one, not both. All three run in ONE subprocess (each
-through the command line's Typer app, opening and closing its own Connect session, as
-`recsight ...` does): a Python start-up with pyspark's imports costs seconds.
+The commands run in a subprocess, as a Python process holds either a classic SparkSession (the
+tests' `spark` fixture) or a Connect one, not both: all three in the same one (a Python start-up
+with pyspark's imports costs seconds), each through the command line's Typer app, opening and
+closing its own Connect session as `recsight ...` does.
 """
 
 from __future__ import annotations
