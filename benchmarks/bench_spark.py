@@ -12,7 +12,8 @@ Sections (each point in a fresh subprocess, so its peak memory is its own):
 
     .venv/bin/python benchmarks/bench_spark.py                    # every section
     .venv/bin/python benchmarks/bench_spark.py als ddp
-    .venv/bin/python benchmarks/bench_spark.py report --sizes 1e6 1e7 --work /scratch/spark
+    .venv/bin/python benchmarks/bench_spark.py report --sizes 1e6 1e7 --work /scratch/spark \
+        --driver-memory 4g
 
 Results accumulate in benchmarks/results/spark.json (a point already there is skipped unless
 --force), so an interrupted run resumes. Prints a table.
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "spark.json"
 DATA = ROOT / "benchmarks" / ".spark-data"
 MASTER = "local[2]"
-#: Spark local's driver JVM heap in every section (Spark's default is 1 GB).
+#: Spark local's driver JVM heap unless --driver-memory says otherwise (Spark's default is 1 GB).
 DRIVER_MEMORY = "2g"
 N_ITEMS = 20_000
 N_DAYS = 60
@@ -95,7 +96,8 @@ class PeakSampler:
 
 
 def _run_cli(args: list[str]) -> dict:
-    """One `recsight ...` command: wall seconds and peak RSS of driver and JVM."""
+    """One `recsight ...` command: wall seconds and peak RSS of driver and JVM (with `error`,
+    the output's last lines, when it failed)."""
     t = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "recsight", *args],
@@ -107,9 +109,16 @@ def _run_cli(args: list[str]) -> dict:
     with PeakSampler(proc.pid) as sampler:
         out, _ = proc.communicate()
     seconds = time.perf_counter() - t
+    rec = {"seconds": round(seconds, 2), **{k: round(v, 1) for k, v in sampler.peak.items()}}
     if proc.returncode != 0:
-        raise RuntimeError(f"recsight {' '.join(args)} failed:\n{out[-2000:]}")
-    return {"seconds": round(seconds, 2), **{k: round(v, 1) for k, v in sampler.peak.items()}}
+        rec["error"] = out[-2000:]
+    return rec
+
+
+def _section_seconds(report_dir: Path) -> dict[str, float]:
+    """Seconds per report section, from the report.json `recsight analyze` wrote."""
+    report = json.loads((report_dir / "report.json").read_text())
+    return {name: s["seconds"] for name, s in report["sections"].items()}
 
 
 def _layout(size: float, work: Path) -> tuple[Path, dict]:
@@ -139,30 +148,41 @@ def _layout(size: float, work: Path) -> tuple[Path, dict]:
     return folder / "layout", info
 
 
-def point_report(size: float, work: Path) -> dict:
+def point_report(size: float, work: Path, driver_memory: str) -> dict:
     from recsight.data.layout import read_manifest
 
     layout, info = _layout(size, work)
     rec = {"n_events": read_manifest(layout).n_events, **info}
     folder = layout.parent
-    rec["local"] = _run_cli(["analyze", "--events", str(layout), "--out", str(folder / "r-local")])
+    # what has finished, kept beside the layout: a run stopped half-way keeps the first row
+    progress = folder / "bench-point.json"
     # Spark's event log (job by job, with times) shows how far a run got if it is stopped
     events_log = folder / "spark-events"
     events_log.mkdir(exist_ok=True)
     rec["spark_conf"] = {
-        "spark.driver.memory": DRIVER_MEMORY,
+        "spark.driver.memory": driver_memory,
         "spark.eventLog.enabled": "true",
         "spark.eventLog.dir": str(events_log),
     }
     conf = [a for k, v in rec["spark_conf"].items() for a in ("--spark-conf", f"{k}={v}")]
-    rec["spark"] = _run_cli(
-        ["analyze", "--engine", "spark", "--spark-master", MASTER, *conf, "--events", str(layout),
-         "--out", str(folder / "r-spark")]
-    )  # fmt: skip
+    # Spark first: the longer run, the one a time-boxed run (stopped at a limit) must not lose
+    runs = {
+        "spark": ["analyze", "--engine", "spark", "--spark-master", MASTER, *conf, "--events",
+                  str(layout)],
+        "local": ["analyze", "--events", str(layout)],
+    }  # fmt: skip
+    for engine, args in runs.items():
+        out = folder / f"r-{engine}"
+        (out / "report.json").unlink(missing_ok=True)
+        rec[engine] = {"load_average_before": [round(x, 1) for x in os.getloadavg()]}
+        rec[engine] |= _run_cli([*args, "--out", str(out)])
+        if "error" not in rec[engine]:
+            rec[engine]["section_seconds"] = _section_seconds(out)
+        progress.write_text(json.dumps(rec, indent=2) + "\n")
     return rec
 
 
-def _spark():
+def _spark(driver_memory: str):
     from pyspark.sql import SparkSession
 
     for k, v in _env().items():
@@ -172,7 +192,7 @@ def _spark():
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.driver.memory", DRIVER_MEMORY)
+        .config("spark.driver.memory", driver_memory)
         .config("spark.sql.session.timeZone", "UTC")
         .getOrCreate()
     )
@@ -200,7 +220,7 @@ def _ml100k():
         return store.interactions()
 
 
-def point_als() -> dict:
+def point_als(driver_memory: str) -> dict:
     from recsight.data.splits import split
     from recsight.evaluation.protocol import evaluate_ranking
     from recsight.evaluation.significance import paired_pvalue
@@ -208,8 +228,12 @@ def point_als() -> dict:
     from recsight.spark.als import SparkALS
 
     parts = split(_ml100k(), "user_random:0.8", seed=42)
-    spark = _spark()
-    rec: dict = {"data": "ML-100K user_random:0.8 seed 42", "params": ALS_PARAMS}
+    spark = _spark(driver_memory)
+    rec: dict = {
+        "data": "ML-100K user_random:0.8 seed 42",
+        "params": ALS_PARAMS,
+        "driver_memory": driver_memory,
+    }
     per_user = {}
     for name, cls in (("implicit", ALS), ("mllib", SparkALS)):
         t = time.perf_counter()
@@ -227,14 +251,14 @@ def point_als() -> dict:
     return rec
 
 
-def point_ddp(processes: int) -> dict:
+def point_ddp(processes: int, driver_memory: str) -> dict:
     import tempfile
 
     from recsight.models import create_model
     from recsight.spark.distributed import fit_distributed
 
     data = _ml100k()
-    spark = _spark()
+    spark = _spark(driver_memory)
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         model = create_model("sasrec", **SASREC_PARAMS)
@@ -246,6 +270,7 @@ def point_ddp(processes: int) -> dict:
         "data": "ML-100K (all events)",
         "params": SASREC_PARAMS,
         "processes": processes,
+        "driver_memory": driver_memory,
         "epoch_seconds": [round(s, 2) for s in epochs],
         "seconds_per_epoch": round(sum(epochs) / len(epochs), 2),
         "total_seconds_with_launch": round(total, 2),
@@ -284,14 +309,19 @@ def main() -> None:
         default=DATA,
         help="Folder for the generated layouts and the reports (a few GB at 1e7).",
     )
+    ap.add_argument(
+        "--driver-memory",
+        default=DRIVER_MEMORY,
+        help=f"Spark local's driver heap, e.g. 4g (default {DRIVER_MEMORY}).",
+    )
     ap.add_argument("--one", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         kind, *rest = args.one
         rec = {
-            "als": point_als,
-            "ddp": lambda: point_ddp(int(rest[0])),
-            "report": lambda: point_report(float(rest[0]), args.work),
+            "als": lambda: point_als(args.driver_memory),
+            "ddp": lambda: point_ddp(int(rest[0]), args.driver_memory),
+            "report": lambda: point_report(float(rest[0]), args.work, args.driver_memory),
         }[kind]()
         print(json.dumps(rec))
         return
@@ -304,8 +334,11 @@ def main() -> None:
         todo += [(f"ddp-{n}", ["ddp", str(n)]) for n in (1, 2)]
     if "report" in args.sections:
         todo += [(f"report-{int(s)}", ["report", str(s)]) for s in args.sizes]
-    # --work travels to each point's subprocess
-    todo = [(key, [*one, "--work", str(args.work)]) for key, one in todo]
+    # --work and --driver-memory travel to each point's subprocess
+    todo = [
+        (key, [*one, "--work", str(args.work), "--driver-memory", args.driver_memory])
+        for key, one in todo
+    ]
     for key, one in todo:
         if key in results["points"] and not args.force:
             continue
@@ -337,12 +370,14 @@ def _print(points: dict) -> None:
         elif key.startswith("ddp"):
             print(f"{key:<18} {rec['seconds_per_epoch']} s/epoch ({rec['processes']} processes)")
         else:
-            lo, sp = rec["local"], rec["spark"]
-            print(
-                f"{key:<18} {rec['n_events']:,} events | local {lo['seconds']}s "
-                f"{lo['driver_mb']} MB | spark {sp['seconds']}s driver {sp['driver_mb']} MB "
-                f"JVM {sp['jvm_mb']} MB"
-            )
+            runs = []
+            for engine in ("local", "spark"):
+                r = rec[engine]
+                last = r["error"].strip().splitlines()[-1][:80] if "error" in r else ""
+                fail = f" FAILED ({last})" if "error" in r else ""
+                mb = f"driver {r['driver_mb']} MB JVM {r['jvm_mb']} MB"
+                runs.append(f"{engine} {r['seconds']}s{fail} {mb}")
+            print(f"{key:<18} {rec['n_events']:,} events | " + " | ".join(runs))
 
 
 if __name__ == "__main__":
