@@ -114,21 +114,31 @@ def profile(path: Path, out: Path) -> dict:
         del data
     if tuning is not None:
         raise SystemExit("the profile runs untuned experiments only (no grid or search)")
+    rows.head.update(n_train=len(train), n_test=len(test), features_loaded=features)
+    # as the runner does: the pairs derived once, the test events released before any fit
+    # and the train events after the last one (when the code has `without_events`)
+    release = getattr(ex, "without_events", None)
+    eval_kw: dict = {}
     if hasattr(runner, "_ranking_pairs"):
         with Phase("ranking pairs", rows):
-            runner._ranking_pairs(train, test)
+            pairs = runner._ranking_pairs(train, test)
+            if release:  # the evaluations get the pairs, and the cache holds no events
+                runner._pairs.clear()
+                eval_kw = {"pairs": pairs}
+                test = release(test)
     metrics = {}
-    for mc in cfg.models:
+    for n, mc in enumerate(cfg.models):
         with Phase(f"fit {mc.display}", rows):
             model = runner._build(mc, dict(mc.params)).fit(train)
+        if release and n == len(cfg.models) - 1:
+            train = release(train)
         with Phase(f"evaluate {mc.display}", rows):
-            result = runner._evaluate(model, train, test, final=True)
+            result = runner._evaluate(model, train, test, final=True, **eval_kw)
         metrics[mc.display] = result.summary
         rows.head["metrics"] = metrics
         rows.write()
         del model, result
-    rows.head.update(n_train=len(train), n_test=len(test), features_loaded=features,
-                     finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))  # fmt: skip
+    rows.head["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return rows.write()
 
 

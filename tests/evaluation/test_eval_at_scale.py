@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -97,6 +98,33 @@ def test_sparse_hit_lookup_matches_the_dense_one():
     expected = np.take_along_axis(dense, np.maximum(topk, 0), axis=1) & (topk >= 0)
     assert np.array_equal(M.hits_matrix(topk, truth), expected)
     assert expected.any() and not M.hits_matrix(topk, sp.csr_matrix((50, 400))).any()
+
+
+def _fake_memory(monkeypatch, total, available):
+    import psutil
+
+    vm = SimpleNamespace(total=total, available=available)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: vm)
+
+
+def test_default_budget_is_a_quarter_of_ram_or_half_of_what_is_available(monkeypatch):
+    _fake_memory(monkeypatch, total=24 * 10**9, available=20 * 10**9)
+    assert memory_budget_bytes(None) == 6 * 10**9  # a quarter of RAM
+    # a busy machine: 5 GB left, of which the chunks take at most half
+    _fake_memory(monkeypatch, total=24 * 10**9, available=5 * 10**9)
+    assert memory_budget_bytes(None) == 2_500_000_000
+    assert users_per_chunk(1_000_000, None) == 78
+
+
+def test_default_budget_on_a_busy_machine_gives_the_one_chunk_metrics(monkeypatch, ml100k_split):
+    train, test, model = ml100k_split
+    one = evaluate_ranking(model, train, test, ks=(5, 20), batch_users=10_000)
+    # 26 users' scores fit in half of what is available
+    _fake_memory(monkeypatch, 10**12, 2 * 26 * train.n_items * BYTES_PER_SCORE + 1)
+    chunked = evaluate_ranking(model, train, test, ks=(5, 20))
+    assert chunked.metadata["batch_users"] == 26
+    assert np.array_equal(chunked.users, one.users)
+    assert chunked.summary == one.summary
 
 
 def test_memory_budget_sizes():

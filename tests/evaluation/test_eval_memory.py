@@ -12,6 +12,7 @@ from recsight.data.splits import split
 from recsight.evaluation import experiment
 from recsight.evaluation.experiment import ExperimentRunner, parse_experiment, run_experiment
 from recsight.evaluation.protocol import evaluate_ranking
+from recsight.models.knn import ItemKNN
 from recsight.models.popular import MostPopular
 from tests.models.conftest import make_interactions
 
@@ -97,6 +98,33 @@ def test_featureless_models_load_no_feature_tables_and_share_one_pair_derivation
     assert rows["popular"]["metrics"]["ndcg@5"]["mean"] == pytest.approx(
         alone.summary["ndcg@5"], abs=0
     )
+
+
+def test_final_evaluations_read_no_events_and_give_the_same_metrics(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, [{"name": "popular"}, {"name": "itemknn"}])
+    given = []
+    real_eval = experiment.evaluate_ranking
+
+    def evaluate(model, train, test, **kwargs):
+        given.append((type(model).__name__, len(train), len(test)))
+        return real_eval(model, train, test, **kwargs)
+
+    monkeypatch.setattr(experiment, "evaluate_ranking", evaluate)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    board, _ = run_experiment(path)
+    runner = ExperimentRunner(parse_experiment(cfg), tmp_path)
+    train, test, _ = runner.splits(experiment.load_data(runner.cfg, tmp_path, False))
+    # the test events go before any fit, the train events after the last one
+    assert given == [("MostPopular", len(train), 0), ("ItemKNN", 0, 0)]
+    out = board.to_dict()
+    assert (out["n_train"], out["n_test"]) == (len(train), len(test))
+    rows = {m["model"]: m["metrics"] for m in out["models"]}
+    for name, model in (("popular", MostPopular()), ("itemknn", ItemKNN())):
+        alone = real_eval(model.fit(train), train, test, ks=(5,), metrics=("ndcg", "hr"),
+                          seed=runner.cfg.seed)  # fmt: skip
+        for key in ("ndcg@5", "hr@5"):
+            assert rows[name][key]["mean"] == pytest.approx(alone.summary[key], abs=0)
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,8 @@ def register(app: typer.Typer) -> None:
             None,
             "--memory-budget",
             help="Memory for scoring chunks of users, e.g. 4GB (default: the YAML's "
-            "memory_budget, else a quarter of RAM).",
+            "memory_budget, else a quarter of RAM or half of the memory available when "
+            "evaluation starts, whichever is less).",
         ),
         max_test_users: int | None = typer.Option(
             None,

@@ -556,7 +556,7 @@ def register(app: typer.Typer) -> None:
             None,
             "--memory-budget",
             help="With --all-users: memory for scoring users at once, e.g. 4GB "
-            "(default a quarter of RAM).",
+            "(default a quarter of RAM or half of the available memory, whichever is less).",
         ),
         llm_url: str | None = LLM_URL_OPTION,
         llm_model: str | None = LLM_MODEL_OPTION,

@@ -1,17 +1,18 @@
 """Evaluation protocols: full-ranking top-K evaluation and rating-prediction error.
 
-`evaluate_ranking` scores every item of the catalog for chunks of users (`model.score_all`),
-so memory is bounded by ``batch_users x n_items`` whatever the number of users; by default
-the chunk is sized from a memory budget (`memory_budget`, default a quarter of the machine's
-RAM), and hits are looked up in the sparse test matrix, never in a dense one. With
-`max_test_users` a seeded sample of the test users is evaluated, and the protocol label says
-so. Chunking never changes a metric: users are ranked independently. Ground truth
-is each user's distinct test items. With ``exclude_seen=True`` (the default) the user's train
-items are masked out of the ranking *and* dropped from the ground truth: they could never be
-recommended, so counting them would only cap every model's recall alike. Users left with no
-test item are not evaluated (`RankingResult.n_skipped` counts them). To evaluate repeat
-consumption (e.g. leave-last-out where the last item was seen before) pass
-``exclude_seen=False``: then nothing is masked and repeats count as hits.
+`evaluate_ranking` scores every item of the catalog for chunks of users (`model.score_all`), so
+memory is bounded by ``batch_users x n_items`` whatever the number of users; by default the
+chunk is sized from a memory budget (`memory_budget`; default a quarter of the machine's RAM,
+or half of the memory available when evaluation starts if that is less), and hits are looked up
+in the sparse test matrix, never in a dense one. With `max_test_users` a seeded sample of the
+test users is evaluated, and the protocol label says so. Chunking never changes a metric: users
+are ranked independently. Ground truth is each user's distinct test items. With
+``exclude_seen=True`` (the default) the user's train items are masked out of the ranking *and*
+dropped from the ground truth: they could never be recommended, so counting them would only cap
+every model's recall alike. Users left with no test item are not evaluated
+(`RankingResult.n_skipped` counts them). To evaluate repeat consumption (e.g. leave-last-out
+where the last item was seen before) pass ``exclude_seen=False``: then nothing is masked and
+repeats count as hits.
 
 Cold users (no training event, or none the model kept) get what `recommend` and serving give
 them: the model cannot personalise an empty history, so they are ranked by the model's
@@ -59,11 +60,9 @@ _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
 
 def memory_budget_bytes(spec: int | str | None) -> int:
     """A memory budget in bytes: an int, or a size such as ``4GB``, ``512MiB``, ``1.5 GB``;
-    None means a quarter of the machine's RAM."""
+    None means the default, `default_memory_budget()`."""
     if spec is None:
-        import psutil
-
-        return int(psutil.virtual_memory().total // 4)
+        return default_memory_budget()
     if isinstance(spec, int | float) and not isinstance(spec, bool):
         value = float(spec)
     else:
@@ -74,6 +73,17 @@ def memory_budget_bytes(spec: int | str | None) -> int:
     if value < 1:
         raise InputError(f"memory budget {spec!r}: expected a positive size")
     return int(value)
+
+
+def default_memory_budget() -> int:
+    """The default budget: a quarter of the machine's RAM, or half of the memory available
+    now if that is less. It is read when a run starts chunking, after its data and model are
+    loaded, so it leaves room for what is already resident and for other processes on a
+    shared machine (a quarter of RAM alone does neither)."""
+    import psutil
+
+    vm = psutil.virtual_memory()
+    return int(min(vm.total // 4, vm.available // 2))
 
 
 def users_per_chunk(n_items: int, memory_budget: int | str | None, sampled: bool = False) -> int:
@@ -192,12 +202,14 @@ class RankingPairs:
     """What `evaluate_ranking` derives from (train, test) whatever the model: the binary train
     and test pair matrices and the per-item train counts. An experiment computes it once and
     passes it to every model's evaluation (at 100M events each derivation costs gigabytes of
-    temporaries and tens of seconds)."""
+    temporaries and tens of seconds). With it, an evaluation reads no event of the split, so
+    the caller may release them."""
 
     seen: sp.csr_matrix  # users x items, 1 where the user has a train event for the item
     truth: sp.csr_matrix  # the test pairs, without the train pairs when exclude_seen
     item_counts: np.ndarray  # distinct train users per item (float64)
     exclude_seen: bool
+    test_users: np.ndarray  # the users with a test event, sorted
 
 
 def ranking_pairs(
@@ -209,12 +221,13 @@ def ranking_pairs(
     shape = (train.n_users, train.n_items)
     seen = pair_matrix(train, shape)
     truth = pair_matrix(test, shape)
+    test_users = np.flatnonzero(np.diff(truth.indptr) > 0)
     if exclude_seen:
         truth = truth - truth.multiply(seen)
         truth.eliminate_zeros()
     # entries per column of a canonical CSR, without its CSC copy
     item_counts = np.bincount(seen.indices, minlength=train.n_items).astype(np.float64)
-    return RankingPairs(seen, truth, item_counts, exclude_seen)
+    return RankingPairs(seen, truth, item_counts, exclude_seen, test_users)
 
 
 #: Users whose metrics are computed at once (their top-k lists and hits are small).
@@ -250,7 +263,7 @@ def evaluate_ranking(
     equal scores are ordered by a hash of (seed, user, item), NaN/inf scores rank last.
 
     Users are scored `batch_users` at a time, by default as many as `memory_budget` allows
-    (`users_per_chunk`; default a quarter of RAM). `max_test_users` evaluates a sample of
+    (`users_per_chunk`; default `default_memory_budget()`). `max_test_users` evaluates a sample of
     that many of the evaluable users, drawn with `seed` (the same users for every model).
     Users ranked by scores shared by everyone (cold users' popularity fallback; a model
     whose `shared_scores()` is not None, such as popularity) take their lists from one
@@ -282,7 +295,7 @@ def evaluate_ranking(
     seen, truth, item_counts = pairs.seen, pairs.truth, pairs.item_counts
     n_rel_all = np.diff(truth.indptr)
     candidates = np.flatnonzero(n_rel_all > 0)
-    test_users = np.unique(test.user_idx)
+    test_users = pairs.test_users
     if users is not None:
         keep = np.isin(candidates, np.asarray(users))
         test_users = test_users[np.isin(test_users, np.asarray(users))]

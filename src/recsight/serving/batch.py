@@ -95,9 +95,9 @@ def recommend_chunk(
     value``; every event of each user), plus `users` that have no events (cold: fallback
     chain). Returns ``user_id, rank, item_id, score[, explanation]`` sorted by user id and
     rank. Scores are computed for as many users at once as `memory_budget` allows (default
-    a quarter of RAM). `sources`, when given, counts which stage answered each user. With
-    `ann`, candidates come from the pipeline's ANN index and are re-scored exactly
-    (`recsight.models.ann`)."""
+    a quarter of RAM or half of the available memory, whichever is less). `sources`, when
+    given, counts which stage answered each user. With `ann`, candidates come from the
+    pipeline's ANN index and are re-scored exactly (`recsight.models.ann`)."""
     if k < 1:
         raise InputError(f"k must be a positive integer, got {k}")
     if ann and pipeline.ann is None:
