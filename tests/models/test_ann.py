@@ -134,3 +134,25 @@ def test_save_load_and_refusals(als_ml100k, tmp_path, blocks):
     small = ALS(factors=4, iterations=2).fit(blocks)
     with pytest.raises(InputError, match="rebuild"):
         ann_top_k(small, index, small.user_factors_[:1], None, 5, id_keys(["x"]))
+
+
+def test_filter_reads_any_rows_of_the_seen_matrix():
+    # `_filter` gathers the rows' seen items from the CSR arrays itself: the same as
+    # filtering by scipy's row slice, for rows in any order, repeated, empty or not
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(3)
+    seen = sp.random(40, 500, density=0.05, format="csr", random_state=4, dtype=np.float32)
+    seen[7] = 0  # an empty row
+    seen.eliminate_zeros()
+    rows = np.array([7, 3, 39, 3, 0, 21])
+    found = rng.integers(-1, 500, size=(len(rows), 60))
+    found[:, :5] = seen[rows].toarray().argmax(axis=1)[:, None]  # seen items among the found
+    allowed = rng.random(500) < 0.8
+    cand, keep = ann._filter(found, rows, seen, allowed)
+    dense = seen[rows].toarray() > 0
+    expected = (found >= 0) & ~np.take_along_axis(dense, np.maximum(found, 0), axis=1)
+    expected &= allowed[np.maximum(found, 0)]
+    assert np.array_equal(cand, np.maximum(found, 0))
+    assert np.array_equal(keep, expected)
+    assert not keep[1:, :5].any()  # each non-empty row's seen item, dropped

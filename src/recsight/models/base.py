@@ -240,10 +240,9 @@ class Recommender:
         """Histories as a len(histories) x n_items CSR, one row each; unknown ids are
         dropped, repeats summed. One scipy constructor for the batch: a constructor costs
         ~50 us, more than the rest of a request's history handling."""
-        cols: list[np.ndarray] = []
-        vals: list[np.ndarray] = []
-        indptr = np.zeros(len(histories) + 1, np.int64)
-        for r, (items, wts) in enumerate(zip(histories, weights, strict=True)):
+        rows: list[np.ndarray] = []
+        row_weights: list[np.ndarray] = []
+        for items, wts in zip(histories, weights, strict=True):
             items = [items] if isinstance(items, str) else list(items)
             if wts is None:
                 w = np.full(len(items), self._history_default_weight(), np.float32)
@@ -254,6 +253,19 @@ class Recommender:
                     f"weights: expected {len(items)} values (one per item), got {len(w)}"
                 )
             idx = self.items_.index_of(items, missing="ignore") if items else np.zeros(0, np.int64)
+            rows.append(idx)
+            row_weights.append(w)
+        return self._index_matrix(rows, row_weights)
+
+    def _index_matrix(
+        self, rows: Sequence[np.ndarray], weights: Sequence[np.ndarray]
+    ) -> sp.csr_matrix:
+        """`_histories_matrix` of histories already looked up: item indices (-1, unknown:
+        dropped) and their float32 weights, one pair of arrays per row."""
+        cols: list[np.ndarray] = []
+        vals: list[np.ndarray] = []
+        indptr = np.zeros(len(rows) + 1, np.int64)
+        for r, (idx, w) in enumerate(zip(rows, weights, strict=True)):
             keep = idx >= 0
             cols.append(idx[keep])
             vals.append(w[keep])
@@ -264,7 +276,7 @@ class Recommender:
                 np.concatenate(cols) if cols else np.zeros(0, np.int64),
                 indptr,
             ),
-            shape=(len(histories), self.n_items),
+            shape=(len(rows), self.n_items),
             dtype=np.float32,
         )
         m.sum_duplicates()
