@@ -1,15 +1,19 @@
 """What one recommendation request costs the service beyond the model: no thread hop for a
-cached user, and the HTTP layer on C parsers (httptools, uvloop) rather than pure Python."""
+cached user, the HTTP layer on C parsers (httptools, uvloop) rather than pure Python, and no
+generic FastAPI parameter solving or response-model validation on the recommendation routes."""
 
 from __future__ import annotations
 
+import json
 import sys
+from contextlib import AsyncExitStack
 
 import anyio.to_thread
 import uvicorn
 from typer.testing import CliRunner
 
 from recsight.cli.main import app
+from recsight.serving.schemas import RecommendationsOut
 
 
 def test_cached_user_request_takes_no_thread_pool_hop(client, monkeypatch):
@@ -60,3 +64,70 @@ def test_serve_shortens_the_thread_switch_interval(shop_model, store_copy, monke
         sys.setswitchinterval(before)  # the setting is process-wide: leave pytest's as it was
     assert res.exit_code == 0, res.output
     assert seen == [0.001]
+
+
+def test_recommendations_skip_fastapis_generic_parameters_and_response_model(client, monkeypatch):
+    # `LeanRoute` reads the GET route's parameters itself and the routes answer plain JSON:
+    # neither FastAPI's dependency solving nor its response-model validation runs (each a
+    # share of the event loop's CPU per request); the body is the documented schema's
+    import fastapi.routing
+
+    def refused(*args, **kwargs):
+        raise AssertionError("FastAPI's generic path ran")
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", refused)
+    monkeypatch.setattr(fastapi.routing, "serialize_response", refused)
+    r = client.get("/recommendations/u1", params={"k": 5, "explain": True})
+    assert r.status_code == 200
+    body = r.json()
+    assert RecommendationsOut.model_validate(body).model_dump(mode="json") == body
+    assert len(body["recommendations"]) == 5 and body["user_id"] == "u1"
+    assert any(rec["evidence"] for rec in body["recommendations"])
+    schema = client.app.openapi()["paths"]["/recommendations/{user_id}"]["get"]
+    assert [p["name"] for p in schema["parameters"]] == [
+        "user_id", "k", "exclude_seen", "category", "explain"
+    ]  # fmt: skip
+    ok = schema["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/RecommendationsOut"}
+
+
+def test_lean_route_parses_as_fastapi_does(client):
+    # the same answers and the same 422 errors as FastAPI's own handler of the route, for
+    # good, bad, repeated, empty and unknown parameters
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.routing import APIRoute
+    from starlette.requests import Request
+
+    from recsight.serving.routes.recommendations import router
+
+    route = next(r for r in router.routes if r.path == "/recommendations/{user_id}")
+    lean, generic = route.get_route_handler(), APIRoute.get_route_handler(route)
+    assert lean.__name__ == "lean"
+    category = client.app.state.service.pipeline.category(
+        client.get("/recommendations/u2?k=1").json()["recommendations"][0]["item_id"]
+    )
+    queries = ["", "k=5", "k=0", "k=1001", "k=abc", "k=2.5", "k=", "k=3&k=4", "k=07",
+               "explain=true&k=2", "explain=maybe", "explain=", "exclude_seen=0&k=3",
+               "exclude_seen=no&explain=1", f"category={category}", "category=", "other=1",
+               "k=abc&explain=maybe"]  # fmt: skip
+
+    async def answer(handler, user: str, query: str):
+        async with AsyncExitStack() as stack:  # what FastAPI's own handler expects in the scope
+            scope = {"type": "http", "method": "GET", "path": f"/recommendations/{user}",
+                     "query_string": query.encode(), "headers": [], "app": client.app,
+                     "path_params": {"user_id": user}, "fastapi_middleware_astack": stack,
+                     "fastapi_inner_astack": stack, "fastapi_function_astack": stack}  # fmt: skip
+            try:
+                response = await handler(Request(scope))
+            except RequestValidationError as exc:
+                return 422, [(e["type"], e["loc"], e["msg"]) for e in exc.errors()]
+        body = json.loads(response.body)
+        body.pop("request_id")
+        return response.status_code, body
+
+    for user in ("u1", "someone-new"):
+        for query in queries:
+            got = client.portal.call(answer, lean, user, query)
+            assert got == client.portal.call(answer, generic, user, query), (user, query)
+            bad = "abc" in query or "maybe" in query or query in ("k=0", "k=1001", "k=2.5", "k=")
+            assert got[0] == (422 if bad or query == "explain=" else 200), query

@@ -37,7 +37,7 @@ from recsight.privacy.unlearn import pending_retrain
 from recsight.serving.batching import MicroBatcher
 from recsight.serving.history import HistoryCache, StoredHistories
 from recsight.serving.pipeline import Pipeline, RecommendationList, RecommendRequest
-from recsight.serving.schemas import EventIn, EventsAck, RecommendationsOut
+from recsight.serving.schemas import EventIn, EventsAck
 from recsight.serving.telemetry import Telemetry
 from recsight.serving.writes import ExposureLog, GroupCommit
 
@@ -367,7 +367,9 @@ class Service:
         self.config.model = folder
         return {"previous": old_version, "current": new.version, "manifest": new.manifest}
 
-    def respond(self, user_id: str | None, recs: RecommendationList) -> RecommendationsOut:
+    def respond(self, user_id: str | None, recs: RecommendationList) -> dict[str, Any]:
+        """The response body of a recommendation list (`RecommendationsOut`'s fields, in
+        its order, as plain JSON values), its exposures logged."""
         # 128 random bits from the seeded generator, not uuid4: uuid4 reads os.urandom, a
         # syscall that lets go of the GIL on every request, and under load taking it back
         # from the micro-batch thread waits up to the interpreter's switch interval
@@ -376,13 +378,13 @@ class Service:
         now = datetime.now(UTC).replace(tzinfo=None)
         self.exposures.add(request_id, user_id, [r.item_id for r in recs.items], version, now)
         self.telemetry.recommendations.labels(recs.source).inc()
-        return RecommendationsOut(
-            request_id=request_id,
-            user_id=user_id,
-            model_version=version,
-            source=recs.source,
-            recommendations=[r.__dict__ for r in recs.items],
-        )
+        return {
+            "request_id": request_id,
+            "user_id": user_id,
+            "model_version": version,
+            "source": recs.source,
+            "recommendations": [r.__dict__ for r in recs.items],
+        }
 
 
 def config_from_env(model: Path, db: Path, **kwargs: Any) -> ServiceConfig:
