@@ -7,13 +7,20 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import AsyncExitStack
+from unittest.mock import ANY
 
 import anyio.to_thread
+import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from recsight.cli.main import app
+from recsight.data.histories import HistorySnapshot, write_history_snapshot
+from recsight.data.store import Store
+from recsight.serving.app import ServiceConfig, create_app
 from recsight.serving.schemas import RecommendationsOut
+from tests.serving.conftest import API_KEY
 
 
 def test_cached_user_request_takes_no_thread_pool_hop(client, monkeypatch):
@@ -131,3 +138,48 @@ def test_lean_route_parses_as_fastapi_does(client):
             assert got == client.portal.call(answer, generic, user, query), (user, query)
             bad = "abc" in query or "maybe" in query or query in ("k=0", "k=1001", "k=2.5", "k=")
             assert got[0] == (422 if bad or query == "explain=" else 200), query
+
+
+def test_a_miss_read_from_the_snapshot_takes_no_thread_pool_hop(
+    shop_model, store_copy, monkeypatch
+):
+    # with a history snapshot a miss is a memory read, done on the micro-batch thread: a hop
+    # to the thread pool and back cost more than the read; store queries still hop, and a
+    # read that fails fails its own request only
+    with Store(store_copy) as store:
+        write_history_snapshot(store)
+    app = create_app(ServiceConfig(model=shop_model[1], db=store_copy, api_key=API_KEY))
+    hops = []
+    real = anyio.to_thread.run_sync
+
+    async def counted(func, *args, **kwargs):
+        hops.append(getattr(func, "__name__", repr(func)))
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    with TestClient(app) as c:
+        svc = c.app.state.service
+        assert svc.stored_histories.snapshot is not None
+        users = [str(u) for u in svc.pipeline.main.users_.ids[:3]]
+        answers = [c.get(f"/recommendations/{u}?k=4").json() for u in users]
+        assert hops == [] and svc.histories.misses == 3
+        assert all(a["source"] == "main" and len(a["recommendations"]) == 4 for a in answers)
+        # the same lists as a history read through the store and the thread pool
+        svc.stored_histories.drop()
+        for u in users:
+            svc.histories.evict(u)
+        again = [c.get(f"/recommendations/{u}?k=4").json() for u in users]
+        assert len(hops) == 3  # one store query each, in the thread pool
+        assert [a["recommendations"] for a in again] == [a["recommendations"] for a in answers]
+
+        def failing(user_id):
+            raise OSError("snapshot unreadable")
+
+        svc.stored_histories.install(HistorySnapshot.current(svc.store), [])
+        svc.histories.evict(users[0])
+        monkeypatch.setattr(svc.histories, "get", failing)
+        with pytest.raises(OSError):
+            c.get(f"/recommendations/{users[0]}")
+        assert c.get(f"/recommendations/{users[1]}?k=4").json() == {
+            **again[1], "request_id": ANY
+        }  # fmt: skip

@@ -16,9 +16,9 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import duckdb
 import pandas as pd
 import pyarrow as pa
+from starlette.concurrency import run_in_threadpool
 
 from recsight.data.histories import HistorySnapshot, events_after, write_history_snapshot
 from recsight.data.pseudonyms import UserIds
@@ -36,7 +37,7 @@ from recsight.privacy import DEFAULT_MIN_GROUP_SIZE
 from recsight.privacy.unlearn import pending_retrain
 from recsight.serving.batching import MicroBatcher
 from recsight.serving.history import HistoryCache, StoredHistories
-from recsight.serving.pipeline import Pipeline, RecommendationList, RecommendRequest
+from recsight.serving.pipeline import History, Pipeline, RecommendationList, RecommendRequest
 from recsight.serving.schemas import EventIn, EventsAck
 from recsight.serving.telemetry import Telemetry
 from recsight.serving.writes import ExposureLog, GroupCommit
@@ -132,12 +133,50 @@ class Service:
         self.telemetry = Telemetry()
         self.exposures = ExposureLog(self._write_exposures)
         self.commits = GroupCommit(self._append_events, self.write_lock)
-        self.batcher: MicroBatcher[RecommendRequest, RecommendationList] = MicroBatcher(
-            lambda requests: self.pipeline.recommend_many(requests),
-            window=config.batch_window_ms / 1000,
-            max_batch=config.max_batch,
+        self.batcher: MicroBatcher[tuple[str | None, RecommendRequest], RecommendationList] = (
+            MicroBatcher(
+                self._recommend_many,
+                window=config.batch_window_ms / 1000,
+                max_batch=config.max_batch,
+            )  # fmt: skip
         )
         self.started = time.time()
+
+    async def recommend_user(
+        self, user_id: str, k: int, exclude_seen: bool, category: str | None, explain: bool
+    ) -> RecommendationList:
+        """A (pseudonymized) user's recommendations. A history not in the cache is read on
+        the micro-batch thread when the snapshot holds it (memory reads): a hop to the thread
+        pool and back cost more CPU than the read (0.8-0.9 CPU ms a miss against 0.3 for the
+        read at 10M events). Store queries, which let go of the GIL and so run beside the
+        batches, still go to the thread pool (never the event loop)."""
+        history = self.histories.cached(user_id)
+        if history is None and self.stored_histories.snapshot is None:
+            history = await run_in_threadpool(self.histories.get, user_id)
+        placeholder = History(user_id) if history is None else history
+        request = RecommendRequest(placeholder, k, exclude_seen, category, explain)
+        return await self.batcher.submit((user_id if history is None else None, request))
+
+    def _recommend_many(
+        self, batch: Sequence[tuple[str | None, RecommendRequest]]
+    ) -> list[RecommendationList | Exception]:
+        """The micro-batcher's pass: the histories of requests that name a user to read
+        (`recommend_user`) read first, then the pipeline's answers; a failed read fails its
+        own request only."""
+        out: list[RecommendationList | Exception | None] = [None] * len(batch)
+        ready, where = [], []
+        for n, (user_id, request) in enumerate(batch):
+            if user_id is not None:
+                try:
+                    request = replace(request, history=self.histories.get(user_id))
+                except Exception as exc:  # the request's own failure, like a thread pool's
+                    out[n] = exc
+                    continue
+            ready.append(request)
+            where.append(n)
+        for n, answer in zip(where, self.pipeline.recommend_many(ready), strict=True):
+            out[n] = answer
+        return out  # type: ignore[return-value]
 
     def _start_clusterer(self) -> threading.Thread:
         thread = threading.Thread(target=self._cluster_by_user, daemon=True, name="cluster-by-user")

@@ -16,10 +16,10 @@ from recsight.serving.schemas import HistoryRequest, RecommendationsOut
 router = APIRouter(tags=["recommendations"], route_class=LeanRoute)
 
 
-# async: model work runs on the micro-batcher's thread, history loads from the store in the
-# thread pool; the event loop only parses, awaits and answers. Both routes answer a
-# JSONResponse of the plain values `response_model` documents: returned as a model, FastAPI
-# would validate and serialize it again on the event loop (~0.03 CPU ms a request)
+# async: model work runs on the micro-batcher's thread, history loads there too or in the
+# thread pool (`Service.recommend_user`); the event loop only parses, awaits and answers.
+# Both routes answer a JSONResponse of the plain values `response_model` documents: returned
+# as a model, FastAPI would validate and serialize it again (~0.03 CPU ms a request)
 @router.get("/recommendations/{user_id}", response_model=RecommendationsOut)
 async def get_recommendations(
     user_id: str,
@@ -31,11 +31,8 @@ async def get_recommendations(
 ) -> JSONResponse:
     """Recommendations for a user; an unknown user gets the cold-start path."""
     user_id = svc.user_ids(user_id)
-    history = svc.histories.cached(user_id)
-    if history is None:  # read from the store, off the event loop
-        history = await run_in_threadpool(svc.histories.get, user_id)
-    request = RecommendRequest(history, k, exclude_seen, category, explain)
-    return JSONResponse(svc.respond(user_id, await svc.batcher.submit(request)))
+    recs = await svc.recommend_user(user_id, k, exclude_seen, category, explain)
+    return JSONResponse(svc.respond(user_id, recs))
 
 
 @router.post("/recommendations", response_model=RecommendationsOut)
@@ -51,7 +48,7 @@ async def post_recommendations(body: HistoryRequest, svc: ServiceDep) -> JSONRes
             values=[None] * len(body.history),
         )
         request = RecommendRequest(history, body.k, body.exclude_seen, body.category, body.explain)
-        recs = await svc.batcher.submit(request)
+        recs = await svc.batcher.submit((None, request))
     return JSONResponse(svc.respond(None, recs))
 
 
