@@ -143,7 +143,7 @@ def main() -> None:
 
     db = args.work / "serve-cpu.duckdb"
     copy_store(args.work / PREPARED, db)
-    users = users_by_activity(db, args.warmup + args.requests, args.seed)
+    users = users_by_activity(args.work / PREPARED, args.warmup + args.requests, args.seed)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(args.src.resolve()), "RECSIGHT_API_KEY": "k",
