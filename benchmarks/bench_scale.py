@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_serve import open_loop  # noqa: E402
 
 from recsight.data.generate import AVG_EVENTS_PER_USER  # noqa: E402
-from tests.serving.live import free_port, start_raw  # noqa: E402
+from tests.serving.live import free_port, start_raw, wait_healthy  # noqa: E402
 
 STAGES = ("generate", "ingest", "analyze", "train_als", "train_itemknn", "train_sasrec",
           "evaluate", "batch", "ann_recall", "serve")  # fmt: skip
@@ -270,15 +270,7 @@ def serve_stage(work: Path, seconds: float = 30.0) -> dict:
     t0 = time.perf_counter()
     proc = start_raw(work / "als", db, KEY, port)
     try:
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.perf_counter() - t0 > 600:
-                raise RuntimeError("the service did not start")
-            time.sleep(0.1)
+        wait_healthy(proc, url, 600, poll=0.1)
         startup = time.perf_counter() - t0
         ps = psutil.Process(proc.pid)
         rss_start = ps.memory_info().rss

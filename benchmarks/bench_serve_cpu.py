@@ -139,7 +139,7 @@ def main() -> None:
         prepare(args.db, args.work)
         return
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.serving.live import free_port
+    from tests.serving.live import free_port, wait_healthy
 
     db = args.work / "serve-cpu.duckdb"
     copy_store(args.work / PREPARED, db)
@@ -152,17 +152,7 @@ def main() -> None:
            "--model", str(args.model), "--db", str(db), "--port", str(port)]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
     try:
-        t0 = time.perf_counter()
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.perf_counter() - t0 > 900:
-                raise RuntimeError("the service did not start")
-            time.sleep(0.2)
-        startup = time.perf_counter() - t0
+        startup = wait_healthy(proc, url, 900)
         asyncio.run(closed_loop(url, users[: args.warmup], args.clients))
         cache0 = httpx.get(url + "/health", timeout=30).json()["history_cache"]
         load0, cpu0 = os.getloadavg(), thread_cpu(proc.pid)

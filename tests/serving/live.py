@@ -36,18 +36,7 @@ def live_server(
     proc = start_raw(model, db, api_key, port, stderr=subprocess.PIPE, extra=extra)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + start_timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError(f"server did not start within {start_timeout:g} s")
-            time.sleep(0.2)
+        wait_healthy(proc, url, start_timeout)
         yield url
     finally:
         if proc.poll() is None:
@@ -57,6 +46,24 @@ def live_server(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def wait_healthy(proc: subprocess.Popen, url: str, timeout: float, poll: float = 0.2) -> float:
+    """Wait until the service at `url` answers /health; the seconds waited. RuntimeError when
+    the process exits first (with its stderr's tail, if piped) or after `timeout` seconds."""
+    t0 = time.perf_counter()
+    while True:
+        if proc.poll() is not None:
+            tail = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+            raise RuntimeError(f"server exited: {tail}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return time.perf_counter() - t0
+        except httpx.HTTPError:
+            pass
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"server did not start within {timeout:g} s")
+        time.sleep(poll)
 
 
 def start_raw(

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.serving.conftest import API_KEY
-from tests.serving.live import free_port, live_server, start_raw
+from tests.serving.live import free_port, live_server, start_raw, wait_healthy
 
 
 @pytest.mark.slow
@@ -20,14 +20,7 @@ def test_sigkill_keeps_every_acknowledged_event(shop_model, store_copy):
     port = free_port()
     proc = start_raw(model, store_copy, API_KEY, port)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            assert time.time() < deadline, "server did not start"
-            time.sleep(0.2)
+    wait_healthy(proc, url, 60)
 
     acked: list[str] = []
     stop = threading.Event()

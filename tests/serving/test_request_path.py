@@ -23,13 +23,9 @@ from recsight.serving.schemas import RecommendationsOut
 from tests.serving.conftest import API_KEY
 
 
-def test_cached_user_request_takes_no_thread_pool_hop(client, monkeypatch):
-    # a plain `def` dependency runs in FastAPI's thread pool: a hop (and its wake-ups) on
-    # every request; a cached user's request needs none (the model runs on the batcher)
-    user = str(client.app.state.service.pipeline.main.users_.ids[0])
-    first = client.get(f"/recommendations/{user}")  # loads the history: a hop allowed
-    assert first.status_code == 200 and first.json()["source"] == "main"
-    hops = []
+def _count_thread_hops(monkeypatch) -> list[str]:
+    """The names of the functions sent to anyio's thread pool from now on."""
+    hops: list[str] = []
     real = anyio.to_thread.run_sync
 
     async def counted(func, *args, **kwargs):
@@ -37,6 +33,16 @@ def test_cached_user_request_takes_no_thread_pool_hop(client, monkeypatch):
         return await real(func, *args, **kwargs)
 
     monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    return hops
+
+
+def test_cached_user_request_takes_no_thread_pool_hop(client, monkeypatch):
+    # a plain `def` dependency runs in FastAPI's thread pool: a hop (and its wake-ups) on
+    # every request; a cached user's request needs none (the model runs on the batcher)
+    user = str(client.app.state.service.pipeline.main.users_.ids[0])
+    first = client.get(f"/recommendations/{user}")  # loads the history: a hop allowed
+    assert first.status_code == 200 and first.json()["source"] == "main"
+    hops = _count_thread_hops(monkeypatch)
     again = client.get(f"/recommendations/{user}")
     assert again.status_code == 200
     assert again.json()["recommendations"] == first.json()["recommendations"]
@@ -149,14 +155,7 @@ def test_a_miss_read_from_the_snapshot_takes_no_thread_pool_hop(
     with Store(store_copy) as store:
         write_history_snapshot(store)
     app = create_app(ServiceConfig(model=shop_model[1], db=store_copy, api_key=API_KEY))
-    hops = []
-    real = anyio.to_thread.run_sync
-
-    async def counted(func, *args, **kwargs):
-        hops.append(getattr(func, "__name__", repr(func)))
-        return await real(func, *args, **kwargs)
-
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    hops = _count_thread_hops(monkeypatch)
     with TestClient(app) as c:
         svc = c.app.state.service
         assert svc.stored_histories.snapshot is not None
